@@ -1,0 +1,11 @@
+"""archspec: declarative neural-network architectures, statically checked, compiled to PyTorch,
+exported to ONNX. `import archspec` never imports torch or onnx."""
+
+from .analyze import Report
+from .api import build, check, export, load, run
+from .errors import ArchspecError, Diagnostic, InternalError, SpecError
+from .limits import Limits
+
+__version__ = "0.1.0"
+__all__ = ["ArchspecError", "Diagnostic", "InternalError", "Limits", "Report", "SpecError", "__version__",
+           "build", "check", "export", "load", "run"]

@@ -1,0 +1,207 @@
+"""Stage 4, analyze: walk the resolved graph once and compute, per node and in total, the
+output shape, parameters, MACs, FLOPs and activation memory as exact integers (conventions:
+`archspec.layers.base`). The walk is generic: every rule comes from the layer registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import Collector, Loc
+from .layers import MERGES, REGISTRY, Cost, ShapeError, TensorType
+from .layers.base import INT, numel
+from .limits import Limits
+from .load import format_path
+from .resolve import Graph, Layer, Node, Parallel, Sequence
+
+DTYPE_BYTES = {"float32": 4, "int64": 8}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    path: str  # module path, e.g. "stage2.block0.conv1"; "" for the model
+    kind: str  # layer kind, block name, "concat", "residual", ...
+    depth: int
+    input: TensorType
+    output: TensorType
+    params: int
+    macs: int
+    flops: int
+    activation_bytes: int  # bytes of every layer output inside this node, per sample
+    loc: Loc
+    leaf: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    params: int
+    macs: int
+    flops: int
+    activation_bytes: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"params": self.params, "macs": self.macs, "flops": self.flops,
+                "activation_bytes": self.activation_bytes}
+
+
+@dataclass(frozen=True)
+class Report:
+    graph: Graph
+    nodes: tuple[NodeReport, ...]  # pre-order: a container comes before its children
+    output: TensorType
+    totals: Totals
+
+    def node(self, path: str) -> NodeReport:
+        return next(n for n in self.nodes if n.path == path)
+
+
+class _Stop(Exception):
+    """The rest of this branch cannot be analysed (the error is already recorded)."""
+
+
+def analyze(graph: Graph, limits: Limits | None = None) -> Report:
+    limits = limits or Limits()
+    walker = _Walker(graph)
+    x = TensorType(graph.input.shape, graph.input.dtype)
+    try:
+        y, cost, act = walker.node(graph.root, x, "", 0, None)
+    except _Stop:
+        y, cost, act = x, Cost(), 0
+    walker.out.raise_if_any()
+    nodes = tuple(walker.reports[i] for i in sorted(walker.reports))
+    report = Report(graph, nodes, y, Totals(cost.params, cost.macs, cost.flops, act))
+    check_budgets(report, limits)
+    return report
+
+
+def check_budgets(report: Report, limits: Limits) -> None:
+    """Limits protect the runner (AS002); a spec's own `budget:` guards against regressions (AS301)."""
+    out = Collector()
+    totals = report.totals.as_dict()
+    where = report.graph.doc.loc(("network",))
+    for key in ("params", "macs", "activation_bytes"):
+        cap = getattr(limits, f"max_{key}")
+        if totals[key] > cap:
+            out.add("AS002", f"{key} {totals[key]:,} exceed the limit of {cap:,}", where,
+                    hint=f"raise it with {Limits.flag('max_' + key)} if this spec is trusted")
+    budget = report.graph.spec.budget
+    if budget is not None:
+        for key, cap in budget.model_dump().items():
+            if cap is not None and totals[key] > cap:
+                out.add("AS301", f"{key} {totals[key]:,} exceed the spec's budget of {cap:,}",
+                        report.graph.doc.loc(("budget", key)),
+                        hint="raise the budget in the spec if the growth is intended")
+    out.raise_if_any()
+
+
+class _Walker:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.doc = graph.doc
+        self.out = Collector()
+        self.reports: dict[int, NodeReport] = {}
+        self.order = 0
+
+    def node(self, node: Node, x: TensorType, prefix: str, depth: int,
+             producer: tuple[str, Loc] | None) -> tuple[TensorType, Cost, int]:
+        path = f"{prefix}.{node.name}" if prefix else (node.name if depth else "")
+        slot = self.order
+        self.order += 1
+        if isinstance(node, Layer):
+            y, cost = self.layer(node, x, path, producer)
+            act = numel(y.shape) * DTYPE_BYTES[y.dtype]
+            kind, leaf = node.kind, True
+        elif isinstance(node, Sequence):
+            y, cost, act = self.sequence(node, x, path, depth, producer)
+            kind, leaf = node.label, False
+        else:
+            y, cost, act = self.parallel(node, x, path, depth, producer)
+            kind, leaf = node.label, False
+        self.reports[slot] = NodeReport(path, kind, depth, x, y, cost.params, cost.macs, cost.flops, act,
+                                        node.loc, leaf)
+        return y, cost, act
+
+    def sequence(self, node: Sequence, x: TensorType, path: str, depth: int,
+                 producer: tuple[str, Loc] | None) -> tuple[TensorType, Cost, int]:
+        total, act = Cost(), 0
+        for child in node.children:
+            x, cost, child_act = self.node(child, x, path, depth + 1, producer)
+            total, act = _add(total, cost), act + child_act
+            producer = (f"'{path + '.' if path else ''}{child.name}'", child.loc)
+        return x, total, act
+
+    def parallel(self, node: Parallel, x: TensorType, path: str, depth: int,
+                 producer: tuple[str, Loc] | None) -> tuple[TensorType, Cost, int]:
+        outputs, total, act, failed = [], Cost(), 0, False
+        for branch in node.branches:
+            try:
+                y, cost, branch_act = self.node(branch, x, path, depth + 1, producer)
+            except _Stop:
+                failed = True  # keep analysing the other branches: report all their errors
+                continue
+            outputs.append((branch, y))
+            total, act = _add(total, cost), act + branch_act
+        if failed:
+            raise _Stop
+        merge = MERGES[node.merge]
+        shapes = [y.shape for _, y in outputs]
+        try:
+            out_shape = merge.infer(shapes)
+        except ShapeError as exc:
+            culprit = outputs[int(exc.field)][0] if exc.field and exc.field.isdigit() else node.branches[0]
+            self.out.add(exc.code, str(exc), node.loc, self.src(node), related=(
+                (f"branch '{outputs[0][0].name}' ends with {outputs[0][1]}", outputs[0][0].loc),
+                (f"branch '{culprit.name}' ends with {dict(outputs)[culprit]}", culprit.loc),
+            ) + node.calls)
+            raise _Stop from None
+        cost = merge.cost(shapes, out_shape)
+        y = TensorType(out_shape, outputs[0][1].dtype)
+        return y, _add(total, cost), act + numel(out_shape) * DTYPE_BYTES[y.dtype]
+
+    def layer(self, node: Layer, x: TensorType, path: str,
+              producer: tuple[str, Loc] | None) -> tuple[TensorType, Cost]:
+        kind = REGISTRY[node.kind]
+        related = ((f"its input {x} comes from {producer[0]}", producer[1]),) if producer else (
+            (f"its input {x} is the model input '{self.graph.input.name}'", self.graph.input.loc),)
+        related += node.calls
+        if kind.input_rank is not None and len(x.shape) not in kind.input_rank:
+            self.out.add("AS203", f"{node.kind} expects a {kind.input_desc} input, got {x} (rank {len(x.shape)})",
+                         node.loc, self.src(node), _rank_hint(x), related)
+            raise _Stop
+        if x.dtype != kind.input_dtype:
+            hint = "token ids go through an `embedding` first" if x.dtype == INT else "feed it integer token ids"
+            self.out.add("AS203", f"{node.kind} expects {kind.input_dtype} input, got {x.dtype}", node.loc,
+                         self.src(node), hint, related)
+            raise _Stop
+        try:
+            y = kind.output_type(node.params, x)
+            if any(d <= 0 for d in y.shape):
+                raise ShapeError(f"output {y} has a non-positive dimension", None, "AS202")
+        except ShapeError as exc:
+            where, src = node.loc, self.src(node)
+            if exc.field is not None:
+                fpath = self._param_path(node, exc.field)
+                if fpath is not None:
+                    where, src = self.doc.loc(fpath), format_path(fpath)
+            self.out.add(exc.code, f"{node.kind} '{path}': {exc}", where, src, "", related)
+            raise _Stop from None
+        return y, kind.cost(node.params, x.shape, y.shape)
+
+    def _param_path(self, node: Layer, field: str) -> tuple | None:
+        """YAML path of a layer's parameter, if the user wrote it."""
+        path = node.yaml_path + (node.kind, field)
+        return path if path in self.doc.value_locs else None
+
+    def src(self, node: Node) -> str:
+        return format_path(node.yaml_path) if isinstance(node, Layer) else ""
+
+
+def _add(a: Cost, b: Cost) -> Cost:
+    return Cost(a.params + b.params, a.macs + b.macs, a.flops + b.flops)
+
+
+def _rank_hint(x: TensorType) -> str:
+    if len(x.shape) == 1:
+        return "this layer needs more axes; is it after a `flatten` or global pooling?"
+    return ""
+

@@ -1,0 +1,64 @@
+"""The public Python API: load -> check (resolve + analyze) -> build -> export -> run.
+
+`load` and `check` never import torch or onnx; `build`, `export` and `run` import them on use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path as FsPath
+from typing import TYPE_CHECKING, Any, Union
+
+from .analyze import Report, analyze
+from .limits import Limits
+from .load import Document, load_file, load_text
+from .resolve import Graph, resolve
+
+if TYPE_CHECKING:
+    import torch
+
+SpecLike = Union[str, os.PathLike, Document, Graph, Report]
+
+
+def load(spec: str | os.PathLike, *, limits: Limits | None = None) -> Document:
+    """Reads a spec from a path, or from YAML text when `spec` is not an existing file name."""
+    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and "\n" not in spec
+                                         and (spec.endswith((".yaml", ".yml")) or os.path.exists(spec))):
+        return load_file(spec, limits)
+    return load_text(str(spec), "<string>", limits)
+
+
+def check(spec: SpecLike, *, limits: Limits | None = None, input_shape: tuple[int, ...] | None = None) -> Report:
+    """Validates, resolves and analyses a spec; raises SpecError listing every problem."""
+    if isinstance(spec, Report) and input_shape is None:
+        return spec
+    if isinstance(spec, Report):
+        spec = spec.graph
+    if isinstance(spec, Graph):
+        if input_shape is None:
+            return analyze(spec, limits)
+        spec = spec.doc
+    doc = spec if isinstance(spec, Document) else load(spec, limits=limits)
+    return analyze(resolve(doc, limits, input_shape), limits)
+
+
+def build(spec: SpecLike, *, device: Any = None, dtype: Any = None, seed: int | None = None,
+          limits: Limits | None = None) -> "torch.nn.Module":
+    """Compiles a spec into a trainable torch.nn.Module whose submodule names mirror the spec."""
+    from .lower import build_module
+
+    return build_module(check(spec, limits=limits), device=device, dtype=dtype, seed=seed)
+
+
+def export(spec: SpecLike, output: str | os.PathLike, **options: Any) -> Any:
+    """Exports to ONNX and proves onnxruntime matches PyTorch; see `archspec.export_onnx.export_model`."""
+    from .export_onnx import export_model
+
+    return export_model(check(spec, limits=options.pop("limits", None)), FsPath(output), **options)
+
+
+def run(model: str | os.PathLike, inputs: Any = None, **options: Any) -> Any:
+    """Runs an exported model (or a spec, exported on the fly) with onnxruntime."""
+    from .runtime import run_model
+
+    return run_model(model, inputs, **options)

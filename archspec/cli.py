@@ -1,0 +1,199 @@
+"""The `archspec` command: a thin layer over the API. Exit codes: 0 ok, 1 spec errors, 2 usage errors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from . import __version__
+from .api import check
+from .errors import ArchspecError, Diagnostic, SpecError
+from .limits import Limits
+from .render import github_diagnostic, human_diagnostic, json_results, summary_dict, summary_table
+from .schema import parse_amount
+
+EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.command(args)
+    except SpecError as exc:
+        _print_diagnostics(exc.diagnostics, getattr(args, "format", "human"))
+        return EXIT_SPEC
+    except ArchspecError as exc:
+        print(f"archspec: error: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+def cmd_check(args: argparse.Namespace) -> int:
+    limits = _limits(args)
+    results = []
+    files = list(_spec_files(args.paths))
+    if not files:
+        print("archspec: error: no .yaml/.yml specs found in " + ", ".join(args.paths), file=sys.stderr)
+        return EXIT_USAGE
+    for file in files:
+        try:
+            results.append((file, check(file, limits=limits), ()))
+        except SpecError as exc:
+            results.append((file, None, exc.diagnostics))
+    failed = [r for r in results if r[2]]
+    if args.format == "json":
+        print(json_results(results))
+    else:
+        for _, _, diags in failed:
+            _print_diagnostics(diags, args.format)
+        if args.format == "human" and not args.quiet:
+            n_err = sum(len(d) for _, _, d in failed)
+            status = f"{len(results) - len(failed)} of {len(results)} specs ok"
+            print(status + (f", {n_err} error{'s' * (n_err != 1)}" if n_err else ""),
+                  file=sys.stderr if failed else sys.stdout)
+    return EXIT_SPEC if failed else EXIT_OK
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    import json
+
+    report = check(args.spec, limits=_limits(args), input_shape=_shape(args.input))
+    if args.format == "json":
+        print(json.dumps(summary_dict(report, args.depth), indent=2))
+    else:
+        print(summary_table(report, args.depth))
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .render import compare_table
+
+    reports = [check(s, limits=_limits(args)) for s in args.specs]
+    print(compare_table(reports))
+    return EXIT_OK
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .lower import save_state
+
+    report = check(args.spec, limits=_limits(args))
+    print(summary_table(report, args.depth))
+    if args.output:
+        from .api import build
+
+        module = build(report, seed=args.seed)
+        save_state(module, report, Path(args.output))
+        print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+# -- plumbing ---------------------------------------------------------------------------------
+
+def _spec_files(paths: Sequence[str]) -> Iterator[str]:
+    for p in paths:
+        if os.path.isdir(p):
+            yield from sorted(str(f) for f in Path(p).rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file())
+        else:
+            yield p
+
+
+def _print_diagnostics(diags: Sequence[Diagnostic], fmt: str) -> None:
+    if fmt == "json":
+        print(json_results([(diags[0].loc.file if diags else "", None, tuple(diags))]))
+        return
+    lines: dict[str, list[str]] = {}
+    for d in diags:
+        if fmt == "github":
+            print(github_diagnostic(d))
+            continue
+        if d.loc.file not in lines:
+            lines[d.loc.file] = _read_lines(d.loc.file)
+        src = lines[d.loc.file]
+        print(human_diagnostic(d, src[d.loc.line - 1] if 0 < d.loc.line <= len(src) else ""), file=sys.stderr)
+
+
+def _read_lines(file: str) -> list[str]:
+    try:
+        if os.path.getsize(file) > Limits().max_file_bytes:
+            return []
+        with open(file, encoding="utf-8", errors="replace") as fh:
+            return fh.read().splitlines()
+    except OSError:
+        return []
+
+
+def _shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(x) for x in text.replace("x", ",").split(","))
+    except ValueError:
+        raise SystemExit(f"archspec: error: --input expects sizes such as 3,224,224, got {text!r}") from None
+    if any(d < 1 for d in dims):
+        raise SystemExit(f"archspec: error: --input sizes must be positive, got {text!r}")
+    return dims
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    values = {name: getattr(args, name) for name in Limits.names() if getattr(args, name, None) is not None}
+    return Limits(**values)
+
+
+def _amount(text: str) -> int:
+    try:
+        return parse_amount(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="archspec", description="Declarative neural-network architectures: "
+                                     "check shapes and costs statically, build PyTorch modules, export ONNX.")
+    parser.add_argument("--version", action="version", version=f"archspec {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(command=fn)
+        limits = p.add_argument_group("limits (accept 30M, 5G, ...)")
+        for field in Limits.names():
+            limits.add_argument(Limits.flag(field), dest=field, type=_amount, metavar="N",
+                                help=f"default {getattr(Limits(), field):,}")
+        return p
+
+    p = command("check", cmd_check, "Validate and shape-check specs (files or folders).")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--format", choices=("human", "json", "github"), default="human")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing when every spec is valid")
+
+    p = command("summary", cmd_summary, "Per-layer table of output shapes, parameters and MACs.")
+    p.add_argument("spec")
+    p.add_argument("--depth", type=int, default=None, help="collapse blocks below this depth")
+    p.add_argument("--input", default=None, help="override the input shape, e.g. 3,299,299")
+    p.add_argument("--format", choices=("human", "json"), default="human")
+
+    p = command("compare", cmd_compare, "Side-by-side parameters, MACs and output shapes of several specs.")
+    p.add_argument("specs", nargs="+")
+    p.add_argument("--format", choices=("human",), default="human")
+
+    p = command("build", cmd_build, "Build the PyTorch module; optionally save its initial state dict.")
+    p.add_argument("spec")
+    p.add_argument("-o", "--output", default=None, help="write the state dict here (torch.save)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--depth", type=int, default=1)
+    p.add_argument("--format", choices=("human",), default="human")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

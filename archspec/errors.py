@@ -1,0 +1,123 @@
+"""Located diagnostics: every problem a user can cause is reported as `file:line:col: error[CODE]`.
+
+Stages collect diagnostics and raise one `SpecError` holding all of them, so a user sees
+every problem of a stage in one run (as ONNX shape inference reports per node).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable
+
+# Stable error codes, documented in docs/errors.md. Never renumber; only append.
+CODES: dict[str, str] = {
+    "AS001": "file-unreadable",
+    "AS002": "limit-exceeded",
+    "AS010": "yaml-syntax",
+    "AS011": "yaml-unsafe-tag",
+    "AS012": "yaml-duplicate-key",
+    "AS013": "yaml-merge-key",
+    "AS014": "yaml-alias",
+    "AS015": "yaml-ambiguous-scalar",
+    "AS016": "yaml-multiple-documents",
+    "AS017": "yaml-encoding",
+    "AS018": "empty-file",
+    "AS101": "unknown-key",
+    "AS102": "missing-key",
+    "AS103": "wrong-type",
+    "AS104": "out-of-range",
+    "AS105": "unknown-layer",
+    "AS106": "bad-version",
+    "AS107": "invalid-value",
+    "AS110": "duplicate-name",
+    "AS120": "bad-expression",
+    "AS121": "unknown-variable",
+    "AS122": "block-recursion",
+    "AS201": "shape-mismatch",
+    "AS202": "non-positive-output",
+    "AS203": "bad-input-rank",
+    "AS301": "budget-exceeded",
+}
+CODE_BY_NAME = {name: code for code, name in CODES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Loc:
+    """A position in a spec file, 1-based line and column as editors show them."""
+
+    file: str
+    line: int = 0
+    col: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}" if self.line else self.file
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    code: str
+    message: str
+    loc: Loc
+    path: str = ""  # YAML path such as network[3].conv2d.kernel
+    hint: str = ""
+    related: tuple[tuple[str, Loc], ...] = ()  # ("input produced here", loc), ("in block called here", loc)
+
+    @property
+    def name(self) -> str:
+        return CODES.get(self.code, "error")
+
+    def as_dict(self) -> dict:
+        return {
+            "file": self.loc.file,
+            "line": self.loc.line,
+            "col": self.loc.col,
+            "code": self.code,
+            "name": self.name,
+            "message": self.message,
+            "path": self.path,
+            "hint": self.hint,
+            "related": [{"note": n, "file": l.file, "line": l.line, "col": l.col} for n, l in self.related],
+        }
+
+
+class ArchspecError(Exception):
+    """Base of every error archspec raises on purpose; anything else is a bug in archspec."""
+
+
+class SpecError(ArchspecError):
+    """One or more located problems in a spec; `diagnostics` holds all of them."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]):
+        self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
+        first = self.diagnostics[0] if self.diagnostics else None
+        super().__init__(f"{first.loc}: error[{first.code}]: {first.message}" if first else "invalid spec")
+
+
+class InternalError(ArchspecError):
+    """A failure that is archspec's bug, not the user's; names the layer and its source line."""
+
+
+@dataclass
+class Collector:
+    """Accumulates the diagnostics of one stage; `raise_if_any` ends the stage."""
+
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    _seen: set[Diagnostic] = field(default_factory=set)
+
+    def add(self, code: str, message: str, loc: Loc, path: str = "", hint: str = "",
+            related: tuple[tuple[str, Loc], ...] = ()) -> None:
+        d = Diagnostic(code, message, loc, path, hint, related)
+        if d not in self._seen:  # a block body or repeat may hit the same problem many times
+            self._seen.add(d)
+            self.diagnostics.append(d)
+
+    def raise_if_any(self) -> None:
+        if self.diagnostics:
+            raise SpecError(self.diagnostics)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`did you mean 'kernel'?` for the closest valid name, or '' when nothing is close."""
+    close = difflib.get_close_matches(str(word), sorted(set(choices)), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else ""

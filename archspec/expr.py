@@ -1,0 +1,167 @@
+"""Safe arithmetic over block parameters (`channels * 4`, `2 if i == 0 else 1`).
+
+`ast.parse` only parses; we walk a whitelist of node types and compute ourselves, so no
+user string can call, import or index anything. Operands and results are bounded so that
+`2**2**2**100` is an error, not a hang.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from typing import Any, Mapping
+
+from .errors import did_you_mean
+
+MAX_EXPR_CHARS = 200
+MAX_ABS = 1 << 62  # larger than any real tensor dimension or count
+Value = int | float | bool | str
+
+
+class ExprError(Exception):
+    """A bad expression; `code` is the diagnostic code, message is user-facing."""
+
+    def __init__(self, code: str, message: str, hint: str = ""):
+        super().__init__(message)
+        self.code, self.hint = code, hint
+
+
+_BINARY = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Div: None, ast.Pow: None,
+}
+_COMPARE = {
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
+    ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
+}
+_FUNCS = {"min": min, "max": max}
+_IDENT_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789")
+_OPERATOR_CHARS = set("+-*/%()<>=")
+
+
+def looks_like_expression(text: str) -> bool:
+    """A string with an operator is meant as arithmetic; a bare word may be an option like `same`."""
+    return any(ch in _OPERATOR_CHARS for ch in text) or " if " in text
+
+
+def is_identifier(text: str) -> bool:
+    return bool(text) and text.isidentifier() and set(text) <= _IDENT_CHARS
+
+
+def evaluate(text: str, env: Mapping[str, Value]) -> Value:
+    if len(text) > MAX_EXPR_CHARS:
+        raise ExprError("AS120", f"expression longer than {MAX_EXPR_CHARS} characters")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        raise ExprError("AS120", f"cannot parse expression {text!r}") from None
+    return _Evaluator(env).visit(tree.body)
+
+
+class _Evaluator:
+    def __init__(self, env: Mapping[str, Value]):
+        self.env = env
+
+    def visit(self, node: ast.AST) -> Value:
+        method = getattr(self, "visit_" + type(node).__name__, None)
+        if method is None:
+            raise ExprError("AS120", f"'{ast.unparse(node)}' is not allowed in an expression",
+                            "expressions may use numbers, parameters, + - * / // % **, comparisons, "
+                            "`a if cond else b`, min() and max()")
+        return method(node)
+
+    def visit_Constant(self, node: ast.Constant) -> Value:
+        if isinstance(node.value, (bool, int, float)) or isinstance(node.value, str):
+            return _bounded(node.value)
+        raise ExprError("AS120", f"constant {node.value!r} is not allowed")
+
+    def visit_Name(self, node: ast.Name) -> Value:
+        if node.id in self.env:
+            return self.env[node.id]
+        if node.id in ("true", "false"):
+            return node.id == "true"
+        raise ExprError("AS121", f"unknown variable '{node.id}'", did_you_mean(node.id, self.env))
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> Value:
+        value = self.visit(node.operand)
+        if isinstance(node.op, ast.Not):
+            return not value
+        _numeric(value, node)
+        if isinstance(node.op, ast.USub):
+            return -value
+        if isinstance(node.op, ast.UAdd):
+            return +value
+        raise ExprError("AS120", "operator not allowed")
+
+    def visit_BinOp(self, node: ast.BinOp) -> Value:
+        if type(node.op) not in _BINARY:
+            raise ExprError("AS120", f"operator in '{ast.unparse(node)}' is not allowed")
+        left, right = self.visit(node.left), self.visit(node.right)
+        _numeric(left, node)
+        _numeric(right, node)
+        if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)) and right == 0:
+            raise ExprError("AS120", f"division by zero in '{ast.unparse(node)}'")
+        if isinstance(node.op, ast.Pow):
+            return _power(left, right, node)
+        if isinstance(node.op, ast.Div):
+            # Exact when it divides: channel arithmetic stays integral.
+            if isinstance(left, int) and isinstance(right, int) and left % right == 0:
+                return left // right
+            return left / right
+        return _bounded(_BINARY[type(node.op)](left, right))
+
+    def visit_Compare(self, node: ast.Compare) -> Value:
+        left = self.visit(node.left)
+        for op, comparator in zip(node.ops, node.comparators):
+            if type(op) not in _COMPARE:
+                raise ExprError("AS120", "only == != < <= > >= comparisons are allowed")
+            right = self.visit(comparator)
+            if not _COMPARE[type(op)](left, right):
+                return False
+            left = right
+        return True
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> Value:
+        values = [bool(self.visit(v)) for v in node.values]
+        return all(values) if isinstance(node.op, ast.And) else any(values)
+
+    def visit_IfExp(self, node: ast.IfExp) -> Value:
+        return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
+
+    def visit_Call(self, node: ast.Call) -> Value:
+        if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS or node.keywords or not node.args:
+            raise ExprError("AS120", f"'{ast.unparse(node)}' is not allowed; only min() and max() may be called")
+        args = [self.visit(a) for a in node.args]
+        for a in args:
+            _numeric(a, node)
+        return _FUNCS[node.func.id](args)
+
+
+def _numeric(value: Value, node: ast.AST) -> None:
+    if isinstance(value, str) or isinstance(value, bool):
+        raise ExprError("AS120", f"arithmetic on a non-number in '{ast.unparse(node)}' "
+                        f"(got {type(value).__name__} {value!r})")
+
+
+def _power(base: Value, exp: Value, node: ast.AST) -> Value:
+    if isinstance(exp, int) and isinstance(base, int):
+        if exp < 0:
+            raise ExprError("AS120", f"negative integer power in '{ast.unparse(node)}'")
+        if base not in (0, 1, -1) and exp * max(abs(base), 2).bit_length() > 64:
+            raise ExprError("AS120", f"'{ast.unparse(node)}' is too large")
+    elif abs(exp) > 1024:
+        raise ExprError("AS120", f"'{ast.unparse(node)}' is too large")
+    try:
+        return _bounded(base ** exp)
+    except (OverflowError, ZeroDivisionError):
+        raise ExprError("AS120", f"'{ast.unparse(node)}' cannot be computed") from None
+
+
+def _bounded(value: Value) -> Value:
+    if isinstance(value, bool) or isinstance(value, str):
+        return value
+    if isinstance(value, complex):
+        raise ExprError("AS120", "result is not a real number")
+    if abs(value) > MAX_ABS or value != value:  # also rejects NaN
+        raise ExprError("AS120", f"value {value!r} is out of range")
+    return value

@@ -1,0 +1,177 @@
+"""The layer registry: one `LayerKind` subclass per kind holds its schema, shape rule, cost
+rule and lowering, and registers itself by being defined (as ONNX pairs an operator schema
+with its shape inference). Engines look kinds up here and never switch on a kind's name.
+
+Conventions, stated once and used everywhere:
+- Shapes are per sample, batch axis excluded: images (C, H, W), sequences (T, F), tokens (T,).
+- params: trainable parameters, as `sum(p.numel() for p in module.parameters())` counts them
+  (BatchNorm running statistics are buffers, not parameters).
+- macs: multiply-accumulates of conv, linear and recurrent gate matmuls, bias excluded: the
+  convention behind torchvision's published GFLOPS.
+- flops: 2*macs + bias adds + one flop per element for activations, adds and normalisation
+  steps, one per window element for pooling (documented per kind in `flops`). Per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+
+if TYPE_CHECKING:
+    import torch
+
+Shape = tuple[int, ...]
+FLOAT, INT = "float32", "int64"
+
+
+class ShapeError(Exception):
+    """Raised by a shape rule; `field` names the parameter at fault, if one is."""
+
+    def __init__(self, message: str, field: str | None = None, code: str = "AS201"):
+        super().__init__(message)
+        self.field, self.code = field, code
+
+
+@dataclass(frozen=True, slots=True)
+class TensorType:
+    shape: Shape
+    dtype: str = FLOAT
+
+    def __str__(self) -> str:
+        return "x".join(map(str, self.shape)) if self.shape else "scalar"
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    params: int = 0
+    macs: int = 0
+    flops: int = 0
+
+
+class LayerParams(BaseModel):
+    """Base of every kind's parameter schema: strict, frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def numel(shape: Shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+# --- Parameter types, normalised once at the boundary -------------------------------------
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _positive_pair(name: str, minimum: int) -> Any:
+    def check(v: Any) -> tuple[int, int]:
+        if _is_int(v):
+            v = (v, v)
+        if isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) for x in v):
+            if min(v) < minimum:
+                raise ValueError(f"{name} must be >= {minimum}, got {list(v) if len(set(v)) > 1 else v[0]}")
+            return (v[0], v[1])
+        raise ValueError(f"expected {name} as an integer or [height, width], got {v!r}")
+
+    schema = {"anyOf": [{"type": "integer", "minimum": minimum},
+                        {"type": "array", "items": {"type": "integer", "minimum": minimum},
+                         "minItems": 2, "maxItems": 2}, {"type": "string"}]}
+    return Annotated[tuple[int, int], PlainValidator(check), WithJsonSchema(schema)]
+
+
+Size2 = _positive_pair("a size", 1)  # kernel, stride, dilation: int or [h, w], each >= 1
+Pad2 = _positive_pair("padding", 0)
+
+
+def _padding(v: Any) -> tuple[int, int, int, int] | str:
+    """int | [h, w] | [top, bottom, left, right] | 'same' | 'valid' -> (t, b, l, r) or 'same'."""
+    if v == "valid":
+        return (0, 0, 0, 0)
+    if v == "same":
+        return "same"
+    if _is_int(v):
+        v = [v, v]
+    if isinstance(v, (list, tuple)) and all(_is_int(x) for x in v) and len(v) in (2, 4):
+        if min(v) < 0:
+            raise ValueError(f"padding must be >= 0, got {list(v)}")
+        return (v[0], v[0], v[1], v[1]) if len(v) == 2 else tuple(v)  # type: ignore[return-value]
+    raise ValueError(f"expected padding as an integer, [h, w], [top, bottom, left, right], "
+                     f"'same' or 'valid', got {v!r}")
+
+
+Padding = Annotated[
+    Any, PlainValidator(_padding),
+    WithJsonSchema({"anyOf": [
+        {"type": "integer", "minimum": 0}, {"enum": ["same", "valid"]}, {"type": "string"},
+        {"type": "array", "items": {"type": ["integer", "string"]}, "minItems": 2, "maxItems": 4}]}),
+]
+PositiveInt = Annotated[int, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+# --- Registry --------------------------------------------------------------------------------
+
+REGISTRY: dict[str, type["LayerKind"]] = {}
+
+
+class LayerKind:
+    """One layer kind. Subclasses set `name`, `Params`, `doc` and the three rules; defining the
+    subclass registers it."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[LayerParams]]
+    doc: ClassVar[str] = ""
+    input_rank: ClassVar[tuple[int, ...] | None] = None  # accepted per-sample ranks; None = any
+    input_desc: ClassVar[str] = ""  # how the docs and errors name the expected input, e.g. "(C, H, W)"
+    input_dtype: ClassVar[str] = FLOAT
+    flops_rule: ClassVar[str] = ""  # one line for the docs, with its reference
+    example: ClassVar[dict[str, Any] | None] = None  # a valid parameter set, for generated tests
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            if cls.name in REGISTRY:
+                raise RuntimeError(f"layer kind {cls.name!r} registered twice")
+            REGISTRY[cls.name] = cls
+
+    @classmethod
+    def output_type(cls, p: Any, x: TensorType) -> TensorType:
+        return TensorType(cls.infer(p, x.shape), FLOAT)
+
+    @classmethod
+    def infer(cls, p: Any, shape: Shape) -> Shape:
+        """The output shape; raise ShapeError when the input cannot be consumed."""
+        return shape
+
+    @classmethod
+    def cost(cls, p: Any, x: Shape, y: Shape) -> Cost:
+        return Cost(flops=numel(y))
+
+    @classmethod
+    def lower(cls, p: Any, x: Shape, y: Shape) -> "torch.nn.Module":
+        raise NotImplementedError(f"{cls.name} has no PyTorch lowering")
+
+
+def lookup(kind: str) -> type[LayerKind] | None:
+    return REGISTRY.get(kind)
+
+
+def out_size(n: int, k: int, s: int, pad_total: int, dilation: int = 1, ceil: bool = False,
+             pad_begin: int = 0) -> int:
+    """Output length of a sliding window (d2l §7.3: floor((n - k + p + s) / s); PyTorch Conv2d/MaxPool2d docs
+    for dilation and ceil_mode, where a last window that starts in the right padding is dropped)."""
+    span = dilation * (k - 1) + 1
+    top = n + pad_total - span
+    if top < 0:
+        return 0
+    out = (-(-top // s) if ceil else top // s) + 1
+    if ceil and (out - 1) * s >= n + pad_begin:
+        out -= 1
+    return out
+

@@ -1,0 +1,137 @@
+"""Dense layers and shape plumbing: linear, flatten, dropout, identity, embedding."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import (INT, Cost, LayerKind, LayerParams, PositiveInt, Probability, Shape, ShapeError,
+                   TensorType, numel)
+
+
+class LinearParams(LayerParams):
+    out: PositiveInt
+    bias: bool = True
+    in_features: PositiveInt | None = Field(None, alias="in")
+
+
+class Linear(LayerKind):
+    name = "linear"
+    Params = LinearParams
+    doc = "Fully connected layer on the last axis: (..., F) -> (..., out); per time step on sequences."
+    input_desc = "(..., F)"
+    flops_rule = "2*MACs + one add per output element for the bias"
+    example = {"out": 5}
+
+    @classmethod
+    def infer(cls, p: LinearParams, x: Shape) -> Shape:
+        if not x:
+            raise ShapeError("linear needs at least one axis of features")
+        if p.in_features is not None and p.in_features != x[-1]:
+            raise ShapeError(f"declared in={p.in_features} but the input has {x[-1]} features"
+                             + (" (add a flatten before it?)" if len(x) > 1 else ""), "in")
+        return x[:-1] + (p.out,)
+
+    @classmethod
+    def cost(cls, p: LinearParams, x: Shape, y: Shape) -> Cost:
+        macs = numel(x[:-1]) * x[-1] * p.out  # every position of a sequence pays the full matmul
+        bias = p.out if p.bias else 0
+        return Cost(params=x[-1] * p.out + bias, macs=macs, flops=2 * macs + (numel(y) if p.bias else 0))
+
+    @classmethod
+    def lower(cls, p: LinearParams, x: Shape, y: Shape):
+        from torch import nn
+
+        return nn.Linear(x[-1], p.out, bias=p.bias)
+
+
+class NoParams(LayerParams):
+    pass
+
+
+class Flatten(LayerKind):
+    name = "flatten"
+    Params = NoParams
+    doc = "Flattens every per-sample axis into one: (C, H, W) -> (C*H*W)."
+    flops_rule = "none (a view)"
+
+    @classmethod
+    def infer(cls, p: NoParams, x: Shape) -> Shape:
+        return (numel(x),)
+
+    @classmethod
+    def cost(cls, p: NoParams, x: Shape, y: Shape) -> Cost:
+        return Cost()
+
+    @classmethod
+    def lower(cls, p: NoParams, x: Shape, y: Shape):
+        from torch import nn
+
+        return nn.Flatten()
+
+
+class DropoutParams(LayerParams):
+    p: Probability = 0.5
+
+
+class Dropout(LayerKind):
+    name = "dropout"
+    Params = DropoutParams
+    doc = "Zeroes elements with probability `p` in training; the identity in inference."
+    flops_rule = "none at inference"
+
+    @classmethod
+    def cost(cls, p: DropoutParams, x: Shape, y: Shape) -> Cost:
+        return Cost()
+
+    @classmethod
+    def lower(cls, p: DropoutParams, x: Shape, y: Shape):
+        from torch import nn
+
+        return nn.Dropout(p.p)
+
+
+class Identity(LayerKind):
+    name = "identity"
+    Params = NoParams
+    doc = "Passes its input through; the default shortcut of a residual block."
+    flops_rule = "none"
+
+    @classmethod
+    def cost(cls, p: NoParams, x: Shape, y: Shape) -> Cost:
+        return Cost()
+
+    @classmethod
+    def lower(cls, p: NoParams, x: Shape, y: Shape):
+        from torch import nn
+
+        return nn.Identity()
+
+
+class EmbeddingParams(LayerParams):
+    vocab: PositiveInt
+    dim: PositiveInt
+
+
+class Embedding(LayerKind):
+    name = "embedding"
+    Params = EmbeddingParams
+    doc = "Looks up a `dim`-vector per token id: (T) int64 -> (T, dim)."
+    input_rank = (1,)
+    input_desc = "(T) token ids"
+    input_dtype = INT
+    flops_rule = "none (a table lookup)"
+    example = {"vocab": 20, "dim": 6}
+
+    @classmethod
+    def output_type(cls, p: EmbeddingParams, x: TensorType) -> TensorType:
+        return TensorType(x.shape + (p.dim,))
+
+    @classmethod
+    def cost(cls, p: EmbeddingParams, x: Shape, y: Shape) -> Cost:
+        return Cost(params=p.vocab * p.dim)
+
+    @classmethod
+    def lower(cls, p: EmbeddingParams, x: Shape, y: Shape):
+        from torch import nn
+
+        return nn.Embedding(p.vocab, p.dim)

@@ -1,0 +1,152 @@
+"""Pooling (d2l §7.5): max/average windows, global pooling, adaptive average pooling."""
+
+from __future__ import annotations
+
+from pydantic import model_validator
+
+from .base import Cost, LayerKind, LayerParams, Pad2, Shape, ShapeError, Size2, numel, out_size
+
+
+class PoolParams(LayerParams):
+    kernel: Size2
+    stride: Size2 | None = None  # defaults to the kernel, as in PyTorch
+    padding: Pad2 = (0, 0)
+    ceil_mode: bool = False
+
+    @model_validator(mode="after")
+    def _padding_at_most_half_kernel(self) -> "PoolParams":
+        # PyTorch rejects pad > kernel/2; catching it here keeps the checker and the module in agreement.
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel)):
+            raise ValueError(f"padding {list(self.padding)} must be at most half the kernel {list(self.kernel)}")
+        return self
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        return self.stride or self.kernel
+
+
+class AvgPoolParams(PoolParams):
+    count_include_pad: bool = True
+
+
+class _Pool(LayerKind):
+    input_rank = (3,)
+    input_desc = "(C, H, W)"
+    flops_rule = "one comparison or add per window element per output"
+    example = {"kernel": 2}
+
+    @classmethod
+    def infer(cls, p: PoolParams, x: Shape) -> Shape:
+        c, h, w = x
+        for axis, n in ((0, h), (1, w)):
+            if p.kernel[axis] > n + 2 * p.padding[axis]:
+                raise ShapeError(f"window {p.kernel[0]}x{p.kernel[1]} is larger than the padded input "
+                                 f"{h + 2 * p.padding[0]}x{w + 2 * p.padding[1]}", "kernel", "AS202")
+        s = p.strides
+        return (c,) + tuple(out_size(n, p.kernel[i], s[i], 2 * p.padding[i], 1, p.ceil_mode, p.padding[i])
+                            for i, n in enumerate((h, w)))
+
+    @classmethod
+    def cost(cls, p: PoolParams, x: Shape, y: Shape) -> Cost:
+        return Cost(flops=numel(y) * p.kernel[0] * p.kernel[1])
+
+
+class MaxPool2d(_Pool):
+    name = "maxpool2d"
+    Params = PoolParams
+    doc = "Max pooling; `stride` defaults to `kernel`; `ceil_mode` as in PyTorch."
+
+    @classmethod
+    def lower(cls, p: PoolParams, x: Shape, y: Shape):
+        from torch import nn
+
+        return nn.MaxPool2d(p.kernel, p.strides, p.padding, ceil_mode=p.ceil_mode)
+
+
+class AvgPool2d(_Pool):
+    name = "avgpool2d"
+    Params = AvgPoolParams
+    doc = "Average pooling; `count_include_pad` as in PyTorch."
+
+    @classmethod
+    def lower(cls, p: AvgPoolParams, x: Shape, y: Shape):
+        from torch import nn
+
+        return nn.AvgPool2d(p.kernel, p.strides, p.padding, ceil_mode=p.ceil_mode,
+                            count_include_pad=p.count_include_pad)
+
+
+class NoParams(LayerParams):
+    pass
+
+
+class GlobalAvgPool(LayerKind):
+    name = "global_avgpool"
+    Params = NoParams
+    doc = "Average over all positions: (C, H, W) -> (C)."
+    input_rank = (3,)
+    input_desc = "(C, H, W)"
+    flops_rule = "one add per input element"
+    reduce = "avg"
+
+    @classmethod
+    def infer(cls, p: NoParams, x: Shape) -> Shape:
+        return (x[0],)
+
+    @classmethod
+    def cost(cls, p: NoParams, x: Shape, y: Shape) -> Cost:
+        return Cost(flops=numel(x))
+
+    @classmethod
+    def lower(cls, p: NoParams, x: Shape, y: Shape):
+        from ..nn import GlobalPool
+
+        return GlobalPool(cls.reduce)
+
+
+class GlobalMaxPool(GlobalAvgPool):
+    name = "global_maxpool"
+    doc = "Maximum over all positions: (C, H, W) -> (C)."
+    flops_rule = "one comparison per input element"
+    reduce = "max"
+
+
+class AdaptiveParams(LayerParams):
+    output: Size2
+
+
+def _adaptive_bounds(n: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive windows: [floor(i*n/out), ceil((i+1)*n/out)) (aten AdaptiveAveragePooling.cpp)."""
+    return [((i * n) // out, -(-((i + 1) * n) // out)) for i in range(out)]
+
+
+class AdaptiveAvgPool2d(LayerKind):
+    name = "adaptive_avgpool2d"
+    Params = AdaptiveParams
+    doc = ("Average pooling to a fixed `output` size; lowered to plain average pooling when the input "
+           "divides evenly, so exports stay clean.")
+    input_rank = (3,)
+    input_desc = "(C, H, W)"
+    flops_rule = "one add per element of each (possibly overlapping) window"
+    example = {"output": 1}
+
+    @classmethod
+    def infer(cls, p: AdaptiveParams, x: Shape) -> Shape:
+        return (x[0],) + p.output
+
+    @classmethod
+    def cost(cls, p: AdaptiveParams, x: Shape, y: Shape) -> Cost:
+        rows = sum(b - a for a, b in _adaptive_bounds(x[1], p.output[0]))
+        cols = sum(b - a for a, b in _adaptive_bounds(x[2], p.output[1]))
+        return Cost(flops=x[0] * rows * cols)
+
+    @classmethod
+    def lower(cls, p: AdaptiveParams, x: Shape, y: Shape):
+        from torch import nn
+
+        (h, w), (oh, ow) = x[1:], p.output
+        if (h, w) == (oh, ow):
+            return nn.Identity()
+        if h % oh == 0 and w % ow == 0:
+            return nn.AvgPool2d((h // oh, w // ow))
+        return nn.AdaptiveAvgPool2d(p.output)

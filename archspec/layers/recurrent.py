@@ -1,0 +1,104 @@
+"""Recurrent stacks (d2l ch. 9-10): rnn, gru, lstm; multi-layer, bidirectional, batch-first.
+
+Per layer, direction and time step the gate matmuls cost g*H*(I+H) MACs, g = 1/3/4 for
+rnn/gru/lstm (d2l §10.1-10.2); PyTorch keeps two bias vectors (b_ih, b_hh) per gate set.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from .base import Cost, LayerKind, LayerParams, PositiveInt, Probability, Shape
+
+
+class RecurrentParams(LayerParams):
+    hidden: PositiveInt
+    layers: PositiveInt = 1
+    bidirectional: bool = False
+    dropout: Probability = 0.0  # between stacked layers, as in PyTorch
+    bias: bool = True
+    output: Literal["sequence", "last", "state"] = Field(
+        "sequence", description="sequence: (T, D*H) every step; last: (D*H) the last step's output; "
+        "state: (D*H) the final hidden state of the top layer, both directions")
+
+
+class RNNParams(RecurrentParams):
+    nonlinearity: Literal["tanh", "relu"] = "tanh"
+
+
+class _Recurrent(LayerKind):
+    gates: ClassVar[int]
+    gate_elementwise: ClassVar[int]  # element-wise ops per hidden unit per step, after the matmuls
+    input_rank = (2,)
+    input_desc = "(T, F)"
+    example = {"hidden": 6, "layers": 2, "output": "last"}
+
+    @classmethod
+    def infer(cls, p: RecurrentParams, x: Shape) -> Shape:
+        width = p.hidden * (2 if p.bidirectional else 1)
+        return (x[0], width) if p.output == "sequence" else (width,)
+
+    @classmethod
+    def cost(cls, p: RecurrentParams, x: Shape, y: Shape) -> Cost:
+        steps, features = x
+        dirs = 2 if p.bidirectional else 1
+        g, h = cls.gates, p.hidden
+        params = macs = 0
+        for layer in range(p.layers):
+            width = features if layer == 0 else dirs * h
+            weights = g * h * (width + h)  # W_ih: gH x I, W_hh: gH x H
+            params += dirs * (weights + (2 * g * h if p.bias else 0))
+            macs += dirs * steps * weights
+        per_step_extra = (2 * g * h if p.bias else 0) + cls.gate_elementwise * h
+        flops = 2 * macs + p.layers * dirs * steps * per_step_extra
+        return Cost(params=params, macs=macs, flops=flops)
+
+    @classmethod
+    def lower(cls, p: RecurrentParams, x: Shape, y: Shape):
+        extra = {"nonlinearity": p.nonlinearity} if isinstance(p, RNNParams) else {}
+        return cls.torch_class()(x[1], p.hidden, num_layers=p.layers, bias=p.bias, batch_first=True,
+                      dropout=p.dropout, bidirectional=p.bidirectional, output=p.output, **extra)
+
+
+class RNN(_Recurrent):
+    name = "rnn"
+    Params = RNNParams
+    doc = "Elman RNN: h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)."
+    flops_rule = "2*MACs + 2H bias adds + H activations per layer, direction and step"
+    gates, gate_elementwise = 1, 1
+
+    @staticmethod
+    def torch_class():
+        from ..nn import RNN
+
+        return RNN
+
+
+class GRU(_Recurrent):
+    name = "gru"
+    Params = RecurrentParams
+    doc = "Gated recurrent unit (Cho et al. 2014), PyTorch's formulation."
+    flops_rule = "2*MACs + 6H bias adds + 8H gate element-wise ops per layer, direction and step"
+    gates, gate_elementwise = 3, 8
+
+    @staticmethod
+    def torch_class():
+        from ..nn import GRU
+
+        return GRU
+
+
+class LSTM(_Recurrent):
+    name = "lstm"
+    Params = RecurrentParams
+    doc = "Long short-term memory (Hochreiter & Schmidhuber 1997), PyTorch's formulation."
+    flops_rule = "2*MACs + 8H bias adds + 9H gate element-wise ops per layer, direction and step"
+    gates, gate_elementwise = 4, 9
+
+    @staticmethod
+    def torch_class():
+        from ..nn import LSTM
+
+        return LSTM

@@ -1,0 +1,298 @@
+"""Stage 1, load: bytes -> plain data with a source location for every node.
+
+The tree is built from PyYAML's *event* stream, never from its constructors, so no tag can
+build an object, aliases cannot expand (billion laughs), duplicate and merge keys are caught,
+and nesting depth and node count are bounded while parsing (the C composer segfaults on deep
+nesting; events are iterative). Plain scalars follow the YAML 1.2 core schema, and the
+YAML 1.1 spellings that would read differently there (`no`, `010`, `1:30`) are rejected.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from .errors import Collector, Diagnostic, Loc, SpecError
+from .limits import Limits
+
+Path = tuple[str | int, ...]
+
+_NULL = {"", "~", "null", "Null", "NULL"}
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_YAML11_BOOL = re.compile(r"^(yes|no|on|off)$", re.IGNORECASE)
+_INT = re.compile(r"^[-+]?[0-9]+$")
+_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+_NONFINITE = re.compile(r"^[-+]?\.(inf|Inf|INF|nan|NaN|NAN)$")
+_YAML11_INT = re.compile(r"^[-+]?(0[0-7]+|0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+|[0-9][0-9_]*(:[0-5]?[0-9])+|[0-9]+_[0-9_]*)$")
+_CORE_TAGS = {
+    "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+}
+MAX_INT_DIGITS = 30
+
+
+@dataclass(frozen=True)
+class Document:
+    """Parsed spec data plus where each value (and each mapping key) came from."""
+
+    data: Any
+    file: str
+    text: str
+    value_locs: dict[Path, Loc]
+    key_locs: dict[Path, Loc]
+
+    def loc(self, path: Path) -> Loc:
+        """Location of the value at `path`, or of its nearest located ancestor."""
+        while path:
+            if path in self.value_locs:
+                return self.value_locs[path]
+            path = path[:-1]
+        return self.value_locs.get((), Loc(self.file, 1, 1))
+
+    def key_loc(self, path: Path) -> Loc:
+        return self.key_locs.get(path) or self.loc(path)
+
+    def source_line(self, line: int) -> str:
+        lines = self.text.splitlines()
+        return lines[line - 1] if 0 < line <= len(lines) else ""
+
+
+def format_path(path: Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_file(path: str | os.PathLike, limits: Limits | None = None) -> Document:
+    limits = limits or Limits()
+    name = os.fspath(path)
+    try:
+        size = os.stat(name).st_size
+        if size > limits.max_file_bytes:
+            raise SpecError([_limit(name, "file size", size, limits.max_file_bytes, "--max-file-bytes")])
+        with open(name, "rb") as fh:
+            raw = fh.read(limits.max_file_bytes + 1)
+    except OSError as exc:
+        c = Collector()
+        c.add("AS001", f"cannot read spec: {exc.strerror or exc}", Loc(name))
+        raise SpecError(c.diagnostics) from None
+    return load_bytes(raw, name, limits)
+
+
+def load_text(text: str, file: str = "<string>", limits: Limits | None = None) -> Document:
+    return load_bytes(text.encode("utf-8"), file, limits)
+
+
+def load_bytes(raw: bytes, file: str, limits: Limits | None = None) -> Document:
+    limits = limits or Limits()
+    if len(raw) > limits.max_file_bytes:
+        raise SpecError([_limit(file, "file size", len(raw), limits.max_file_bytes, "--max-file-bytes")])
+    text = _decode(raw, file)
+    return _Builder(text, file, limits).build()
+
+
+def _limit(file: str, what: str, got: int, limit: int, flag: str) -> Diagnostic:
+    return Diagnostic("AS002", f"{what} {got:,} exceeds the limit of {limit:,}", Loc(file, 1, 1),
+                      hint=f"raise it with {flag} if this spec is trusted")
+
+
+def _decode(raw: bytes, file: str) -> str:
+    c = Collector()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        c.add("AS017", "file is UTF-16 or UTF-32 encoded; archspec reads UTF-8", Loc(file, 1, 1),
+              hint="save the file as UTF-8")
+        c.raise_if_any()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte-order mark is harmless: drop it
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        c.add("AS017", f"byte 0x{raw[exc.start]:02x} is not valid UTF-8", Loc(file, line, col),
+              hint="save the file as UTF-8")
+        c.raise_if_any()
+        raise AssertionError("unreachable")
+
+
+class _Frame:
+    """An open mapping or sequence while its events stream in."""
+
+    __slots__ = ("container", "path", "key", "key_loc", "wants_key")
+
+    def __init__(self, container: Any, path: Path):
+        self.container, self.path = container, path
+        self.key: str | None = None
+        self.key_loc: Loc | None = None
+        self.wants_key = isinstance(container, dict)
+
+    def child_path(self) -> Path:
+        return self.path + ((self.key,) if isinstance(self.container, dict) else (len(self.container),))
+
+    def attach(self, value: Any) -> None:
+        if isinstance(self.container, dict):
+            self.container[self.key] = value
+            self.wants_key = True
+        else:
+            self.container.append(value)
+
+
+class _Builder:
+    """Turns the event stream into dicts, lists and scalars, recording locations."""
+
+    def __init__(self, text: str, file: str, limits: Limits):
+        self.text, self.file, self.limits = text, file, limits
+        self.value_locs: dict[Path, Loc] = {}
+        self.key_locs: dict[Path, Loc] = {}
+        self.errors = Collector()
+
+    def loc(self, mark: Any) -> Loc:
+        return Loc(self.file, mark.line + 1, mark.column + 1)
+
+    def build(self) -> Document:
+        try:
+            data = self._build()
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            problem = getattr(exc, "problem", None) or str(exc)
+            context = getattr(exc, "context", None)
+            msg = f"YAML syntax: {problem}" + (f" ({context})" if context else "")
+            loc = self.loc(mark) if mark is not None else Loc(self.file, 1, 1)
+            hint = "YAML does not allow tabs for indentation; use spaces" if "\t" in msg or "tab" in msg else ""
+            self.errors.add("AS010", msg, loc, hint=hint)
+            data = None
+        self.errors.raise_if_any()
+        return Document(data, self.file, self.text, self.value_locs, self.key_locs)
+
+    def _build(self) -> Any:
+        # Iterative over events: depth is bounded by limits, not by Python's stack.
+        stack: list[_Frame] = []
+        root: Any = None
+        documents = nodes = 0
+        for ev in yaml.parse(self.text, Loader=yaml.SafeLoader):
+            if isinstance(ev, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    return self._fail("AS016", "several YAML documents in one file; a spec is one document",
+                                      ev, "remove the '---' separator and what follows")
+                continue
+            if isinstance(ev, (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentEndEvent)):
+                continue
+            if isinstance(ev, yaml.CollectionEndEvent):
+                stack.pop()
+                continue
+            if isinstance(ev, yaml.AliasEvent):
+                return self._fail("AS014", f"aliases (*{ev.anchor}) are not supported", ev,
+                                  "define a block under `blocks:` and invoke it instead")
+            nodes += 1
+            if nodes > self.limits.max_yaml_nodes:
+                return self._fail("AS002", f"more than {self.limits.max_yaml_nodes:,} YAML nodes", ev,
+                                  "raise it with --max-yaml-nodes if this spec is trusted")
+            if ev.tag and ev.tag not in _CORE_TAGS and ev.tag != "!":
+                return self._fail("AS011", f"tag {ev.tag!r} is not allowed; specs are plain data", ev,
+                                  "remove the tag")
+            frame = stack[-1] if stack else None
+            if frame is not None and frame.wants_key:
+                if not isinstance(ev, yaml.ScalarEvent):
+                    return self._fail("AS103", "mapping keys must be plain names", ev, "")
+                if ev.value == "<<" and ev.style is None:
+                    return self._fail("AS013", "merge keys (<<) are not supported", ev,
+                                      "define a block under `blocks:` and invoke it instead")
+                self._key(frame, ev)
+                continue
+            path = frame.child_path() if frame is not None else ()
+            if isinstance(ev, yaml.ScalarEvent):
+                value: Any = self._scalar(ev, path)
+            elif len(stack) >= self.limits.max_depth:
+                return self._fail("AS002", f"nesting deeper than {self.limits.max_depth} levels", ev,
+                                  "raise it with --max-depth if this spec is trusted")
+            else:
+                value = {} if isinstance(ev, yaml.MappingStartEvent) else []
+            self.value_locs[path] = self.loc(ev.start_mark)
+            if frame is None:
+                root = value
+            else:
+                frame.attach(value)
+                if frame.key_loc is not None:
+                    self.key_locs[path] = frame.key_loc
+            if isinstance(ev, yaml.CollectionStartEvent):
+                stack.append(_Frame(value, path))
+        return root
+
+    def _key(self, frame: "_Frame", ev: Any) -> None:
+        key, kloc = ev.value, self.loc(ev.start_mark)
+        if key in frame.container:
+            first = self.key_locs.get(frame.path + (key,))
+            self.errors.add("AS012", f"duplicate key '{key}'", kloc, path=format_path(frame.path + (key,)),
+                            hint="YAML would silently keep only the last one; remove one",
+                            related=(("first defined here", first),) if first else ())
+        frame.key, frame.key_loc, frame.wants_key = key, kloc, False
+
+    def _fail(self, code: str, message: str, ev: Any, hint: str) -> None:
+        self.errors.add(code, message, self.loc(ev.start_mark), hint=hint)
+        return None
+
+    def _scalar(self, ev: Any, path: Path) -> Any:
+        value: str = ev.value
+        loc = self.loc(ev.start_mark)
+        tag = ev.tag
+        if ev.style is not None or tag == "!" or tag == "tag:yaml.org,2002:str":
+            return value  # quoted: always a string
+        if tag is not None and tag != "tag:yaml.org,2002:str":
+            return self._typed_scalar(value, tag, loc, path)
+        if value in _NULL:
+            return None
+        if value in _BOOL:
+            return _BOOL[value]
+        if _YAML11_BOOL.match(value):
+            self._ambiguous(value, loc, path, "a boolean in YAML 1.1 and a string in YAML 1.2",
+                            "write true/false, or quote it if you mean the word")
+            return value
+        if _INT.match(value):
+            return self._int(value, loc, path)
+        if _NONFINITE.match(value):
+            self.errors.add("AS104", f"non-finite number {value!r} is not allowed", loc, path=format_path(path))
+            return value
+        if _FLOAT.match(value):
+            return float(value)
+        if _YAML11_INT.match(value):
+            self._ambiguous(value, loc, path, "a number in YAML 1.1 and a string in YAML 1.2",
+                            "write a plain decimal number, or quote it if you mean text")
+            return value
+        return value
+
+    def _int(self, value: str, loc: Loc, path: Path) -> Any:
+        digits = value.lstrip("+-")
+        if len(digits) > 1 and digits.startswith("0"):
+            self._ambiguous(value, loc, path, "octal in YAML 1.1 and decimal in YAML 1.2",
+                            f"write {int(digits)} without the leading zero")
+            return value
+        if len(digits) > MAX_INT_DIGITS:
+            self.errors.add("AS104", f"integer with {len(digits):,} digits is out of range "
+                            f"(at most {MAX_INT_DIGITS})", loc, path=format_path(path))
+            return 0
+        return int(value)
+
+    def _typed_scalar(self, value: str, tag: str, loc: Loc, path: Path) -> Any:
+        kind = tag.rsplit(":", 1)[-1]
+        if kind == "null":
+            return None
+        if kind == "bool" and value in _BOOL:
+            return _BOOL[value]
+        if kind == "int" and _INT.match(value):
+            return self._int(value, loc, path)
+        if kind == "float" and _FLOAT.match(value) and math.isfinite(float(value)):
+            return float(value)
+        self.errors.add("AS103", f"{value!r} is not a valid !!{kind}", loc, path=format_path(path))
+        return value
+
+    def _ambiguous(self, value: str, loc: Loc, path: Path, why: str, hint: str) -> None:
+        self.errors.add("AS015", f"{value!r} is {why}", loc, path=format_path(path), hint=hint)
