@@ -283,8 +283,8 @@ class _Resolver:
         branches = []
         for i, (bname, body) in enumerate(named):
             bpath = kpath + ((bname,) if isinstance(args, dict) else (i,))
-            if not (isinstance(bname, str) and is_identifier(bname)):
-                self.out.add("AS107", f"branch name {bname!r} must be letters, digits and _",
+            if not (isinstance(bname, str) and is_identifier(bname)) or bname in ("merge", "branch_names"):
+                self.out.add("AS107", f"branch name {bname!r} must be letters, digits and _ (and not 'merge')",
                              self.doc.key_loc(bpath), format_path(bpath), related=calls)
             children = self.items(body if body is not None else [], bpath, env, calls, _Namer(), stack)
             branches.append(Sequence(str(bname), tuple(children), self.doc.loc(bpath), "branch", calls))

@@ -106,6 +106,11 @@ class BlockDef(Frozen):
     body: Annotated[list[Any], Field(min_length=1)]
 
 
+class InitDecl(Frozen):
+    scheme: Literal["pytorch", "kaiming", "xavier"] = "pytorch"
+    zero_init_residual: bool = False
+
+
 class Spec(Frozen):
     archspec: int
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)]
@@ -116,6 +121,7 @@ class Spec(Frozen):
     blocks: dict[Annotated[str, Field(pattern=IDENT)], BlockDef] = {}
     network: Annotated[list[Any], Field(min_length=1)]
     budget: Budget | None = None
+    init: InitDecl = InitDecl()
 
 
 # --- pydantic errors -> located diagnostics ---------------------------------------------------

@@ -132,6 +132,7 @@ class LayerKind:
     input_dtype: ClassVar[str] = FLOAT
     flops_rule: ClassVar[str] = ""  # one line for the docs, with its reference
     example: ClassVar[dict[str, Any] | None] = None  # a valid parameter set, for generated tests
+    exporter: ClassVar[str] = "dynamo"  # "torchscript" where torch.onnx's dynamo path mishandles the op
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -156,6 +157,28 @@ class LayerKind:
     @classmethod
     def lower(cls, p: Any, x: Shape, y: Shape) -> "torch.nn.Module":
         raise NotImplementedError(f"{cls.name} has no PyTorch lowering")
+
+    @classmethod
+    def init(cls, module: "torch.nn.Module", p: Any, scheme: str) -> bool:
+        """Re-initialises `module` for the spec's `init.scheme` ("pytorch" keeps PyTorch's defaults;
+        "zero" asks a normalisation to start at zero). Returns whether it did anything."""
+        return False
+
+
+def init_weight_bias(module: Any, scheme: str) -> bool:
+    """Conv/linear initialisation: kaiming (He et al. 2015, fan_out, as torchvision's ResNet/VGG)
+    or xavier (Glorot & Bengio 2010); biases start at zero."""
+    from torch import nn
+
+    if scheme == "kaiming":
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    elif scheme == "xavier":
+        nn.init.xavier_uniform_(module.weight)
+    else:
+        return False
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+    return True
 
 
 def lookup(kind: str) -> type[LayerKind] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .base import (Cost, LayerKind, LayerParams, Padding, PositiveInt, Shape, ShapeError, Size2, numel,
+from .base import (Cost, LayerKind, LayerParams, Padding, PositiveInt, Shape, ShapeError, Size2, init_weight_bias, numel,
                    out_size)
 
 
@@ -83,3 +83,7 @@ class Conv2d(LayerKind):
         if t == b and l == r:
             return nn.Conv2d(padding=(t, l), **args)
         return PaddedConv2d(pads=(l, r, t, b), **args)
+
+    @classmethod
+    def init(cls, module, p: Conv2dParams, scheme: str) -> bool:
+        return init_weight_bias(module, scheme)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .base import (INT, Cost, LayerKind, LayerParams, PositiveInt, Probability, Shape, ShapeError,
+from .base import (INT, Cost, LayerKind, LayerParams, PositiveInt, Probability, Shape, ShapeError, init_weight_bias,
                    TensorType, numel)
 
 
@@ -42,6 +42,10 @@ class Linear(LayerKind):
         from torch import nn
 
         return nn.Linear(x[-1], p.out, bias=p.bias)
+
+    @classmethod
+    def init(cls, module, p: LinearParams, scheme: str) -> bool:
+        return init_weight_bias(module, scheme)
 
 
 class NoParams(LayerParams):

@@ -32,6 +32,15 @@ class BatchNorm(LayerKind):
         norm = nn.BatchNorm2d if len(x) == 3 else nn.BatchNorm1d
         return norm(x[0], eps=p.eps, momentum=p.momentum)
 
+    @classmethod
+    def init(cls, module, p: BatchNormParams, scheme: str) -> bool:
+        if scheme != "zero":
+            return False
+        from torch import nn
+
+        nn.init.zeros_(module.weight)  # gamma = 0: the residual block starts as the identity
+        return True
+
 
 class LRNParams(LayerParams):
     size: PositiveInt = 5

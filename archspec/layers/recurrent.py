@@ -34,6 +34,9 @@ class _Recurrent(LayerKind):
     input_rank = (2,)
     input_desc = "(T, F)"
     example = {"hidden": 6, "layers": 2, "output": "last"}
+    # torch 2.13's dynamo exporter bakes the example sequence length into LSTM/GRU (and fixes it
+    # for RNN); the TorchScript exporter keeps it dynamic.
+    exporter = "torchscript"
 
     @classmethod
     def infer(cls, p: RecurrentParams, x: Shape) -> Shape:
