@@ -57,6 +57,7 @@ class Flatten(LayerKind):
     Params = NoParams
     doc = "Flattens every per-sample axis into one: (C, H, W) -> (C*H*W)."
     flops_rule = "none (a view)"
+    example = {}
 
     @classmethod
     def infer(cls, p: NoParams, x: Shape) -> Shape:
@@ -82,6 +83,7 @@ class Dropout(LayerKind):
     Params = DropoutParams
     doc = "Zeroes elements with probability `p` in training; the identity in inference."
     flops_rule = "none at inference"
+    example = {"p": 0.3}
 
     @classmethod
     def cost(cls, p: DropoutParams, x: Shape, y: Shape) -> Cost:
@@ -99,6 +101,7 @@ class Identity(LayerKind):
     Params = NoParams
     doc = "Passes its input through; the default shortcut of a residual block."
     flops_rule = "none"
+    example = {}
 
     @classmethod
     def cost(cls, p: NoParams, x: Shape, y: Shape) -> Cost:

@@ -87,6 +87,7 @@ class GlobalAvgPool(LayerKind):
     input_rank = (3,)
     input_desc = "(C, H, W)"
     flops_rule = "one add per input element"
+    example = {}
     reduce = "avg"
 
     @classmethod

@@ -1,0 +1,366 @@
+"""The PyTorch backend computes exactly what the checker says: parameters, shapes at every
+named node, MACs (against torch's own FlopCounterMode), and outputs equal to hand-written
+PyTorch definitions of the same networks."""
+
+from __future__ import annotations
+
+import textwrap
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import archspec
+from archspec.layers import REGISTRY
+from archspec.layers.base import INT
+
+SPECS = sorted(Path(__file__).resolve().parent.parent.joinpath("specs").glob("*.yaml"))
+CHEAP_MACS = 2 * 10**9  # larger models are checked on the meta device (no allocation, no compute)
+
+
+def spec_file(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def device_for(report: archspec.Report) -> str:
+    return "cpu" if report.totals.macs <= CHEAP_MACS and report.totals.params <= 30_000_000 else "meta"
+
+
+def example_input(report: archspec.Report, batch: int, device: str = "cpu") -> torch.Tensor:
+    shape = (batch, *report.graph.input.shape)
+    if report.graph.input.dtype == INT:
+        return torch.randint(0, 8, shape, device=device)
+    return torch.randn(shape, device=device)
+
+
+def recorded_shapes(module: nn.Module, x: torch.Tensor, paths: set[str]) -> dict[str, tuple[int, ...]]:
+    seen: dict[str, tuple[int, ...]] = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, tuple(o.shape)))
+             for name, m in module.named_modules() if name in paths]
+    try:
+        with torch.no_grad():
+            seen[""] = tuple(module(x).shape)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def sizes_for(report: archspec.Report) -> list[tuple[int, ...] | None]:
+    """The declared input size, and for symbolic (sequence) axes a second length too."""
+    dims = report.graph.input.dims
+    if not any(d.name for d in dims):
+        return [None]
+    return [None, tuple(d.size + 7 if d.name else d.size for d in dims)]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_zoo_params_and_shapes_match_checker(spec: Path) -> None:
+    for override in sizes_for(archspec.check(spec)):
+        report = archspec.check(spec, input_shape=override)
+        device = device_for(report)
+        module = archspec.build(report, device=device, seed=0).eval()
+        assert sum(p.numel() for p in module.parameters()) == report.totals.params
+        paths = {n.path for n in report.nodes}
+        for batch in (1, 3):
+            seen = recorded_shapes(module, example_input(report, batch, device), paths)
+            expected = {n.path: (batch, *n.output.shape) for n in report.nodes}
+            assert seen == expected
+
+
+def _uncounted_macs(report: archspec.Report) -> int:
+    """FlopCounterMode has no formula for the fused recurrent kernels on CPU (it reports 0 for them);
+    their MACs are proven against published figures in test_zoo.py instead."""
+    recurrent = {"rnn", "gru", "lstm"}
+    return sum(n.macs for n in report.nodes if n.leaf and n.kind in recurrent)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_zoo_macs_match_torch_flop_counter(spec: Path) -> None:
+    report = archspec.check(spec)
+    module = archspec.build(report, device="meta").eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module(example_input(report, 1, "meta"))
+    # torch counts 2 FLOPs per multiply-accumulate of matmuls and convolutions, bias excluded.
+    assert counter.get_total_flops() == 2 * (report.totals.macs - _uncounted_macs(report))
+
+
+def test_flop_counter_gap_on_recurrent_layers_is_real(tmp_path: Path) -> None:
+    """Documents why recurrent MACs are excluded above: the counter sees 0 for an LSTM on CPU."""
+    report = archspec.check(spec_file(tmp_path, """
+        archspec: 1
+        name: lstm_only
+        input: {x: [time=5, 3]}
+        network: [{lstm: {hidden: 4, output: last}}]
+    """))
+    module = archspec.build(report).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module(torch.randn(1, 5, 3))
+    assert report.totals.macs == 4 * 4 * (3 + 4) * 5
+    assert counter.get_total_flops() == 0
+
+
+# --- every registered kind, automatically -----------------------------------------------------
+
+def _kind_spec(kind: str) -> str:
+    cls = REGISTRY[kind]
+    rank = (cls.input_rank or (3,))[-1] if kind != "batchnorm" else 1
+    shape = {1: "[12]", 2: "[time=7, 5]", 3: "[4, 9, 9]"}[rank]
+    if cls.input_dtype == INT:
+        inp = "{tokens: {shape: [time=7], dtype: int64}}"
+    else:
+        inp = f"{{x: {shape}}}"
+    params = cls.example if cls.example else None
+    layer = f"{kind}: {params!r}" if params else kind
+    return f"archspec: 1\nname: kind_{kind}\ninput: {inp}\nnetwork:\n  - {layer}\n"
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRY))
+def test_every_kind_lowers_to_what_the_checker_says(kind: str, tmp_path: Path) -> None:
+    assert REGISTRY[kind].example is not None, f"{kind} needs an `example` parameter set for generated tests"
+    assert REGISTRY[kind].doc and REGISTRY[kind].flops_rule, f"{kind} needs `doc` and `flops_rule`"
+    report = archspec.check(spec_file(tmp_path, _kind_spec(kind).replace("'", '"')))
+    module = archspec.build(report, seed=0).eval()
+    assert sum(p.numel() for p in module.parameters()) == report.totals.params
+    for batch in (1, 2):
+        out = module(example_input(report, batch))
+        assert tuple(out.shape) == (batch, *report.output.shape)
+
+
+# --- independent oracles: hand-written PyTorch ------------------------------------------------
+
+def copy_in_order(src: nn.Module, dst: nn.Module) -> None:
+    """Copies tensors by position (not by name): the oracle's names are its own."""
+    a, b = list(src.state_dict().items()), list(dst.state_dict().items())
+    assert [tuple(t.shape) for _, t in a] == [tuple(t.shape) for _, t in b]
+    dst.load_state_dict(OrderedDict((k, v.clone()) for (k, _), (_, v) in zip(b, a)))
+
+
+def randomize_bn_stats(module: nn.Module) -> None:
+    g = torch.Generator().manual_seed(1)
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+
+
+def assert_same_function(ours: nn.Module, oracle: nn.Module, x: torch.Tensor) -> None:
+    randomize_bn_stats(ours)
+    copy_in_order(ours, oracle)
+    ours.eval(), oracle.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), oracle(x), rtol=1e-5, atol=1e-5)
+
+
+def test_lenet_equals_handwritten() -> None:
+    oracle = nn.Sequential(  # d2l §7.6
+        nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.Sigmoid(), nn.AvgPool2d(2, 2),
+        nn.Conv2d(6, 16, kernel_size=5), nn.Sigmoid(), nn.AvgPool2d(2, 2), nn.Flatten(),
+        nn.Linear(400, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, 10))
+    assert_same_function(archspec.build("specs/lenet.yaml", seed=0), oracle, torch.randn(4, 1, 28, 28))
+
+
+class BasicBlock(nn.Module):  # torchvision.models.resnet.BasicBlock, written out
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(y + self.down(x))
+
+
+def test_resnet_basic_block_equals_handwritten(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, """
+        archspec: 1
+        name: basic_block
+        input: {image: [16, 12, 12]}
+        blocks:
+          basic:
+            params: {channels: int, stride: int}
+            body:
+              - residual:
+                  body:
+                    - {conv2d: {out: channels, kernel: 3, stride: stride, padding: 1, bias: false}, name: conv1}
+                    - {batchnorm: {}, name: bn1}
+                    - relu
+                    - {conv2d: {out: channels, kernel: 3, padding: 1, bias: false}, name: conv2}
+                    - {batchnorm: {}, name: bn2}
+                  shortcut:
+                    - {conv2d: {out: channels, kernel: 1, stride: stride, bias: false}, name: conv}
+                    - {batchnorm: {}, name: bn}
+              - relu
+        network:
+          - basic: {channels: 32, stride: 2}
+            name: block0
+    """)
+    ours = archspec.build(spec, seed=0)
+    assert "block0.residual0.body.conv1.weight" in ours.state_dict()
+    assert_same_function(ours, BasicBlock(16, 32, 2), torch.randn(2, 16, 12, 12))
+
+
+class Inception(nn.Module):  # Szegedy et al. 2015, Fig. 2(b), written out
+    def __init__(self, cin: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool: int):
+        super().__init__()
+        self.b1 = nn.Sequential(nn.Conv2d(cin, c1, 1), nn.ReLU())
+        self.b2 = nn.Sequential(nn.Conv2d(cin, c3r, 1), nn.ReLU(), nn.Conv2d(c3r, c3, 3, padding=1), nn.ReLU())
+        self.b3 = nn.Sequential(nn.Conv2d(cin, c5r, 1), nn.ReLU(), nn.Conv2d(c5r, c5, 5, padding=2), nn.ReLU())
+        self.b4 = nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.Conv2d(cin, pool, 1), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(x)], 1)
+
+
+def test_inception_block_equals_handwritten(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, """
+        archspec: 1
+        name: inception3a
+        input: {image: [192, 28, 28]}
+        network:
+          - concat:
+              b1: [{conv2d: {out: 64, kernel: 1}}, relu]
+              b2: [{conv2d: {out: 96, kernel: 1}}, relu, {conv2d: {out: 128, kernel: 3, padding: 1}}, relu]
+              b3: [{conv2d: {out: 16, kernel: 1}}, relu, {conv2d: {out: 32, kernel: 5, padding: 2}}, relu]
+              b4: [{maxpool2d: {kernel: 3, stride: 1, padding: 1}}, {conv2d: {out: 32, kernel: 1}}, relu]
+    """)
+    report = archspec.check(spec)
+    assert report.output.shape == (256, 28, 28)
+    # the lecture: an inception block costs 0.16M weights / 128M MACs (bias excluded)
+    biases = 64 + 96 + 128 + 16 + 32 + 32
+    assert (report.totals.params - biases, report.totals.macs) == (163_328, 128_049_152)
+    assert_same_function(archspec.build(report, seed=0), Inception(192, 64, 96, 128, 16, 32, 32),
+                         torch.randn(1, 192, 28, 28))
+
+
+class GRUClassifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(128, 256, num_layers=2, batch_first=True)
+        self.head = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(x)
+        return self.head(out[:, -1])
+
+
+def test_gru_classifier_equals_handwritten(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, """
+        archspec: 1
+        name: gru_classifier
+        input: {x: [time=50, 128]}
+        network:
+          - gru: {hidden: 256, layers: 2, output: last}
+          - linear: {out: 10}
+    """)
+    ours = archspec.build(spec, seed=0)
+    copy_in_order(ours, oracle := GRUClassifier())
+    with torch.no_grad():
+        for length in (50, 13):
+            x = torch.randn(3, length, 128)
+            torch.testing.assert_close(ours(x), oracle(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("output", ["sequence", "last", "state"])
+def test_bidirectional_lstm_outputs(output: str, tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, f"""
+        archspec: 1
+        name: bilstm
+        input: {{x: [time=6, 5]}}
+        network: [{{lstm: {{hidden: 4, layers: 2, bidirectional: true, output: {output}}}}}]
+    """)
+    ours = archspec.build(spec, seed=0).eval()
+    oracle = nn.LSTM(5, 4, num_layers=2, bidirectional=True, batch_first=True)
+    copy_in_order(ours, oracle)
+    x = torch.randn(2, 6, 5)
+    with torch.no_grad():
+        out, (h, _) = oracle(x)
+        want = {"sequence": out, "last": out[:, -1], "state": torch.cat([h[-2], h[-1]], -1)}[output]
+        torch.testing.assert_close(ours(x), want)
+
+
+def test_asymmetric_same_padding_matches_explicit_pad(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, """
+        archspec: 1
+        name: even_kernel
+        input: {image: [2, 7, 7]}
+        network: [{conv2d: {out: 3, kernel: 4, padding: same}}]
+    """)
+    ours = archspec.build(spec, seed=0).eval()
+    conv = nn.Conv2d(2, 3, 4)
+    copy_in_order(ours, conv)
+    x = torch.randn(1, 2, 7, 7)
+    with torch.no_grad():  # d2l: ceil(3/2)=2 rows on top, floor(3/2)=1 at the bottom
+        torch.testing.assert_close(ours(x), conv(nn.functional.pad(x, (2, 1, 2, 1))))
+
+
+# --- options ---------------------------------------------------------------------------------
+
+def test_seed_makes_initialisation_deterministic_and_leaves_global_rng_alone() -> None:
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = archspec.build("specs/lenet.yaml", seed=7).state_dict()
+    assert torch.equal(torch.get_rng_state(), before)
+    b = archspec.build("specs/lenet.yaml", seed=7).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_meta_device_allocates_nothing() -> None:
+    module = archspec.build("specs/lenet.yaml", device="meta")
+    assert all(p.is_meta for p in module.parameters())
+
+
+def test_dtype_option() -> None:
+    module = archspec.build("specs/lenet.yaml", dtype=torch.float64)
+    assert all(p.dtype == torch.float64 for p in module.parameters())
+
+
+def test_kaiming_init_and_zero_init_residual(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, """
+        archspec: 1
+        name: init
+        input: {image: [8, 6, 6]}
+        init: {scheme: kaiming, zero_init_residual: true}
+        network:
+          - residual:
+              body: [{conv2d: {out: 8, kernel: 3, padding: 1}}, {batchnorm: {}, name: bn}]
+          - relu
+    """)
+    module = archspec.build(spec, seed=0)
+    assert torch.count_nonzero(module.residual0.body.bn.weight) == 0
+    assert torch.count_nonzero(module.residual0.body.conv2d0.bias) == 0
+    std = module.residual0.body.conv2d0.weight.std().item()
+    assert 0.5 * (2 / (8 * 9)) ** 0.5 < std < 1.5 * (2 / (8 * 9)) ** 0.5  # He et al., fan_out
+
+
+def test_state_dict_keys_follow_spec_names(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, """
+        archspec: 1
+        name: names
+        input: {image: [3, 8, 8]}
+        blocks:
+          unit:
+            params: {c: int}
+            body: [{conv2d: {out: c, kernel: 3, padding: 1}, name: conv1}, relu]
+        network:
+          - group:
+              - repeat: 2
+                name: block
+                body: [{unit: {c: 4}}]
+            name: stage2
+    """)
+    keys = set(archspec.build(spec).state_dict())
+    assert keys == {f"stage2.block{i}.conv1.{t}" for i in (0, 1) for t in ("weight", "bias")}
+
