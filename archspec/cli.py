@@ -97,6 +97,19 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .editor_schema import json_schema_text
+
+    text = json_schema_text()
+    if args.output:
+        from .files import atomic_write_text
+
+        atomic_write_text(Path(args.output), text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 # -- plumbing ---------------------------------------------------------------------------------
 
 def _spec_files(paths: Sequence[str]) -> Iterator[str]:
@@ -185,6 +198,10 @@ def _parser() -> argparse.ArgumentParser:
     p = command("compare", cmd_compare, "Side-by-side parameters, MACs and output shapes of several specs.")
     p.add_argument("specs", nargs="+")
     p.add_argument("--format", choices=("human",), default="human")
+
+    p = sub.add_parser("schema", help="Print (or write with -o) the JSON Schema of the spec format, for editors.")
+    p.set_defaults(command=cmd_schema)
+    p.add_argument("-o", "--output", default=None)
 
     p = command("build", cmd_build, "Build the PyTorch module; optionally save its initial state dict.")
     p.add_argument("spec")

@@ -8,8 +8,6 @@ spec. With device="meta" nothing is allocated (VGG-19's 575 MB of weights includ
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from torch import nn
 
 from .analyze import NodeReport, Report
 from .errors import InternalError
+from .files import atomic_write
 from .layers import MERGES, REGISTRY
 from .nn import Network, Parallel as TorchParallel
 from .resolve import Layer, Node, Parallel, Sequence
@@ -76,20 +75,5 @@ def save_state(module: nn.Module, report: Report, path: Path) -> None:
     """A plain `torch.save(module.state_dict())`, what a training loop writes, plus `<path>.json`
     with the spec's hash so export can tell which spec the weights belong to. Atomic."""
     meta = {"spec": report.graph.name, "spec_sha256": report.graph.sha256, "params": report.totals.params}
-    _atomic_write(path, lambda fh: torch.save(module.state_dict(), fh))
-    _atomic_write(Path(str(path) + ".json"), lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: torch.save(module.state_dict(), fh))
+    atomic_write(Path(str(path) + ".json"), lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
