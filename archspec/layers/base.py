@@ -131,6 +131,8 @@ class LayerKind:
     input_desc: ClassVar[str] = ""  # how the docs and errors name the expected input, e.g. "(C, H, W)"
     input_dtype: ClassVar[str] = FLOAT
     flops_rule: ClassVar[str] = ""  # one line for the docs, with its reference
+    shape_rule: ClassVar[str] = "output shape = input shape"
+    macs_rule: ClassVar[str] = "0 (no multiply-accumulates)"
     example: ClassVar[dict[str, Any] | None] = None  # a valid parameter set, for generated tests
     exporter: ClassVar[str] = "dynamo"  # "torchscript" where torch.onnx's dynamo path mishandles the op
 

@@ -41,6 +41,9 @@ class Conv2d(LayerKind):
     input_rank = (3,)
     input_desc = "(C, H, W)"
     flops_rule = "2*MACs + one add per output element for the bias"
+    shape_rule = ("(C, H, W) -> (out, floor((H + p_top + p_bottom - d*(k-1) - 1) / s) + 1, same for W); "
+                  "'same' gives ceil(H/s) with ceil(p/2) on top (d2l §7.3)")
+    macs_rule = "out * H' * W' * (C/groups) * kh * kw"
     example = {"out": 4, "kernel": 3, "padding": 1}
 
     @classmethod

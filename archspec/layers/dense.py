@@ -20,6 +20,8 @@ class Linear(LayerKind):
     doc = "Fully connected layer on the last axis: (..., F) -> (..., out); per time step on sequences."
     input_desc = "(..., F)"
     flops_rule = "2*MACs + one add per output element for the bias"
+    shape_rule = "(..., F) -> (..., out)"
+    macs_rule = "positions * F * out (each time step of a sequence pays the full matmul)"
     example = {"out": 5}
 
     @classmethod
@@ -57,6 +59,7 @@ class Flatten(LayerKind):
     Params = NoParams
     doc = "Flattens every per-sample axis into one: (C, H, W) -> (C*H*W)."
     flops_rule = "none (a view)"
+    shape_rule = "(d1, d2, ...) -> (d1*d2*...)"
     example = {}
 
     @classmethod
@@ -127,6 +130,7 @@ class Embedding(LayerKind):
     input_desc = "(T) token ids"
     input_dtype = INT
     flops_rule = "none (a table lookup)"
+    shape_rule = "(T) int64 -> (T, dim)"
     example = {"vocab": 20, "dim": 6}
 
     @classmethod

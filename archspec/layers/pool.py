@@ -33,6 +33,8 @@ class _Pool(LayerKind):
     input_rank = (3,)
     input_desc = "(C, H, W)"
     flops_rule = "one comparison or add per window element per output"
+    shape_rule = ("(C, H, W) -> (C, floor-or-ceil((H + 2p - k) / s) + 1, ...); with ceil_mode a window "
+                  "starting in the right padding is dropped (PyTorch MaxPool2d docs)")
     example = {"kernel": 2}
 
     @classmethod
@@ -87,6 +89,7 @@ class GlobalAvgPool(LayerKind):
     input_rank = (3,)
     input_desc = "(C, H, W)"
     flops_rule = "one add per input element"
+    shape_rule = "(C, H, W) -> (C)"
     example = {}
     reduce = "avg"
 
@@ -129,6 +132,7 @@ class AdaptiveAvgPool2d(LayerKind):
     input_rank = (3,)
     input_desc = "(C, H, W)"
     flops_rule = "one add per element of each (possibly overlapping) window"
+    shape_rule = "(C, H, W) -> (C, *output)"
     example = {"output": 1}
 
     @classmethod

@@ -37,6 +37,8 @@ class _Recurrent(LayerKind):
     # torch 2.13's dynamo exporter bakes the example sequence length into LSTM/GRU (and fixes it
     # for RNN); the TorchScript exporter keeps it dynamic.
     exporter = "torchscript"
+    shape_rule = "(T, F) -> sequence: (T, D*hidden); last, state: (D*hidden), D = 2 if bidirectional"
+    macs_rule = "sum over layers of D * T * g * hidden * (I_layer + hidden), g = 1/3/4 for rnn/gru/lstm"
 
     @classmethod
     def infer(cls, p: RecurrentParams, x: Shape) -> Shape:
