@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path as FsPath
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Iterator, Union
 
 from .analyze import Report, analyze
+from .errors import ArchspecError
 from .limits import Limits
 from .load import Document, load_file, load_text
 from .resolve import Graph, resolve
@@ -45,20 +47,38 @@ def check(spec: SpecLike, *, limits: Limits | None = None, input_shape: tuple[in
 def build(spec: SpecLike, *, device: Any = None, dtype: Any = None, seed: int | None = None,
           limits: Limits | None = None) -> "torch.nn.Module":
     """Compiles a spec into a trainable torch.nn.Module whose submodule names mirror the spec."""
-    from .lower import build_module
+    with _needs_torch("build"):
+        from .lower import build_module
 
     return build_module(check(spec, limits=limits), device=device, dtype=dtype, seed=seed)
 
 
 def export(spec: SpecLike, output: str | os.PathLike, **options: Any) -> Any:
     """Exports to ONNX and proves onnxruntime matches PyTorch; see `archspec.export_onnx.export_model`."""
-    from .export_onnx import export_model
+    with _needs_torch("export"):
+        from .export_onnx import export_model
 
     return export_model(check(spec, limits=options.pop("limits", None)), FsPath(output), **options)
 
 
 def run(model: str | os.PathLike, inputs: Any = None, **options: Any) -> Any:
     """Runs an exported model (or a spec, exported on the fly) with onnxruntime."""
-    from .runtime import run_model
+    with _needs_torch("run"):
+        from .runtime import run_model
 
     return run_model(model, inputs, **options)
+
+
+_OPTIONAL = {"torch", "onnx", "onnxruntime", "onnxscript", "numpy"}
+
+
+@contextmanager
+def _needs_torch(what: str) -> Iterator[None]:
+    """The checker installs without torch; say how to get it instead of a bare ImportError."""
+    try:
+        yield
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in _OPTIONAL:
+            raise
+        raise ArchspecError(f"`{what}` needs {exc.name}, which is not installed: "
+                            "pip install 'archspec[torch]'") from None

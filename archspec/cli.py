@@ -84,16 +84,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .lower import save_state
+    from .api import build
 
     report = check(args.spec, limits=_limits(args))
+    module = build(report, seed=args.seed)
     print(summary_table(report, args.depth))
     if args.output:
-        from .api import build
+        from .lower import save_state
 
-        module = build(report, seed=args.seed)
         save_state(module, report, Path(args.output))
-        print(f"wrote {args.output}")
+        print(f"wrote {args.output} (and {args.output}.json with the spec's hash)")
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from .diagram import write
+
+    write(check(args.spec, limits=_limits(args)), Path(args.output), args.depth)
+    print(f"wrote {args.output}")
     return EXIT_OK
 
 
@@ -198,6 +206,11 @@ def _parser() -> argparse.ArgumentParser:
     p = command("compare", cmd_compare, "Side-by-side parameters, MACs and output shapes of several specs.")
     p.add_argument("specs", nargs="+")
     p.add_argument("--format", choices=("human",), default="human")
+
+    p = command("graph", cmd_graph, "Draw the architecture: .svg/.png (Graphviz), .dot, or .mmd (Mermaid).")
+    p.add_argument("spec")
+    p.add_argument("-o", "--output", required=True, help="arch.svg, arch.png, arch.dot or arch.mmd")
+    p.add_argument("--depth", type=int, default=None, help="collapse blocks deeper than this")
 
     p = sub.add_parser("schema", help="Print (or write with -o) the JSON Schema of the spec format, for editors.")
     p.set_defaults(command=cmd_schema)

@@ -161,6 +161,11 @@ class LayerKind:
         raise NotImplementedError(f"{cls.name} has no PyTorch lowering")
 
     @classmethod
+    def brief(cls, p: Any) -> str:
+        """A few words for diagrams, as the lecture's figures label layers ("3x3 conv, 64, /2")."""
+        return cls.name
+
+    @classmethod
     def init(cls, module: "torch.nn.Module", p: Any, scheme: str) -> bool:
         """Re-initialises `module` for the spec's `init.scheme` ("pytorch" keeps PyTorch's defaults;
         "zero" asks a normalisation to start at zero). Returns whether it did anything."""

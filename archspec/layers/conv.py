@@ -47,6 +47,11 @@ class Conv2d(LayerKind):
     example = {"out": 4, "kernel": 3, "padding": 1}
 
     @classmethod
+    def brief(cls, p: Conv2dParams) -> str:
+        stride = f", /{p.stride[0]}" if p.stride != (1, 1) else ""
+        return f"{p.kernel[0]}x{p.kernel[1]} conv, {p.out}{stride}"
+
+    @classmethod
     def pads(cls, p: Conv2dParams, x: Shape) -> tuple[int, int, int, int]:
         return resolve_padding(p.padding, (x[1], x[2]), p.kernel, p.stride, p.dilation)
 

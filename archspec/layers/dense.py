@@ -34,6 +34,10 @@ class Linear(LayerKind):
         return x[:-1] + (p.out,)
 
     @classmethod
+    def brief(cls, p: LinearParams) -> str:
+        return f"fc {p.out}"
+
+    @classmethod
     def cost(cls, p: LinearParams, x: Shape, y: Shape) -> Cost:
         macs = numel(x[:-1]) * x[-1] * p.out  # every position of a sequence pays the full matmul
         bias = p.out if p.bias else 0

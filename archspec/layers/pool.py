@@ -52,6 +52,11 @@ class _Pool(LayerKind):
     def cost(cls, p: PoolParams, x: Shape, y: Shape) -> Cost:
         return Cost(flops=numel(y) * p.kernel[0] * p.kernel[1])
 
+    @classmethod
+    def brief(cls, p: PoolParams) -> str:
+        stride = f", /{p.strides[0]}" if p.strides != (1, 1) else ""
+        return f"{p.kernel[0]}x{p.kernel[1]} {cls.name[:3]} pool{stride}"
+
 
 class MaxPool2d(_Pool):
     name = "maxpool2d"

@@ -41,6 +41,11 @@ class _Recurrent(LayerKind):
     macs_rule = "sum over layers of D * T * g * hidden * (I_layer + hidden), g = 1/3/4 for rnn/gru/lstm"
 
     @classmethod
+    def brief(cls, p: RecurrentParams) -> str:
+        return (f"{'bi' if p.bidirectional else ''}{cls.name} {p.hidden}" + (f" x{p.layers}" if p.layers > 1 else "")
+                + f" ({p.output})")
+
+    @classmethod
     def infer(cls, p: RecurrentParams, x: Shape) -> Shape:
         width = p.hidden * (2 if p.bidirectional else 1)
         return (x[0], width) if p.output == "sequence" else (width,)
