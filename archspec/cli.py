@@ -105,6 +105,25 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+TEMPLATES = ("cnn", "vgg", "resnet", "inception", "lstm")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from importlib.resources import files
+
+    from .files import atomic_write_text
+
+    target = Path(args.path)
+    if target.exists() and not args.force:
+        print(f"archspec: error: {target} exists; use --force to overwrite it", file=sys.stderr)
+        return EXIT_USAGE
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in target.stem) or "model"
+    text = files("archspec.templates").joinpath(f"{args.template}.yaml").read_text(encoding="utf-8")
+    atomic_write_text(target, text.replace("name: NAME", f"name: {name}"))
+    print(f"wrote {target}; next: archspec summary {target}")
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from .editor_schema import json_schema_text
 
@@ -211,6 +230,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.add_argument("-o", "--output", required=True, help="arch.svg, arch.png, arch.dot or arch.mmd")
     p.add_argument("--depth", type=int, default=None, help="collapse blocks deeper than this")
+
+    p = sub.add_parser("init", help="Write a new, valid, commented spec from a template.")
+    p.set_defaults(command=cmd_init)
+    p.add_argument("path")
+    p.add_argument("--template", choices=TEMPLATES, default="cnn")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     p = sub.add_parser("schema", help="Print (or write with -o) the JSON Schema of the spec format, for editors.")
     p.set_defaults(command=cmd_schema)

@@ -49,6 +49,7 @@ def _inline(schema: dict) -> dict:
 def _item_schema() -> dict:
     ref = {"$ref": "#/$defs/items"}
     name = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$", "description": "module name of this item"}
+    when = {"anyOf": [{"type": "boolean"}, {"type": "string"}], "description": "include the item only if true"}
     layer_items = []
     for kind, cls in sorted(REGISTRY.items()):
         params = _allow_expressions(_inline(cls.Params.model_json_schema(by_alias=True)))
@@ -56,27 +57,27 @@ def _item_schema() -> dict:
         params["description"] = cls.doc
         layer_items.append({
             "type": "object", "required": [kind], "additionalProperties": False,
-            "properties": {kind: {"anyOf": [params, {"type": "null"}]}, "name": name},
+            "properties": {kind: {"anyOf": [params, {"type": "null"}]}, "name": name, "when": when},
         })
     branches = {"anyOf": [{"type": "object", "additionalProperties": ref}, {"type": "array", "items": ref}]}
     structural = [
         {"type": "object", "required": ["repeat", "body"], "additionalProperties": False, "properties": {
             "repeat": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string"}]},
-            "index": {"type": "string"}, "name": name, "body": ref}},
+            "index": {"type": "string"}, "name": name, "when": when, "body": ref}},
         {"type": "object", "required": ["concat"], "additionalProperties": False,
-         "properties": {"concat": branches, "name": name}},
+         "properties": {"concat": branches, "name": name, "when": when}},
         {"type": "object", "required": ["add"], "additionalProperties": False,
-         "properties": {"add": branches, "name": name}},
+         "properties": {"add": branches, "name": name, "when": when}},
         {"type": "object", "required": ["residual"], "additionalProperties": False, "properties": {
             "residual": {"type": "object", "required": ["body"], "additionalProperties": False,
-                         "properties": {"body": ref, "shortcut": ref}}, "name": name}},
+                         "properties": {"body": ref, "shortcut": ref}}, "name": name, "when": when}},
         {"type": "object", "required": ["group"], "additionalProperties": False,
-         "properties": {"group": ref, "name": name}},
+         "properties": {"group": ref, "name": name, "when": when}},
     ]
     known = sorted(REGISTRY) + list(_STRUCTURAL)
     block_call = {
         "description": "a block defined under `blocks:`, with its arguments",
-        "type": "object", "minProperties": 1, "maxProperties": 2,
+        "type": "object", "minProperties": 1, "maxProperties": 3,
         "not": {"anyOf": [{"required": [k]} for k in known]},
         "additionalProperties": {"anyOf": [{"type": "object"}, {"type": "null"}, {"type": "string"}]},
     }

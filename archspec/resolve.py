@@ -207,6 +207,16 @@ class _Resolver:
             self.out.add("AS107", f"a name must be letters, digits and _, got {user_name!r}",
                          self.doc.loc(path + ("name",)), format_path(path + ("name",)), related=calls)
             user_name = None
+        if "when" in raw:  # a condition over parameters: `when: "stride != 1"` (an optional projection)
+            condition = self.value(raw["when"], env, path + ("when",), calls)
+            if not isinstance(condition, bool):
+                if condition is not None:
+                    self.out.add("AS103", f"`when` needs a condition that is true or false, got {condition!r}",
+                                 self.doc.loc(path + ("when",)), format_path(path + ("when",)), related=calls)
+                return []
+            if not condition:
+                return []
+            raw = {k: v for k, v in raw.items() if k != "when"}
         if "repeat" in raw:
             return self.repeat(raw, path, env, calls, namer, stack)
         kinds = [k for k in raw if k != "name"]

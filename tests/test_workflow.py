@@ -1,0 +1,120 @@
+"""The users' workflow around the checker: templates, diagrams, and archspec as a pre-commit hook."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import archspec
+from archspec.cli import TEMPLATES
+from archspec.diagram import draw, to_dot, to_mermaid
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "archspec.cli"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_init_writes_a_valid_commented_spec(template: str, tmp_path: Path) -> None:
+    target = tmp_path / f"my_{template}.yaml"
+    assert run("init", str(target), "--template", template).returncode == 0
+    text = target.read_text()
+    assert text.startswith("# yaml-language-server: $schema=") and f"name: my_{template}" in text
+    report = archspec.check(target)
+    module = archspec.build(report, seed=0).eval()
+    import torch
+
+    x = torch.randn(2, *report.graph.input.shape)
+    assert tuple(module(x).shape) == (2, *report.output.shape)
+
+
+def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
+    target = tmp_path / "spec.yaml"
+    target.write_text("keep me")
+    result = run("init", str(target))
+    assert result.returncode == 2 and "exists" in result.stderr
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("spec", ["lenet", "vgg16", "googlenet", "resnet50", "lstm_classifier"])
+def test_diagram_shows_groups_branches_and_shapes(spec: str) -> None:
+    report = archspec.check(ROOT / "specs" / f"{spec}.yaml")
+    drawing = draw(report)
+    layers = sum(1 for n in report.nodes if n.leaf)
+    assert len([v for v in drawing.nodes.values() if v[1] == "box"]) == layers
+    edge_labels = {label for _, _, label in drawing.edges}
+    assert str(report.output) in edge_labels and "x".join(map(str, report.graph.input.shape)) in edge_labels
+    dot, mmd = to_dot(drawing, spec), to_mermaid(drawing)
+    assert dot.startswith("digraph") and mmd.startswith("flowchart TB")
+    merges = [label for label, shape in drawing.nodes.values() if shape == "circle"]
+    assert len(merges) == sum(1 for n in report.nodes if n.kind in ("concat", "residual", "add")
+                              or (not n.leaf and n.path and _merges_at(report, n.path)))
+
+
+def _merges_at(report: archspec.Report, path: str) -> bool:
+    """A block whose body is a single concat/residual collapsed into it (e.g. inception3a)."""
+    from archspec.resolve import Parallel
+
+    node = report.graph.root
+    for part in path.split("."):
+        children = node.children if hasattr(node, "children") else node.branches
+        node = next(c for c in children if c.name == part)
+    return isinstance(node, Parallel) and node.label not in ("concat", "residual", "add")
+
+
+def test_diagram_depth_collapses_blocks() -> None:
+    report = archspec.check(ROOT / "specs" / "resnet50.yaml")
+    full, collapsed = draw(report), draw(report, depth=1)
+    assert len(collapsed.nodes) < len(full.nodes) / 5
+
+
+@pytest.mark.parametrize("suffix", [".dot", ".mmd"])
+def test_graph_cli_text_formats(suffix: str, tmp_path: Path) -> None:
+    out = tmp_path / f"lenet{suffix}"
+    assert run("graph", str(ROOT / "specs" / "lenet.yaml"), "-o", str(out)).returncode == 0
+    assert "16x5x5" in out.read_text()
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed (apt-get install graphviz)")
+def test_graph_cli_svg(tmp_path: Path) -> None:
+    pytest.importorskip("graphviz", reason="the graphviz Python package is not installed")
+    out = tmp_path / "lenet.svg"
+    assert run("graph", str(ROOT / "specs" / "lenet.yaml"), "-o", str(out)).returncode == 0
+    assert out.read_text().lstrip().startswith(("<?xml", "<svg"))
+
+
+def test_graph_cli_rejects_unknown_format(tmp_path: Path) -> None:
+    result = run("graph", str(ROOT / "specs" / "lenet.yaml"), "-o", str(tmp_path / "x.jpg"))
+    assert result.returncode == 1 and ".svg" in result.stderr
+    assert not (tmp_path / "x.jpg").exists()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is needed for pre-commit")
+def test_pre_commit_hook_passes_valid_and_blocks_invalid_specs(tmp_path: Path) -> None:
+    pre_commit = Path(sys.executable).with_name("pre-commit")
+    if not pre_commit.exists():
+        pytest.skip("pre-commit is not installed (it comes with the test extra)")
+    repo = tmp_path / "user-repo"
+    repo.mkdir()
+    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "cache"), "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, env=env, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    shutil.copy(ROOT / "specs" / "lenet.yaml", repo / "good.yaml")
+    git("add", "good.yaml")
+    hook = [str(pre_commit), "try-repo", str(ROOT), "archspec-check", "--all-files"]
+    good = subprocess.run(hook, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert good.returncode == 0, good.stdout + good.stderr
+    (repo / "bad.yaml").write_text((ROOT / "specs" / "lenet.yaml").read_text().replace("kernel: 5", "kernal: 5"))
+    git("add", "bad.yaml")
+    bad = subprocess.run(hook, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1
+    assert "bad.yaml" in bad.stdout and "AS101" in bad.stdout and "did you mean 'kernel'" in bad.stdout
