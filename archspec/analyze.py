@@ -135,7 +135,10 @@ class _Walker:
         outputs, total, act, failed = [], Cost(), 0, False
         for branch in node.branches:
             try:
-                y, cost, branch_act = self.node(branch, x, path, depth + 1, producer)
+                if branch.name == node.inline:  # its layers are named directly under this node
+                    y, cost, branch_act = self.sequence(branch, x, path, depth, producer)
+                else:
+                    y, cost, branch_act = self.node(branch, x, path, depth + 1, producer)
             except _Stop:
                 failed = True  # keep analysing the other branches: report all their errors
                 continue
@@ -154,9 +157,14 @@ class _Walker:
                 (f"branch '{culprit.name}' ends with {dict(outputs)[culprit]}", culprit.loc),
             ) + node.calls)
             raise _Stop from None
-        cost = merge.cost(shapes, out_shape)
         y = TensorType(out_shape, outputs[0][1].dtype)
-        return y, _add(total, cost), act + numel(out_shape) * DTYPE_BYTES[y.dtype]
+        total = _add(total, merge.cost(shapes, out_shape))
+        act += numel(out_shape) * DTYPE_BYTES[y.dtype]
+        if node.then:
+            y, cost, then_act = self.sequence(Sequence(node.name, node.then, node.loc), y, path, depth,
+                                              (f"the {node.label} merge '{path}'", node.loc))
+            total, act = _add(total, cost), act + then_act
+        return y, total, act
 
     def layer(self, node: Layer, x: TensorType, path: str,
               producer: tuple[str, Loc] | None) -> tuple[TensorType, Cost]:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from .analyze import Report
 from .errors import ArchspecError
-from .layers import REGISTRY
+from .layers import REGISTRY, TensorType
 from .render import human_units
-from .resolve import Layer, Node, Parallel, Sequence
+from .resolve import Layer, Node, Sequence
 
 FORMATS = (".svg", ".png", ".dot", ".mmd")
 
@@ -43,45 +43,54 @@ def draw(report: Report, depth: int | None = None) -> Drawing:
         group.items.append(nid)
         return nid
 
-    def walk(node: Node, path: str, level: int, inputs: list[str], group: _Group) -> list[str]:
-        info = by_path[path]
-        shape_in = str(info.input)
+    def walk(node: Node, path: str, level: int, inputs: list[str], shape_in: str,
+             group: _Group) -> tuple[list[str], str]:
+        """Draws `node` fed by `inputs` (carrying `shape_in`); returns its exits and their shape."""
         if isinstance(node, Layer):
+            info = by_path[path]
             brief = REGISTRY[node.kind].brief(node.params)
             nid = new(node.name if brief == node.name else f"{node.name}\n{brief}", "box", group)
             d.edges += [(src, nid, shape_in) for src in inputs]
-            return [nid]
+            return [nid], str(info.output)
         if depth is not None and level > depth:
+            info = by_path[path]
             nid = new(f"{node.name}\n{node.label}\n{human_units(info.params)} params, "
                       f"{human_units(info.macs)} MACs", "box", group)
             d.edges += [(src, nid, shape_in) for src in inputs]
-            return [nid]
+            return [nid], str(info.output)
         sub = group
         if node.label not in ("sequence", "branch", "model"):
             sub = _Group(f"cluster_{next(counter)}", f"{node.name} ({node.label})")
             group.items.append(sub)
         if isinstance(node, Sequence):
-            for child in node.children:
-                inputs = walk(child, f"{path}.{child.name}" if path else child.name, level + 1, inputs, sub)
-            return inputs
+            return run(node.children, path, level, inputs, shape_in, sub)
         ends: list[tuple[list[str], str]] = []
         for branch in node.branches:
-            bpath = f"{path}.{branch.name}"
-            exits = walk(branch, bpath, level + 1, inputs, sub) if branch.children else inputs
-            ends.append((exits, str(by_path[bpath].output) if branch.children else "identity"))
-        merge_node = _merge_node(node, sub, new)
-        d.edges += [(src, merge_node, label) for exits, label in ends for src in exits]
-        return [merge_node]
+            if not branch.children:
+                ends.append((inputs, "identity"))
+            elif branch.name == node.inline:
+                ends.append(run(branch.children, path, level, inputs, shape_in, sub))
+            else:
+                bsub = _Group(f"cluster_{next(counter)}", branch.name) if len(branch.children) > 1 else sub
+                if bsub is not sub:
+                    sub.items.append(bsub)
+                ends.append(run(branch.children, f"{path}.{branch.name}", level + 1, inputs, shape_in, bsub))
+        merged = new("+" if node.merge == "add" else "concat", "circle", sub)
+        d.edges += [(src, merged, label) for exits, label in ends for src in exits]
+        merged_shape = str(by_path[f"{path}.{node.then[0].name}"].input) if node.then else str(by_path[path].output)
+        return run(node.then, path, level, [merged], merged_shape, sub)
+
+    def run(children: tuple[Node, ...], path: str, level: int, inputs: list[str], shape: str,
+            group: _Group) -> tuple[list[str], str]:
+        for child in children:
+            inputs, shape = walk(child, f"{path}.{child.name}" if path else child.name, level + 1, inputs, shape, group)
+        return inputs, shape
 
     first = new(f"input {report.graph.input.name}", "plain", d.root)
-    exits = walk(report.graph.root, "", 0, [first], d.root)
+    exits, _ = walk(report.graph.root, "", 0, [first], str(TensorType(report.graph.input.shape)), d.root)
     last = new("output", "plain", d.root)
     d.edges += [(src, last, str(report.output)) for src in exits]
     return d
-
-
-def _merge_node(node: Parallel, group: _Group, new) -> str:
-    return new("+" if node.merge == "add" else "concat", "circle", group)
 
 
 def to_dot(d: Drawing, title: str) -> str:

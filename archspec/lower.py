@@ -31,8 +31,7 @@ def build_module(report: Report, *, device: Any = None, dtype: Any = None, seed:
         if seed is not None:
             torch.manual_seed(seed)
         lowerer = _Lowerer(shapes, init.scheme, init.zero_init_residual)
-        children = OrderedDict((c.name, lowerer.node(c, c.name)) for c in graph.root.children)
-        net = Network(children, name=graph.name, input_name=graph.input.name, sha256=graph.sha256)
+        net = Network(lowerer.children(graph.root.children, ""), name=graph.name, input_name=graph.input.name, sha256=graph.sha256)
     if dtype is not None:
         net = net.to(dtype=dtype)
     return net
@@ -46,12 +45,23 @@ class _Lowerer:
         if isinstance(node, Layer):
             return self.layer(node, path)
         if isinstance(node, Sequence):
-            return nn.Sequential(OrderedDict((c.name, self.node(c, f"{path}.{c.name}")) for c in node.children))
-        branches = OrderedDict((b.name, self.node(b, f"{path}.{b.name}")) for b in node.branches)
-        merge = MERGES[node.merge].lower([self.shapes[f"{path}.{b.name}"].output.shape for b in node.branches])
+            return nn.Sequential(self.children(node.children, path))
+        branches, shapes = [], []
+        for b in node.branches:
+            inline = b.name == node.inline
+            branches.append((b.name, self.children(b.children, path if inline else f"{path}.{b.name}"), inline))
+            last = f"{path}.{b.children[-1].name}" if inline and b.children else f"{path}.{b.name}"
+            shapes.append(self.shapes[last].output.shape if inline and b.children else
+                          self.shapes[path].input.shape if inline else self.shapes[last].output.shape)
+        merge = MERGES[node.merge].lower(shapes)
+        module = TorchParallel(branches, merge, self.children(node.then, path))
         if self.zero_init_residual and node.label == "residual":
-            self.zero_last_layer(node.branches[0], f"{path}.{node.branches[0].name}", branches[node.branches[0].name])
-        return TorchParallel(branches, merge)
+            body = node.branches[0]
+            self.zero_last_layer(body.children, module if body.name == node.inline else module.get_submodule(body.name))
+        return module
+
+    def children(self, nodes: tuple[Node, ...], path: str) -> "OrderedDict[str, nn.Module]":
+        return OrderedDict((c.name, self.node(c, f"{path}.{c.name}" if path else c.name)) for c in nodes)
 
     def layer(self, node: Layer, path: str) -> nn.Module:
         report = self.shapes[path]
@@ -64,11 +74,16 @@ class _Lowerer:
                                 "please report this with the spec") from exc
         return module
 
-    def zero_last_layer(self, body: Sequence, path: str, module: nn.Module) -> None:
-        """Zero-init the residual body's last normalisation (Goyal et al. 2017), so each block starts as identity."""
-        for child in reversed(body.children):
-            if isinstance(child, Layer) and REGISTRY[child.kind].init(module.get_submodule(child.name), child.params, "zero"):
-                return
+    def zero_last_layer(self, children: tuple[Node, ...], module: nn.Module) -> bool:
+        """Zero-init the residual body's last normalisation (Goyal et al. 2017), so each block starts as
+        the identity; looks inside blocks the body ends with."""
+        for child in reversed(children):
+            sub = module.get_submodule(child.name)
+            if isinstance(child, Layer) and REGISTRY[child.kind].init(sub, child.params, "zero"):
+                return True
+            if isinstance(child, Sequence) and self.zero_last_layer(child.children, sub):
+                return True
+        return False
 
 
 def save_state(module: nn.Module, report: Report, path: Path) -> None:

@@ -50,18 +50,38 @@ class GlobalPool(nn.Module):
 
 
 class Parallel(nn.Module):
-    """Branches fed the same input, merged by `merge` (concat or add). Branches are direct
-    submodules, so keys read `inception3a.branch2.conv0.weight`."""
+    """Branches fed the same input, merged by `merge` (concat or add), then the `then` layers.
+    A branch is a submodule (`inception3a.branch2.conv0.weight`), or, for a residual body, a run
+    of this module's own children (`layer2.block0.conv1.weight`, as torchvision names them)."""
 
-    def __init__(self, branches: "OrderedDict[str, nn.Module]", merge: nn.Module):
+    def __init__(self, branches: list[tuple[str, "OrderedDict[str, nn.Module]", bool]], merge: nn.Module,
+                 then: "OrderedDict[str, nn.Module]"):
         super().__init__()
-        for name, branch in branches.items():
-            self.add_module(name, branch)
-        self.branch_names = list(branches)
+        self.routes: list[list[str]] = []  # per branch, the children it runs in order
+        for name, children, inline in branches:
+            if inline:
+                for child, module in children.items():
+                    self.add_module(child, module)
+                self.routes.append(list(children))
+            else:
+                self.add_module(name, nn.Sequential(children))
+                self.routes.append([name])
         self.merge = merge
+        for child, module in then.items():
+            self.add_module(child, module)
+        self.then = list(then)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.merge([getattr(self, name)(x) for name in self.branch_names])
+        outputs = []
+        for route in self.routes:
+            y = x
+            for name in route:
+                y = getattr(self, name)(y)
+            outputs.append(y)
+        y = self.merge(outputs)
+        for name in self.then:
+            y = getattr(self, name)(y)
+        return y
 
 
 class Concat(nn.Module):

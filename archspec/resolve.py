@@ -57,6 +57,8 @@ class Parallel:
     loc: Loc
     label: str = "parallel"  # "concat", "add" or "residual"
     calls: CallChain = ()
+    inline: str | None = None  # the branch whose layers are direct children of this node (a residual body)
+    then: tuple["Node", ...] = ()  # applied after the merge, also direct children (the post-add relu)
 
 
 Node = Union[Layer, Sequence, Parallel]
@@ -302,20 +304,33 @@ class _Resolver:
 
     def residual(self, name: str, args: Any, kpath: Path, env: Mapping[str, Any], calls: CallChain,
                  stack: tuple[str, ...]) -> Parallel | None:
+        """body + shortcut, added, then the `then` layers. The body's and then's layers become direct
+        children of the block (`layer2.block0.conv1`, as torchvision names them); the shortcut is
+        `shortcut` (empty: the identity)."""
+        keys = ("body", "shortcut", "then")
         if not isinstance(args, dict):
-            self.out.add("AS103", "residual takes a mapping with `body` and optionally `shortcut`",
+            self.out.add("AS103", "residual takes a mapping with `body` and optionally `shortcut` and `then`",
                          self.doc.loc(kpath), format_path(kpath), related=calls)
             return None
         for key in args:
-            if key not in ("body", "shortcut"):
+            if key not in keys:
                 self.out.add("AS101", f"unknown key '{key}' in residual", self.doc.key_loc(kpath + (key,)),
-                             format_path(kpath + (key,)), did_you_mean(key, ["body", "shortcut"]), calls)
+                             format_path(kpath + (key,)), did_you_mean(key, keys), calls)
         if "body" not in args:
             self.out.add("AS102", "missing required key 'body' in residual", self.doc.loc(kpath),
                          format_path(kpath), related=calls)
             return None
-        branches = {"body": args["body"], "shortcut": args.get("shortcut") or []}
-        return self.parallel(name, "add", "residual", branches, kpath, env, calls, stack)
+        loc = self.doc.loc(kpath)
+        namer = _Namer()  # body and then share the block's namespace with its shortcut and merge
+        for reserved in ("shortcut", "merge"):
+            namer.claim(reserved, loc, self.out, kpath)
+        body = self.items(args["body"], kpath + ("body",), env, calls, namer, stack)
+        shortcut = self.items(args.get("shortcut") or [], kpath + ("shortcut",), env, calls, _Namer(), stack)
+        then = self.items(args.get("then") or [], kpath + ("then",), env, calls, namer, stack)
+        branches = (Sequence("body", tuple(body), self.doc.loc(kpath + ("body",)), "branch", calls),
+                    Sequence("shortcut", tuple(shortcut), self.doc.loc(kpath + ("shortcut",)) if "shortcut" in args
+                             else loc, "branch", calls))
+        return Parallel(name, branches, "add", loc, "residual", calls, inline="body", then=tuple(then))
 
     def repeat(self, raw: dict, path: Path, env: Mapping[str, Any], calls: CallChain, namer: _Namer,
                stack: tuple[str, ...]) -> list[Node]:

@@ -197,6 +197,9 @@ def report_validation(exc: ValidationError, doc: Document, base: Path, model: ty
         elif typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
             code, message = "AS104", f"{err['msg'].lower().replace('input should be', 'must be')}, got {value!r}"
             where = doc.loc(path)
+        elif typ == "out_of_range":
+            code, message = "AS104", err["msg"]
+            where = doc.loc(path)
         elif typ in ("too_short", "too_long"):
             code, message = "AS107", err["msg"].replace("List", "list").replace("Dictionary", "mapping")
             where = doc.loc(path)

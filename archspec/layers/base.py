@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 if TYPE_CHECKING:
     import torch
@@ -75,7 +76,8 @@ def _positive_pair(name: str, minimum: int) -> Any:
             v = (v, v)
         if isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) for x in v):
             if min(v) < minimum:
-                raise ValueError(f"{name} must be >= {minimum}, got {list(v) if len(set(v)) > 1 else v[0]}")
+                raise PydanticCustomError("out_of_range", "{name} must be >= {minimum}, got {got}",
+                                          {"name": name, "minimum": minimum, "got": list(v) if len(set(v)) > 1 else v[0]})
             return (v[0], v[1])
         raise ValueError(f"expected {name} as an integer or [height, width], got {v!r}")
 
@@ -99,7 +101,7 @@ def _padding(v: Any) -> tuple[int, int, int, int] | str:
         v = [v, v]
     if isinstance(v, (list, tuple)) and all(_is_int(x) for x in v) and len(v) in (2, 4):
         if min(v) < 0:
-            raise ValueError(f"padding must be >= 0, got {list(v)}")
+            raise PydanticCustomError("out_of_range", "padding must be >= 0, got {got}", {"got": list(v)})
         return (v[0], v[0], v[1], v[1]) if len(v) == 2 else tuple(v)  # type: ignore[return-value]
     raise ValueError(f"expected padding as an integer, [h, w], [top, bottom, left, right], "
                      f"'same' or 'valid', got {v!r}")

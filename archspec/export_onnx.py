@@ -1,0 +1,743 @@
+"""Stage 6, export: the lowered module -> a verified ONNX file.
+
+Every export is followed by proof that the file is right, and nothing is left at the output path
+unless every check passed:
+
+1. `onnx.checker.check_model(full_check=True)` (which includes strict shape inference);
+2. each dynamic axis is still symbolic (`dim_param`) in the graph input, each fixed axis concrete;
+3. ONNX shape inference of the output agrees with archspec's checker: fixed axes equal, dynamic
+   axes symbolic;
+4. onnxruntime's output equals the PyTorch module's (eval mode) at two sizes of every dynamic
+   axis (batch 1 and 3; a symbolic sequence axis at its nominal length and nominal+7), never only
+   at the example size the exporter traced. The criterion, float32:
+   max|ort - torch| <= 1e-5 * max(1, max|torch|), i.e. a relative error of 1e-5 against the
+   output's magnitude, floored at 1 so that near-zero outputs are held to 1e-5 absolute.
+
+Exporter choice (torch 2.13, measured): the dynamo exporter is the default and handles the CNNs
+(LRN, adaptive pooling, BN folded into Conv by its optimizer); the legacy TorchScript exporter is
+used as soon as one layer kind says `exporter = "torchscript"` (the recurrent kinds), because
+dynamo silently fixes the sequence length of nn.RNN graphs and, with a batch-1 example, the batch
+axis of LSTM/GRU graphs. Dynamo is never traced with a size-1 example of a dynamic axis.
+
+Writes are atomic: the model (and, over 2 GB, its external data file `<name>.data`) is written
+and verified in a hidden temporary folder next to the output, then moved into place with
+`os.replace`; a failure or interruption leaves neither a truncated nor a stale file behind.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+
+from .analyze import Report, analyze
+from .errors import ArchspecError
+from .layers import REGISTRY
+from .limits import Limits
+from .resolve import Layer, Node, Parallel, Sequence, resolve
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+    import torch
+
+OUTPUT_NAME = "output"
+BATCH_AXIS = "batch"
+TOLERANCE = 1e-5  # float32 parity, relative to max(1, max|torch output|)
+CHECK_BATCHES = (1, 3)  # two batch sizes every export is verified at
+SEQ_OFFSETS = (7, 8, 16, 32)  # second size of a symbolic axis: the first nominal+k the checker accepts
+# protobuf cannot serialise a message over 2 GiB; keep a margin for the graph itself.
+EXTERNAL_DATA_THRESHOLD = (1 << 31) - (1 << 26)
+_RECHECK_LIMITS = Limits(max_params=10**15, max_macs=10**18, max_activation_bytes=10**16)
+_STRIP_NODE_METADATA = ("pkg.torch.onnx.stack_trace",)  # absolute paths of the exporting machine
+
+
+class ExportError(ArchspecError):
+    """The export failed or its verification did; nothing was written."""
+
+
+class WeightsError(ExportError):
+    """A weights file does not fit the module built from the spec; names every offending tensor."""
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One parity run: onnxruntime vs PyTorch at one input size."""
+
+    input_shape: tuple[int, ...]  # with the batch axis
+    output_shape: tuple[int, ...]
+    max_abs_error: float  # max |ort - torch|
+    max_rel_error: float  # max |ort - torch| / max(1, max |torch|); must be <= tolerance
+    reference_max: float  # max |torch|
+
+    def __str__(self) -> str:
+        return (f"{'x'.join(map(str, self.input_shape))} -> {'x'.join(map(str, self.output_shape))}: "
+                f"max abs err {self.max_abs_error:.2e}, rel {self.max_rel_error:.2e}")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    exporter: str  # "dynamo" or "torchscript"
+    opset: int
+    dynamic_axes: Mapping[str, int]  # axis name -> input axis index (0 = batch)
+    checks: tuple[Verification, ...]  # one per checked size; every dynamic axis takes two sizes
+    tolerance: float
+    seconds: float  # total wall time, export and verification
+    export_seconds: float
+    verify_seconds: float
+    bytes: int  # model file plus external data
+    external_data: Path | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def sizes_checked(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(c.input_shape for c in self.checks)
+
+    @property
+    def max_abs_error(self) -> float:
+        return max((c.max_abs_error for c in self.checks), default=0.0)
+
+    @property
+    def max_rel_error(self) -> float:
+        return max((c.max_rel_error for c in self.checks), default=0.0)
+
+    def summary(self) -> str:
+        size = f"{self.bytes / 1e6:.1f} MB" if self.bytes >= 10**5 else f"{self.bytes / 1e3:.1f} KB"
+        axes = ", ".join(self.dynamic_axes) or "none"
+        lines = [f"wrote {self.path} ({size}{', external data ' + self.external_data.name if self.external_data else ''}; "
+                 f"{self.exporter} exporter, opset {self.opset}, dynamic axes: {axes}) in {self.seconds:.1f}s",
+                 "verified: onnx checker (full), dynamic axes symbolic, shape inference = archspec check, "
+                 f"onnxruntime = PyTorch within {self.tolerance:g} x max(1, |output|):"]
+        lines += [f"  {c}" for c in self.checks]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+def export_model(report: Report, output: Path, *, weights: str | os.PathLike | Mapping[str, Any] | None = None,
+                 opset: int | None = None, dynamic: str | Iterable[str] | bool | None = None,
+                 verbose: bool = False, check: bool = True, seed: int = 0) -> ExportResult:
+    """Exports the spec's module to `output` and verifies it (see the module docstring).
+
+    weights: a `torch.save(module.state_dict())` file of the module `archspec.build` returns (or
+    such a dict); without it the module keeps its seeded initial weights.
+    dynamic: axis names to keep dynamic, e.g. "batch,time"; default every axis that can be
+    (batch, and each input axis the spec declares symbolic as `name=nominal`); False or "none"
+    for a fully static model (batch 1).
+    check=False skips the verification (for debugging the exporter only).
+    """
+    import torch
+
+    started = time.perf_counter()
+    output = Path(output)
+    if output.is_dir():
+        raise ExportError(f"output {output} is a directory; give a file name such as model.onnx")
+    if not output.parent.is_dir():
+        raise ExportError(f"cannot write {output}: folder {output.parent} does not exist")
+    plan = _plan(report, dynamic)
+    exporter = choose_exporter(report)
+    module = _module(report, weights, seed)
+    notes = list(plan.notes)
+    if weights is not None and not isinstance(weights, Mapping):
+        notes += _sidecar_note(Path(weights), report)
+
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    try:
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            proto = _run_exporter(exporter, module, report, plan, opset, verbose, tmpdir)
+            _annotate(proto, report, exporter, weights)
+            staged = tmpdir / output.name
+            data = _save(proto, staged)
+            del proto
+            t1 = time.perf_counter()
+            checks = _verify(staged, module, report, plan) if check else ()
+            t2 = time.perf_counter()
+        final_opset = _opset_of(staged)
+        size = staged.stat().st_size + (data.stat().st_size if data else 0)
+        stale_data = output.with_name(output.name + ".data")
+        replaced = output.exists()
+        if data is not None:
+            os.replace(data, stale_data)
+        os.replace(staged, output)
+        if data is None and replaced and stale_data.exists():
+            stale_data.unlink()  # the previous export's external data, now unreferenced
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return ExportResult(
+        path=output, exporter=exporter, opset=final_opset, dynamic_axes=dict(plan.axes), checks=tuple(checks),
+        tolerance=TOLERANCE, seconds=time.perf_counter() - started, export_seconds=t1 - t0,
+        verify_seconds=t2 - t1, bytes=size, external_data=stale_data if data is not None else None,
+        notes=tuple(notes))
+
+
+def choose_exporter(report: Report) -> str:
+    """'torchscript' when any layer kind in the model asks for it, else 'dynamo'."""
+    kinds = {layer.kind for _, layer in iter_layers(report.graph.root)}
+    return "torchscript" if any(REGISTRY[k].exporter == "torchscript" for k in kinds) else "dynamo"
+
+
+def iter_layers(root: Sequence) -> Iterator[tuple[str, Layer]]:
+    """(module path, layer) for every layer, in the module paths lowering gives them."""
+
+    def walk(node: Node, path: str) -> Iterator[tuple[str, Layer]]:
+        if isinstance(node, Layer):
+            yield path, node
+        elif isinstance(node, Sequence):
+            for c in node.children:
+                yield from walk(c, f"{path}.{c.name}" if path else c.name)
+        elif isinstance(node, Parallel):
+            for b in node.branches:
+                yield from walk(b, f"{path}.{b.name}")
+
+    yield from walk(root, "")
+
+
+# -- planning: which axes are dynamic, which sizes are traced and verified ---------------------
+
+@dataclass(frozen=True)
+class _Plan:
+    axes: dict[str, int]  # dynamic axis name -> input axis index (batch = 0)
+    example: tuple[int, ...]  # the traced input shape, batch included
+    runs: tuple[tuple[tuple[int, ...], Report], ...]  # verification input shapes and their reports
+    output_axes: dict[int, str]  # dynamic output axis index -> name
+    notes: tuple[str, ...] = ()
+
+
+def report_at(report: Report, sample_shape: tuple[int, ...]) -> Report:
+    """The checker's report for another input size. The spec already passed its budgets at its own
+    size, so budgets and limits are not applied again here."""
+    if sample_shape == report.graph.input.shape:
+        return report
+    graph = resolve(report.graph.doc, _RECHECK_LIMITS, sample_shape)
+    graph = replace(graph, spec=graph.spec.model_copy(update={"budget": None}))
+    return analyze(graph, _RECHECK_LIMITS)
+
+
+def _plan(report: Report, dynamic: str | Iterable[str] | bool | None) -> _Plan:
+    dims = report.graph.input.dims
+    symbolic = {d.name: i + 1 for i, d in enumerate(dims) if d.name}
+    batch_name = BATCH_AXIS if BATCH_AXIS not in symbolic else "N"
+    available = {batch_name: 0, **symbolic}
+    if dynamic is None or dynamic is True:
+        wanted = list(available)
+    elif dynamic is False:
+        wanted = []
+    else:
+        names = [n.strip() for n in (dynamic.split(",") if isinstance(dynamic, str) else dynamic)]
+        names = [n for n in names if n and n.lower() != "none"]
+        wanted = []
+        for n in names:
+            if n in ("seq", "sequence") and n not in available and len(symbolic) == 1:
+                n = next(iter(symbolic))
+            if n == "batch" and n not in available:
+                n = batch_name
+            if n not in available:
+                fixed = [d for d in dims if d.name is None]
+                hint = (" (fixed axes cannot be made dynamic here: declare one symbolic in the spec, e.g. "
+                        "`[time=50, 128]`)" if fixed else "")
+                raise ExportError(f"unknown dynamic axis '{n}'; this spec's axes that can be dynamic: "
+                                  f"{', '.join(available)}{hint}")
+            if n not in wanted:
+                wanted.append(n)
+    axes = {n: available[n] for n in sorted(wanted, key=available.get)}
+
+    nominal = report.graph.input.shape
+    first, second = list(nominal), list(nominal)
+    for name, axis in axes.items():
+        if axis == 0:
+            continue
+        second[axis - 1] = _second_size(report, axis - 1, name)
+    first_report = report
+    try:
+        second_report = report_at(report, tuple(second))
+    except ArchspecError as exc:
+        raise ExportError(f"the network does not accept the dynamic axes at their second check size "
+                          f"{tuple(second)}: {exc}; export with fewer dynamic axes (--dynamic)") from None
+    batch_dynamic = 0 in axes.values()
+    b1, b2 = CHECK_BATCHES if batch_dynamic else (1, 1)
+    runs = [((b1, *first), first_report)]
+    if tuple(second) != tuple(first) or b2 != b1:
+        runs.append(((b2, *second), second_report))
+    # dynamo specialises any axis traced at size 1 (0/1 specialisation): trace with >= 2
+    example = [2 if batch_dynamic else 1] + [
+        (second[i] if nominal[i] < 2 else nominal[i]) if (i + 1) in axes.values() else nominal[i]
+        for i in range(len(nominal))]
+    output_axes = {0: batch_name} if batch_dynamic else {}
+    out1, out2 = first_report.output.shape, second_report.output.shape
+    by_size = {}
+    for name, axis in axes.items():
+        if axis:
+            by_size[(first[axis - 1], second[axis - 1])] = name
+    for j, (a, b) in enumerate(zip(out1, out2)):
+        if a != b:
+            output_axes[j + 1] = by_size.get((a, b), f"{OUTPUT_NAME}_dim{j + 1}")
+    return _Plan(axes, tuple(example), tuple(runs), output_axes)
+
+
+def _second_size(report: Report, index: int, name: str) -> int:
+    nominal = report.graph.input.shape
+    tried = []
+    for k in SEQ_OFFSETS + (nominal[index],):
+        shape = list(nominal)
+        shape[index] = nominal[index] + k
+        try:
+            report_at(report, tuple(shape))
+            return shape[index]
+        except ArchspecError:
+            tried.append(shape[index])
+    raise ExportError(f"input axis '{name}' is declared symbolic ({name}={nominal[index]}), but the network "
+                      f"only accepts {name}={nominal[index]} (tried {', '.join(map(str, tried))}); "
+                      f"export it fixed, e.g. --dynamic batch")
+
+
+# -- the module and its weights -----------------------------------------------------------------
+
+def _module(report: Report, weights: Any, seed: int) -> "torch.nn.Module":
+    from .lower import build_module
+
+    module = build_module(report, seed=seed)
+    if weights is not None:
+        load_weights(module, weights)
+    return module.eval()
+
+
+def load_weights(module: "torch.nn.Module", weights: str | os.PathLike | Mapping[str, Any]) -> None:
+    """Loads a plain state dict strictly; a missing, unexpected or mis-shaped tensor is a
+    WeightsError naming every one of them."""
+    import torch
+
+    if isinstance(weights, Mapping):
+        state, where = weights, "the state dict"
+    else:
+        where = os.fspath(weights)
+        try:
+            state = torch.load(where, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise WeightsError(f"weights file {where} does not exist") from None
+        except Exception as exc:  # pickle errors, a whole pickled module (refused by weights_only), garbage
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WeightsError(f"cannot read {where} as a PyTorch state dict (saved with "
+                               f"torch.save(module.state_dict())): {first}") from None
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
+        raise WeightsError(f"{where} holds a {type(state).__name__}, not a state dict; save it with "
+                           "torch.save(module.state_dict())")
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    not_tensor = [k for k in state if k in expected and not isinstance(state[k], torch.Tensor)]
+    shaped = [f"{k} (file {tuple(state[k].shape)}, spec {tuple(expected[k].shape)})" for k in expected
+              if k in state and k not in not_tensor and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)}: " + ", ".join(missing))
+    if extra:
+        problems.append(f"unexpected {len(extra)}: " + ", ".join(extra))
+    if shaped:
+        problems.append(f"wrong shape {len(shaped)}: " + ", ".join(shaped))
+    if not_tensor:
+        problems.append(f"not tensors {len(not_tensor)}: " + ", ".join(not_tensor))
+    if problems:
+        raise WeightsError(f"weights {where} do not fit the module built from spec '{module.spec_name}': "
+                           + "; ".join(problems))
+    non_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise WeightsError(f"weights {where} hold NaN or infinite values in: {', '.join(non_finite)}")
+    module.load_state_dict(state, strict=True)
+
+
+def _sidecar_note(path: Path, report: Report) -> list[str]:
+    """`archspec build -o` writes `<weights>.json` with the spec hash; say so when it differs."""
+    meta_path = Path(str(path) + ".json")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return []
+    if meta.get("spec_sha256") not in (None, report.graph.sha256):
+        return [f"{path.name} was saved for spec '{meta.get('spec')}' with a different sha256 "
+                f"({str(meta.get('spec_sha256'))[:12]}, this spec {report.graph.sha256[:12]}); tensor names and "
+                "shapes match, so it was used"]
+    return []
+
+
+# -- running the exporters ------------------------------------------------------------------
+
+def _run_exporter(exporter: str, module: Any, report: Report, plan: _Plan, opset: int | None, verbose: bool,
+                  tmpdir: Path) -> "onnx.ModelProto":
+    import torch
+
+    in_name = report.graph.input.name
+    example = _example(report, plan.example)
+    with _quiet(verbose) as log:
+        try:
+            if exporter == "dynamo":
+                _guard_triton_shadowing()
+                spec = {axis: torch.export.Dim(name) for name, axis in plan.axes.items()}
+                program = torch.onnx.export(
+                    module, (example,), dynamo=True, input_names=[in_name], output_names=[OUTPUT_NAME],
+                    dynamic_shapes=(spec,), opset_version=opset, optimize=True, verbose=verbose)
+                proto = program.model_proto
+            else:
+                raw = tmpdir / "torchscript.onnx"
+                axes = {in_name: {axis: name for name, axis in plan.axes.items()}, OUTPUT_NAME: plan.output_axes}
+                torch.onnx.export(
+                    module, (example,), str(raw), dynamo=False, input_names=[in_name], output_names=[OUTPUT_NAME],
+                    dynamic_axes=axes, opset_version=opset or _legacy_default_opset(), do_constant_folding=True,
+                    verbose=verbose)
+                import onnx
+
+                proto = onnx.load(str(raw), load_external_data=True)
+                for f in tmpdir.iterdir():
+                    f.unlink()
+        except Exception as exc:
+            raise ExportError(f"the {exporter} exporter failed on spec '{report.graph.name}': "
+                              f"{_first_line(exc)}{log.tail()}") from exc
+    return proto
+
+
+def _legacy_default_opset() -> int:
+    try:
+        from torch.onnx import _constants
+
+        return int(_constants.ONNX_DEFAULT_OPSET)
+    except (ImportError, AttributeError):
+        return 17
+
+
+def _guard_triton_shadowing() -> None:
+    """A folder named `triton` on sys.path (e.g. in the working directory) is imported as a
+    namespace package by torch._dynamo, which then fails with "module 'triton' has no attribute
+    'language'". Import torch._dynamo once with such entries hidden."""
+    if "torch._dynamo" in sys.modules:
+        return
+    try:
+        spec = importlib.util.find_spec("triton")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or spec.origin not in (None, "namespace"):
+        return  # no triton, or a real one
+    saved_path, saved_module = list(sys.path), sys.modules.pop("triton", None)
+    shadowing = {os.path.abspath(p) for p in (spec.submodule_search_locations or [])}
+    sys.path[:] = [p for p in sys.path if os.path.abspath(os.path.join(p or os.curdir, "triton")) not in shadowing]
+    importlib.invalidate_caches()
+    try:
+        import torch._dynamo  # noqa: F401
+        import torch.export  # noqa: F401
+    finally:
+        sys.path[:] = saved_path
+        if saved_module is not None:
+            sys.modules["triton"] = saved_module
+
+
+def _example(report: Report, shape: tuple[int, ...], seed: int = 0) -> "torch.Tensor":
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    if report.graph.input.dtype == "int64":
+        return torch.randint(0, vocab_size(report), shape, generator=gen, dtype=torch.int64)
+    return torch.randn(shape, generator=gen)
+
+
+def vocab_size(report: Report) -> int:
+    """Token ids must index the first embedding; 2 when there is none (cannot happen for a valid spec)."""
+    for _, layer in iter_layers(report.graph.root):
+        if layer.kind == "embedding":
+            return int(layer.params.vocab)
+    return 2
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def tail(self, lines: int = 15) -> str:
+        kept = [ln for ln in self.text.splitlines() if ln.strip()][-lines:]
+        return ("\nexporter output (last lines):\n  " + "\n  ".join(kept)) if kept else ""
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool) -> Iterator[_Log]:
+    """Hides exporter noise (warnings, logging, progress prints, C++ output on fds 1 and 2) unless
+    verbose; the captured text goes into the error message when the export fails."""
+    log = _Log()
+    if verbose:
+        yield log
+        return
+    py_out = io.StringIO()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved: list[int] = []
+    capture = tempfile.TemporaryFile()
+    try:
+        with contextlib.suppress(OSError):
+            for fd in (1, 2):
+                saved.append(os.dup(fd))
+                os.dup2(capture.fileno(), fd)
+        with contextlib.redirect_stdout(py_out), contextlib.redirect_stderr(py_out), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield log
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        capture.seek(0)
+        log.text = capture.read().decode("utf-8", "replace") + py_out.getvalue()
+        capture.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+# -- annotating and saving ----------------------------------------------------------------------
+
+def _annotate(model: "onnx.ModelProto", report: Report, exporter: str, weights: Any) -> None:
+    """Model metadata from the spec, and a doc_string per node naming the spec layer it comes from."""
+    from . import __version__
+
+    g = report.graph
+    inp = {"name": g.input.name, "dtype": g.input.dtype,
+           "dims": [{"name": d.name, "nominal": d.size} if d.name else {"size": d.size} for d in g.input.dims]}
+    if g.input.dtype == "int64":
+        inp["vocab"] = vocab_size(report)
+    if weights is None:
+        source = "initial (seeded) weights"
+    elif isinstance(weights, Mapping):
+        source = "state dict"
+    else:
+        source = f"{Path(weights).name} sha256:{_sha256(Path(weights))}"
+    meta = {
+        "archspec.spec": g.name, "archspec.spec_sha256": g.sha256, "archspec.version": __version__,
+        "archspec.source": g.doc.file, "archspec.params": str(report.totals.params),
+        "archspec.macs": str(report.totals.macs), "archspec.flops": str(report.totals.flops),
+        "archspec.exporter": exporter, "archspec.input": json.dumps(inp), "archspec.weights": source,
+        "archspec.output_shape": json.dumps(list(report.output.shape)),
+    }
+    kept = [p for p in model.metadata_props if p.key not in meta]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.doc_string = g.description or f"archspec spec '{g.name}'"
+    model.graph.name = g.name
+    model.graph.doc_string = f"from {g.doc.file} (sha256 {g.sha256[:12]})"
+
+    docs = {}
+    for path, layer in iter_layers(g.root):
+        where = f"{path}: {layer.kind} at {layer.loc}"
+        if layer.calls:
+            where += " (" + "; ".join(f"{note} at {loc}" for note, loc in layer.calls) + ")"
+        docs[path] = where
+    for node in model.graph.node:
+        scope = _scope_of(node, docs)
+        if scope is not None:
+            node.doc_string = docs[scope]
+        kept_meta = [p for p in node.metadata_props if p.key not in _STRIP_NODE_METADATA]
+        if len(kept_meta) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept_meta)
+
+
+def _scope_of(node: Any, docs: Mapping[str, str]) -> str | None:
+    """The spec layer a node was generated from: dynamo records module name scopes in the node
+    metadata; the TorchScript exporter names nodes `/scope/path/Op`."""
+    candidates: list[str] = []
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            with contextlib.suppress(ValueError, SyntaxError):
+                candidates = [s for s in ast.literal_eval(prop.value) if isinstance(s, str)]
+    if not candidates and node.name.startswith("/"):
+        parts = node.name.strip("/").split("/")[:-1]
+        candidates = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    for scope in reversed(candidates):
+        if scope in docs:
+            return scope
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _initializer_bytes(model: "onnx.ModelProto") -> int:
+    import numpy as np
+    from onnx import helper
+
+    total = 0
+    for t in model.graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= d
+        try:
+            total += n * np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        except (KeyError, TypeError, ValueError):
+            total += len(t.raw_data)
+    return total
+
+
+def _save(model: "onnx.ModelProto", path: Path) -> Path | None:
+    """A self-contained file, or over EXTERNAL_DATA_THRESHOLD the graph plus `<name>.data`.
+    Returns the data file, if any."""
+    import onnx
+
+    if _initializer_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
+        onnx.save_model(model, str(path))
+        _fsync(path)
+        return None
+    location = path.name + ".data"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=location, size_threshold=1024, convert_attribute=False)
+    data = path.with_name(location)
+    _fsync(data)
+    _fsync(path)
+    return data
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _opset_of(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+# -- verification ---------------------------------------------------------------------------------
+
+def _verify(path: Path, module: Any, report: Report, plan: _Plan) -> list[Verification]:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"onnx.checker rejected the exported model of '{report.graph.name}': {_first_line(exc)}") \
+            from exc
+    header = onnx.load(str(path), load_external_data=False)
+    _check_input_axes(header, report, plan)
+    _check_output_shape(path, report, plan)
+    return _check_parity(path, module, report, plan)
+
+
+def _dims(value_info: Any) -> list[int | str | None]:
+    tt = value_info.type.tensor_type
+    if not tt.HasField("shape"):
+        return []
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param if d.HasField("dim_param") else None)
+            for d in tt.shape.dim]
+
+
+def _check_input_axes(model: Any, report: Report, plan: _Plan) -> None:
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    name = report.graph.input.name
+    if [i.name for i in inputs] != [name]:
+        raise ExportError(f"exported model has inputs {[i.name for i in inputs]}, expected ['{name}']")
+    dims = _dims(inputs[0])
+    expected: list[int | str] = [1] + list(report.graph.input.shape)
+    for axis_name, axis in plan.axes.items():
+        expected[axis] = axis_name
+    if len(dims) != len(expected):
+        raise ExportError(f"exported input '{name}' has rank {len(dims)}, expected {len(expected)}")
+    bad = [f"axis {i}: {d!r} (expected {'symbolic ' + repr(e) if isinstance(e, str) else e})"
+           for i, (d, e) in enumerate(zip(dims, expected))
+           if (isinstance(e, str) and not isinstance(d, str)) or (isinstance(e, int) and d != e)]
+    if bad:
+        raise ExportError(f"the exporter did not keep input '{name}' as declared: " + "; ".join(bad))
+
+
+def _check_output_shape(path: Path, report: Report, plan: _Plan) -> None:
+    """ONNX shape inference (strict, with data propagation) vs archspec's checker."""
+    import onnx
+
+    inferred_path = path.with_name(path.name + ".inferred")
+    try:
+        onnx.shape_inference.infer_shapes_path(str(path), str(inferred_path), check_type=True, strict_mode=True,
+                                               data_prop=True)
+        inferred = onnx.load(str(inferred_path), load_external_data=False)
+    except Exception as exc:
+        raise ExportError(f"ONNX shape inference failed on the exported '{report.graph.name}': {_first_line(exc)}") \
+            from exc
+    finally:
+        with contextlib.suppress(OSError):
+            inferred_path.unlink()
+    outs = list(inferred.graph.output)
+    if [o.name for o in outs] != [OUTPUT_NAME]:
+        raise ExportError(f"exported model has outputs {[o.name for o in outs]}, expected ['{OUTPUT_NAME}']")
+    dims = _dims(outs[0])
+    batch = plan.runs[0][0][0]
+    expected = [batch] + list(report.output.shape)
+    if len(dims) != len(expected):
+        raise ExportError(f"ONNX shape inference gives output rank {len(dims)} {dims}, archspec check says "
+                          f"{len(expected)} (batch + {report.output})")
+    bad = []
+    for j, (d, e) in enumerate(zip(dims, expected)):
+        if j in plan.output_axes:
+            if not isinstance(d, str):
+                bad.append(f"axis {j} should be dynamic ({plan.output_axes[j]}) but is {d!r}")
+        elif d != e:
+            bad.append(f"axis {j} is {d!r}, archspec check says {e}")
+    if bad:
+        raise ExportError("ONNX shape inference disagrees with archspec check on the output: " + "; ".join(bad))
+
+
+def _check_parity(path: Path, module: Any, report: Report, plan: _Plan) -> list[Verification]:
+    import numpy as np
+    import torch
+
+    from .runtime import Session
+
+    session = Session(path, device="cpu")
+    results = []
+    for k, (shape, expect) in enumerate(plan.runs):
+        x = _example(report, shape, seed=100 + k)
+        with torch.no_grad():
+            ref = module(x).numpy()
+        try:
+            got = session.run({report.graph.input.name: x.numpy()})[OUTPUT_NAME]
+        except Exception as exc:
+            raise ExportError(f"onnxruntime failed on input {'x'.join(map(str, shape))}: {_first_line(exc)}") from exc
+        want_shape = (shape[0],) + tuple(expect.output.shape)
+        if tuple(got.shape) != want_shape or tuple(ref.shape) != want_shape:
+            raise ExportError(f"at input {'x'.join(map(str, shape))} onnxruntime gives {tuple(got.shape)}, "
+                              f"PyTorch {tuple(ref.shape)}, archspec check {want_shape}")
+        if not np.isfinite(ref).all():
+            raise ExportError(f"the PyTorch output at input {'x'.join(map(str, shape))} is not finite; "
+                              "cannot verify the export")
+        diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+        max_abs = float(diff.max()) if diff.size else 0.0
+        if not np.isfinite(got).all():
+            max_abs = float("inf")
+        scale = float(np.abs(ref).max()) if ref.size else 0.0
+        rel = max_abs / max(1.0, scale)
+        check = Verification(tuple(shape), tuple(got.shape), max_abs, rel, scale)
+        if not rel <= TOLERANCE:
+            raise ExportError(f"onnxruntime differs from PyTorch at input {'x'.join(map(str, shape))}: max abs error "
+                              f"{max_abs:.3g} > {TOLERANCE:g} x max(1, {scale:.3g})")
+        results.append(check)
+    return results
