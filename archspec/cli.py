@@ -18,6 +18,10 @@ from .schema import parse_amount
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
 
 
+class UsageError(Exception):
+    """A malformed command line (exit 2), as opposed to a bad spec (exit 1)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -26,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return args.command(args)
+    except UsageError as exc:
+        print(f"archspec: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except SpecError as exc:
         _print_diagnostics(exc.diagnostics, getattr(args, "format", "human"))
         return EXIT_SPEC
@@ -178,9 +185,9 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
     try:
         dims = tuple(int(x) for x in text.replace("x", ",").split(","))
     except ValueError:
-        raise SystemExit(f"archspec: error: --input expects sizes such as 3,224,224, got {text!r}") from None
+        raise UsageError(f"--input expects sizes such as 3,224,224, got {text!r}") from None
     if any(d < 1 for d in dims):
-        raise SystemExit(f"archspec: error: --input sizes must be positive, got {text!r}")
+        raise UsageError(f"--input sizes must be positive, got {text!r}")
     return dims
 
 

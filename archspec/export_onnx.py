@@ -193,11 +193,18 @@ def choose_exporter(report: Report) -> str:
 
 def iter_layers(root: Sequence) -> Iterator[tuple[str, Layer]]:
     """(module path, layer) for every layer, in the module paths lowering gives them."""
-
-    def walk(node: Node, path: str) -> Iterator[tuple[str, Layer]]:
+    for path, node in _iter_nodes(root):
         if isinstance(node, Layer):
             yield path, node
-        elif isinstance(node, Sequence):
+
+
+def _iter_nodes(root: Sequence) -> Iterator[tuple[str, Node]]:
+    """(module path, node) for every node below the root, containers before their children."""
+
+    def walk(node: Node, path: str) -> Iterator[tuple[str, Node]]:
+        if path:
+            yield path, node
+        if isinstance(node, Sequence):
             for c in node.children:
                 yield from walk(c, f"{path}.{c.name}" if path else c.name)
         elif isinstance(node, Parallel):
@@ -543,10 +550,11 @@ def _annotate(model: "onnx.ModelProto", report: Report, exporter: str, weights: 
     model.graph.doc_string = f"from {g.doc.file} (sha256 {g.sha256[:12]})"
 
     docs = {}
-    for path, layer in iter_layers(g.root):
-        where = f"{path}: {layer.kind} at {layer.loc}"
-        if layer.calls:
-            where += " (" + "; ".join(f"{note} at {loc}" for note, loc in layer.calls) + ")"
+    for path, node in _iter_nodes(g.root):
+        what = node.kind if isinstance(node, Layer) else node.label
+        where = f"{path}: {what} at {node.loc}"
+        if node.calls:
+            where += " (" + "; ".join(f"{note} at {loc}" for note, loc in node.calls) + ")"
         docs[path] = where
     for node in model.graph.node:
         scope = _scope_of(node, docs)

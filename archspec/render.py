@@ -27,9 +27,15 @@ def human_diagnostic(d: Diagnostic, source_line: str = "") -> str:
 
 def github_diagnostic(d: Diagnostic) -> str:
     """A GitHub Actions workflow command, so the error shows inline on the pull request."""
-    msg = f"[{d.code}] {d.message}" + (f" ({d.hint})" if d.hint else "")
-    msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    return f"::error file={d.loc.file},line={d.loc.line},col={d.loc.col},title=archspec {d.name}::{msg}"
+    msg = _escape(f"[{d.code}] {d.message}" + (f" ({d.hint})" if d.hint else ""))
+    prop = lambda v: _escape(str(v)).replace(":", "%3A").replace(",", "%2C")  # noqa: E731
+    return (f"::error file={prop(d.loc.file)},line={d.loc.line},col={d.loc.col},"
+            f"title={prop('archspec ' + d.name)}::{msg}")
+
+
+def _escape(text: str) -> str:
+    """Workflow-command escaping, as @actions/core does it."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def json_results(results: Iterable[tuple[str, Report | None, tuple[Diagnostic, ...]]]) -> str:

@@ -425,7 +425,7 @@ def bench_table(rows: Sequence[BenchRow]) -> str:
     """A Markdown table: median latency with its interquartile range, throughput and GFLOP/s."""
     head = ("| spec | exporter | batch | MACs/sample | torch eager ms (IQR) | onnxruntime ms (IQR) | speedup | "
             "torch samples/s | ORT samples/s | torch GFLOP/s | ORT GFLOP/s |")
-    lines = [head, "|" + "---|" * head.count("|")[:-1] if False else "|" + "---|" * (head.count("|") - 1)]
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
             f"| {r.spec} | {r.exporter} | {r.batch} | {_units(r.macs)} | "

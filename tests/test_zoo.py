@@ -1,0 +1,203 @@
+"""The model zoo in specs/: every spec checks, and the static checker reproduces the published
+parameter and MAC counts exactly (torchvision's model cards, the VGG and GoogLeNet papers, d2l).
+
+MACs are conv + linear + recurrent multiply-accumulates, bias excluded, batch 1 (the convention
+behind torchvision's GFLOPS). The checker is static, so the whole file runs in well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import archspec
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+# name: (params, MACs), from the published sources named in each spec's header.
+PUBLISHED = {
+    "lenet": (61_706, 416_520),
+    "alexnet": (61_100_840, 714_188_480),
+    "vgg11": (132_863_336, 7_609_090_048),
+    "vgg11_lrn": (132_863_336, 7_609_090_048),
+    "vgg13": (133_047_848, 11_308_466_176),
+    "vgg16_c": (133_638_952, 11_770_888_192),
+    "vgg16": (138_357_544, 15_470_264_320),
+    "vgg19": (143_667_240, 19_632_062_464),
+    "vgg11_bn": (132_868_840, 7_609_090_048),
+    "nin": (1_992_166, 762_297_352),
+    "googlenet": (6_624_904, 1_498_376_192),
+    "googlenet_paper": (6_998_552, 1_582_671_872),
+    "inception_v3": (23_834_568, 5_713_216_096),
+    "resnet18": (11_689_512, 1_814_073_344),
+    "resnet34": (21_797_672, 3_663_761_408),
+    "resnet50": (25_557_032, 4_089_184_256),
+    "resnet101": (44_549_160, 7_801_405_440),
+    "resnet152": (60_192_808, 11_513_626_624),
+    "rnn_classifier": (232_970, 11_471_360),
+    "gru_classifier": (693_770, 34_408_960),
+    "lstm_classifier": (924_170, 45_877_760),
+}
+
+
+# --- Independent counts for the models without a published figure ------------------------------
+# Written from the papers' architectures, layer by layer, without the checker's rules.
+
+def conv(cin: int, cout: int, k: int, out_hw: int, bias: bool = False) -> tuple[int, int]:
+    weights = cin * cout * k * k
+    return weights + (cout if bias else 0), weights * out_hw * out_hw
+
+
+def bn(c: int) -> tuple[int, int]:
+    return 2 * c, 0  # gamma and beta; running statistics are buffers
+
+
+def linear(fin: int, fout: int, positions: int = 1) -> tuple[int, int]:
+    return fin * fout + fout, positions * fin * fout
+
+
+def lstm_layer(inputs: int, hidden: int, steps: int, directions: int) -> tuple[int, int]:
+    # Four gates, each with W_ih (H x I), W_hh (H x H), b_ih and b_hh (PyTorch's nn.LSTM).
+    weights = 4 * hidden * (inputs + hidden)
+    return directions * (weights + 8 * hidden), directions * steps * weights
+
+
+def total(parts: list[tuple[int, int]]) -> tuple[int, int]:
+    return sum(p for p, _ in parts), sum(m for _, m in parts)
+
+
+def preact_resnet18(classes: int = 1000) -> tuple[int, int]:
+    """He et al. 2016b, pre-activation units, 2-2-2-2, shortcut type B (1x1 conv, no BN)."""
+    parts = [conv(3, 64, 7, 112), bn(64)]  # stem conv1 + BN (+ ReLU, max pool to 56x56)
+    cin, hw = 64, 56
+    for stage, channels in enumerate((64, 128, 256, 512)):
+        for unit in range(2):
+            first = unit == 0
+            stride = 2 if first and stage > 0 else 1
+            hw //= stride
+            if not (first and stage == 0):  # the very first unit uses conv1's BN-ReLU
+                parts.append(bn(cin))
+            parts += [conv(cin, channels, 3, hw), bn(channels), conv(channels, channels, 3, hw)]
+            if cin != channels:
+                parts.append(conv(cin, channels, 1, hw))  # projection shortcut
+            cin = channels
+    parts += [bn(512), linear(512, classes)]  # final BN-ReLU, global average pool, fc
+    return total(parts)
+
+
+def bilstm_tagger(vocab: int = 10_000, dim: int = 128, hidden: int = 128, tags: int = 17,
+                  steps: int = 50) -> tuple[int, int]:
+    parts = [(vocab * dim, 0), lstm_layer(dim, hidden, steps, 2), lstm_layer(2 * hidden, hidden, steps, 2),
+             linear(2 * hidden, tags, positions=steps)]
+    return total(parts)
+
+
+INDEPENDENT = {
+    "resnet18_preact": preact_resnet18(),
+    "bilstm_tagger": bilstm_tagger(),
+}
+EXPECTED = {**PUBLISHED, **INDEPENDENT}
+
+
+def resnet18() -> tuple[int, int]:
+    """torchvision ResNet-18 with the same helpers: post-activation units, shortcut conv + BN."""
+    parts = [conv(3, 64, 7, 112), bn(64)]
+    cin, hw = 64, 56
+    for stage, channels in enumerate((64, 128, 256, 512)):
+        for unit in range(2):
+            hw //= 2 if unit == 0 and stage > 0 else 1
+            parts += [conv(cin, channels, 3, hw), bn(channels), conv(channels, channels, 3, hw), bn(channels)]
+            if cin != channels:
+                parts += [conv(cin, channels, 1, hw), bn(channels)]
+            cin = channels
+    parts.append(linear(512, 1000))
+    return total(parts)
+
+
+def test_independent_formulas_reproduce_published_counts():
+    """The helpers behind INDEPENDENT reproduce published neighbours of those models."""
+    assert resnet18() == PUBLISHED["resnet18"]
+    assert total([lstm_layer(128, 256, 50, 1), lstm_layer(256, 256, 50, 1), linear(256, 10)]) \
+        == PUBLISHED["lstm_classifier"]
+
+
+# --- The zoo ------------------------------------------------------------------------------------
+
+def spec_path(name: str) -> Path:
+    return SPECS / f"{name}.yaml"
+
+
+def test_every_spec_has_expected_counts():
+    """A spec added to specs/ must be added to the table here too (and vice versa)."""
+    assert {p.stem for p in SPECS.glob("*.yaml")} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_spec_checks(path: Path):
+    report = archspec.check(path)
+    assert report.graph.name == path.stem
+    assert report.totals.params > 0 and report.totals.macs > 0
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_counts(name: str):
+    totals = archspec.check(spec_path(name)).totals
+    assert (totals.params, totals.macs) == EXPECTED[name]
+
+
+def archspec_cli() -> list[str]:
+    script = Path(sys.executable).with_name("archspec")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from archspec.cli import main; sys.exit(main())"]
+
+
+@pytest.mark.parametrize("name", ["lenet", "googlenet_paper", "resnet50", "lstm_classifier"])
+def test_counts_via_cli_json(name: str):
+    result = subprocess.run(archspec_cli() + ["summary", str(spec_path(name)), "--format", "json"],
+                            capture_output=True, text=True, timeout=60, check=True)
+    totals = json.loads(result.stdout)["totals"]
+    assert (totals["params"], totals["macs"]) == EXPECTED[name]
+
+
+# --- GoogLeNet, per Inception module (Szegedy et al. 2015, Table 1) -----------------------------
+
+# name: (input channels, spatial size, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj,
+#        weights without biases, MACs) -- the last two as given for the paper's Table 1.
+INCEPTIONS = {
+    "inception3a": (192, 28, 64, 96, 128, 16, 32, 32, 163_328, 128_049_152),
+    "inception3b": (256, 28, 128, 128, 192, 32, 96, 64, 388_096, 304_267_264),
+    "inception4a": (480, 14, 192, 96, 208, 16, 48, 64, 375_552, 73_608_192),
+    "inception4b": (512, 14, 160, 112, 224, 24, 64, 64, 448_512, 87_908_352),
+    "inception4c": (512, 14, 128, 128, 256, 24, 64, 64, 509_440, 99_850_240),
+    "inception4d": (512, 14, 112, 144, 288, 32, 64, 64, 604_672, 118_515_712),
+    "inception4e": (528, 14, 256, 160, 320, 32, 128, 128, 867_328, 169_996_288),
+    "inception5a": (832, 7, 256, 160, 320, 32, 128, 128, 1_042_432, 51_079_168),
+    "inception5b": (832, 7, 384, 192, 384, 48, 128, 128, 1_442_816, 70_697_984),
+}
+
+
+@pytest.fixture(scope="module")
+def googlenet_paper() -> archspec.Report:
+    return archspec.check(spec_path("googlenet_paper"))
+
+
+def test_googlenet_paper_has_nine_inception_rows(googlenet_paper: archspec.Report):
+    rows = [n.path for n in googlenet_paper.nodes if n.depth == 1 and n.kind == "inception"]
+    assert rows == list(INCEPTIONS)
+
+
+@pytest.mark.parametrize("name", list(INCEPTIONS))
+def test_googlenet_paper_inception(googlenet_paper: archspec.Report, name: str):
+    cin, hw, c1, c3r, c3, c5r, c5, proj, weights, macs = INCEPTIONS[name]
+    # The table's figures follow from its columns: every weight is used once per output position.
+    assert cin * (c1 + c3r + c5r + proj) + 9 * c3r * c3 + 25 * c5r * c5 == weights
+    assert weights * hw * hw == macs
+    node = next(n for n in googlenet_paper.nodes if n.depth == 1 and n.path == name)
+    biases = c1 + c3r + c3 + c5r + c5 + proj  # one per convolution output channel
+    assert (node.params - biases, node.macs) == (weights, macs)
+    assert node.output.shape == (c1 + c3 + c5 + proj, hw, hw)
