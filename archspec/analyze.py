@@ -61,11 +61,15 @@ class _Stop(Exception):
 
 def analyze(graph: Graph, limits: Limits | None = None) -> Report:
     limits = limits or Limits()
-    walker = _Walker(graph)
+    walker = _Walker(graph, limits)
     x = TensorType(graph.input.shape, graph.input.dtype)
     try:
         y, cost, act = walker.node(graph.root, x, "", 0, None)
     except _Stop:
+        y, cost, act = x, Cost(), 0
+    except RecursionError:  # limits keep real specs far from this; never let it escape as a traceback
+        walker.out.add("AS002", "the network is nested too deeply to analyse", graph.doc.loc(("network",)),
+                       hint=f"lower the nesting of blocks ({Limits.flag('max_block_depth')})")
         y, cost, act = x, Cost(), 0
     walker.out.raise_if_any()
     nodes = tuple(walker.reports[i] for i in sorted(walker.reports))
@@ -95,8 +99,8 @@ def check_budgets(report: Report, limits: Limits) -> None:
 
 
 class _Walker:
-    def __init__(self, graph: Graph):
-        self.graph = graph
+    def __init__(self, graph: Graph, limits: Limits):
+        self.graph, self.limits = graph, limits
         self.doc = graph.doc
         self.out = Collector()
         self.reports: dict[int, NodeReport] = {}
@@ -158,6 +162,7 @@ class _Walker:
             ) + node.calls)
             raise _Stop from None
         y = TensorType(out_shape, outputs[0][1].dtype)
+        self.bound(y, node.loc)
         total = _add(total, merge.cost(shapes, out_shape))
         act += numel(out_shape) * DTYPE_BYTES[y.dtype]
         if node.then:
@@ -185,6 +190,7 @@ class _Walker:
             y = kind.output_type(node.params, x)
             if any(d <= 0 for d in y.shape):
                 raise ShapeError(f"output {y} has a non-positive dimension", None, "AS202")
+            self.bound(y, node.loc)
         except ShapeError as exc:
             where, src = node.loc, self.src(node)
             if exc.field is not None:
@@ -194,6 +200,15 @@ class _Walker:
             self.out.add(exc.code, f"{node.kind} '{path}': {exc}", where, src, "", related)
             raise _Stop from None
         return y, kind.cost(node.params, x.shape, y.shape)
+
+    def bound(self, y: TensorType, loc: Loc) -> None:
+        """One tensor larger than the whole activation budget stops the walk before numbers explode."""
+        size = numel(y.shape) * DTYPE_BYTES[y.dtype]
+        if size > self.limits.max_activation_bytes:
+            self.out.add("AS002", f"one output needs {size:.3g} bytes, over the activation limit of "
+                         f"{self.limits.max_activation_bytes:,}", loc,
+                         hint=f"raise it with {Limits.flag('max_activation_bytes')} if this spec is trusted")
+            raise _Stop
 
     def _param_path(self, node: Layer, field: str) -> tuple | None:
         """YAML path of a layer's parameter, if the user wrote it."""

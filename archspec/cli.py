@@ -41,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SPEC
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `archspec summary ... | head`: the reader left; that is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -141,6 +144,51 @@ def cmd_schema(args: argparse.Namespace) -> int:
         atomic_write_text(Path(args.output), text)
     else:
         sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export_onnx import export_model
+
+    report = check(args.spec, limits=_limits(args))
+    result = export_model(report, Path(args.output), weights=args.weights, opset=args.opset,
+                          dynamic=args.dynamic, verbose=args.verbose, exporter=args.exporter)
+    print(result.summary())
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runtime import is_spec, run_model
+
+    if args.batch < 1:
+        print(f"archspec: error: --batch must be >= 1, got {args.batch}", file=sys.stderr)
+        return EXIT_USAGE
+    model = args.model
+    if is_spec(model):
+        model = check(model, limits=_limits(args))
+    result = run_model(model, args.input, device=args.device, batch=args.batch, threads=args.threads,
+                       seed=args.seed)
+    if result.notice:
+        print(f"archspec: notice: {result.notice}", file=sys.stderr)
+    print(result.summary(top=args.top))
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .runtime import bench_model, bench_table
+
+    try:
+        batches = [int(b) for b in args.batch.split(",") if b.strip()]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        print(f"archspec: error: --batch expects positive sizes such as 1,8, got {args.batch!r}", file=sys.stderr)
+        return EXIT_USAGE
+    rows = []
+    for spec in args.specs:
+        rows += bench_model(check(spec, limits=_limits(args)), batches=batches, rounds=args.rounds,
+                            warmup=args.warmup, threads=args.threads, device=args.device)
+    print(bench_table(rows))
     return EXIT_OK
 
 
@@ -254,6 +302,39 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--depth", type=int, default=1)
     p.add_argument("--format", choices=("human",), default="human")
+
+    p = command("export", cmd_export, "Export to ONNX and verify it: checker, dynamic axes, shape inference, "
+                "onnxruntime = PyTorch at two sizes of each dynamic axis.")
+    p.add_argument("spec")
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write (atomically)")
+    p.add_argument("--weights", default=None, help="a torch.save(module.state_dict()) file of the built module")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--dynamic", default=None, metavar="AXES",
+                   help="comma-separated dynamic axes, e.g. batch,time (default: batch and every symbolic "
+                        "input axis; 'none' for a static model)")
+    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
+                   help="torch.onnx exporter (default: chosen from the layer kinds)")
+    p.add_argument("--verbose", action="store_true", help="show the exporters' own output")
+
+    p = command("run", cmd_run, "Run an ONNX model (or a spec, exported first) with onnxruntime.")
+    p.add_argument("model", metavar="MODEL", help="a .onnx file, or a .yaml spec")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--input", default=None, metavar="FILE.npy", help="input array (one sample or a batch)")
+    source.add_argument("--random", action="store_true", help="random input of the model's shape (the default)")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the random input")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                   help="cuda fails when onnxruntime cannot use CUDA; auto falls back to the CPU with a notice")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
+    p.add_argument("--top", type=int, default=5, help="top-k classes shown for classifier outputs")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = command("bench", cmd_bench, "Latency and throughput: PyTorch eager vs onnxruntime (Markdown table).")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8")
+    p.add_argument("--rounds", type=int, default=15, help="interleaved measuring rounds after warm-up")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="threads for both (default: physical cores)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="onnxruntime's device")
     return parser
 
 

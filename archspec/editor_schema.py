@@ -70,7 +70,7 @@ def _item_schema() -> dict:
          "properties": {"add": branches, "name": name, "when": when}},
         {"type": "object", "required": ["residual"], "additionalProperties": False, "properties": {
             "residual": {"type": "object", "required": ["body"], "additionalProperties": False,
-                         "properties": {"body": ref, "shortcut": ref}}, "name": name, "when": when}},
+                         "properties": {"body": ref, "shortcut": ref, "then": ref}}, "name": name, "when": when}},
         {"type": "object", "required": ["group"], "additionalProperties": False,
          "properties": {"group": ref, "name": name, "when": when}},
     ]

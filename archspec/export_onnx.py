@@ -130,7 +130,7 @@ class ExportResult:
 
 def export_model(report: Report, output: Path, *, weights: str | os.PathLike | Mapping[str, Any] | None = None,
                  opset: int | None = None, dynamic: str | Iterable[str] | bool | None = None,
-                 verbose: bool = False, check: bool = True, seed: int = 0) -> ExportResult:
+                 verbose: bool = False, check: bool = True, seed: int = 0, exporter: str = "auto") -> ExportResult:
     """Exports the spec's module to `output` and verifies it (see the module docstring).
 
     weights: a `torch.save(module.state_dict())` file of the module `archspec.build` returns (or
@@ -139,6 +139,7 @@ def export_model(report: Report, output: Path, *, weights: str | os.PathLike | M
     (batch, and each input axis the spec declares symbolic as `name=nominal`); False or "none"
     for a fully static model (batch 1).
     check=False skips the verification (for debugging the exporter only).
+    exporter: "auto" (from the layer kinds' `exporter`), or force "dynamo" / "torchscript".
     """
     import torch
 
@@ -149,7 +150,9 @@ def export_model(report: Report, output: Path, *, weights: str | os.PathLike | M
     if not output.parent.is_dir():
         raise ExportError(f"cannot write {output}: folder {output.parent} does not exist")
     plan = _plan(report, dynamic)
-    exporter = choose_exporter(report)
+    if exporter not in ("auto", "dynamo", "torchscript"):
+        raise ExportError(f"unknown exporter {exporter!r}; choose auto, dynamo or torchscript")
+    exporter = choose_exporter(report) if exporter == "auto" else exporter
     module = _module(report, weights, seed)
     notes = list(plan.notes)
     if weights is not None and not isinstance(weights, Mapping):
@@ -392,12 +395,12 @@ def _run_exporter(exporter: str, module: Any, report: Report, plan: _Plan, opset
     with _quiet(verbose) as log:
         try:
             if exporter == "dynamo":
-                _guard_triton_shadowing()
-                spec = {axis: torch.export.Dim(name) for name, axis in plan.axes.items()}
-                program = torch.onnx.export(
-                    module, (example,), dynamo=True, input_names=[in_name], output_names=[OUTPUT_NAME],
-                    dynamic_shapes=(spec,), opset_version=opset, optimize=True, verbose=verbose)
-                proto = program.model_proto
+                with _hide_triton_shadow():
+                    spec = {axis: torch.export.Dim(name) for name, axis in plan.axes.items()}
+                    program = torch.onnx.export(
+                        module, (example,), dynamo=True, input_names=[in_name], output_names=[OUTPUT_NAME],
+                        dynamic_shapes=(spec,), opset_version=opset, optimize=True, verbose=verbose)
+                    proto = program.model_proto
             else:
                 raw = tmpdir / "torchscript.onnx"
                 axes = {in_name: {axis: name for name, axis in plan.axes.items()}, OUTPUT_NAME: plan.output_axes}
@@ -425,25 +428,24 @@ def _legacy_default_opset() -> int:
         return 17
 
 
-def _guard_triton_shadowing() -> None:
-    """A folder named `triton` on sys.path (e.g. in the working directory) is imported as a
-    namespace package by torch._dynamo, which then fails with "module 'triton' has no attribute
-    'language'". Import torch._dynamo once with such entries hidden."""
-    if "torch._dynamo" in sys.modules:
-        return
+@contextlib.contextmanager
+def _hide_triton_shadow() -> Iterator[None]:
+    """A folder named `triton` on sys.path (say, in the working directory) is imported as a
+    namespace package by torch._dynamo / torch._inductor, which then fail ("module 'triton' has no
+    attribute 'language'"). Such entries are hidden from sys.path while the dynamo exporter runs."""
     try:
         spec = importlib.util.find_spec("triton")
     except (ImportError, ValueError):
         spec = None
     if spec is None or spec.origin not in (None, "namespace"):
-        return  # no triton, or a real one
-    saved_path, saved_module = list(sys.path), sys.modules.pop("triton", None)
+        yield  # no triton, or a real one
+        return
     shadowing = {os.path.abspath(p) for p in (spec.submodule_search_locations or [])}
+    saved_path, saved_module = list(sys.path), sys.modules.pop("triton", None)
     sys.path[:] = [p for p in sys.path if os.path.abspath(os.path.join(p or os.curdir, "triton")) not in shadowing]
     importlib.invalidate_caches()
     try:
-        import torch._dynamo  # noqa: F401
-        import torch.export  # noqa: F401
+        yield
     finally:
         sys.path[:] = saved_path
         if saved_module is not None:

@@ -107,7 +107,7 @@ class _Evaluator:
             # Exact when it divides: channel arithmetic stays integral.
             if isinstance(left, int) and isinstance(right, int) and left % right == 0:
                 return left // right
-            return left / right
+            return _bounded(left / right)
         return _bounded(_BINARY[type(node.op)](left, right))
 
     def visit_Compare(self, node: ast.Compare) -> Value:
@@ -116,7 +116,11 @@ class _Evaluator:
             if type(op) not in _COMPARE:
                 raise ExprError("AS120", "only == != < <= > >= comparisons are allowed")
             right = self.visit(comparator)
-            if not _COMPARE[type(op)](left, right):
+            try:
+                holds = _COMPARE[type(op)](left, right)
+            except TypeError:
+                raise ExprError("AS120", f"cannot compare {left!r} with {right!r} in '{ast.unparse(node)}'") from None
+            if not holds:
                 return False
             left = right
         return True
@@ -147,7 +151,7 @@ def _power(base: Value, exp: Value, node: ast.AST) -> Value:
     if isinstance(exp, int) and isinstance(base, int):
         if exp < 0:
             raise ExprError("AS120", f"negative integer power in '{ast.unparse(node)}'")
-        if base not in (0, 1, -1) and exp * max(abs(base), 2).bit_length() > 64:
+        if base not in (0, 1, -1) and exp * (abs(base).bit_length() - 1) > 62:  # |result| >= 2**that
             raise ExprError("AS120", f"'{ast.unparse(node)}' is too large")
     elif abs(exp) > 1024:
         raise ExprError("AS120", f"'{ast.unparse(node)}' is too large")

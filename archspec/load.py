@@ -116,7 +116,8 @@ def _decode(raw: bytes, file: str) -> str:
     except UnicodeDecodeError as exc:
         before = raw[: exc.start]
         line = before.count(b"\n") + 1
-        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        line_start = before[before.rfind(b"\n") + 1:]
+        col = len(line_start.decode("utf-8", errors="replace")) + 1  # characters, as editors count
         c.add("AS017", f"byte 0x{raw[exc.start]:02x} is not valid UTF-8", Loc(file, line, col),
               hint="save the file as UTF-8")
         c.raise_if_any()
@@ -160,13 +161,21 @@ class _Builder:
     def build(self) -> Document:
         try:
             data = self._build()
+        except yaml.reader.ReaderError as exc:  # a control character: located by its offset
+            before = self.text[: exc.position]
+            loc = Loc(self.file, before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1)
+            char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+            self.errors.add("AS010", f"control character {char!r} is not allowed in YAML", loc,
+                            hint="remove it; specs are plain text")
+            data = None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
             problem = getattr(exc, "problem", None) or str(exc)
             context = getattr(exc, "context", None)
             msg = f"YAML syntax: {problem}" + (f" ({context})" if context else "")
             loc = self.loc(mark) if mark is not None else Loc(self.file, 1, 1)
-            hint = "YAML does not allow tabs for indentation; use spaces" if "\t" in msg or "tab" in msg else ""
+            tab = "'\\t'" in msg or (mark is not None and self.text[mark.index:mark.index + 1] == "\t")
+            hint = "YAML does not allow tabs for indentation; use spaces" if tab else ""
             self.errors.add("AS010", msg, loc, hint=hint)
             data = None
         self.errors.raise_if_any()
@@ -244,10 +253,10 @@ class _Builder:
         value: str = ev.value
         loc = self.loc(ev.start_mark)
         tag = ev.tag
-        if ev.style is not None or tag == "!" or tag == "tag:yaml.org,2002:str":
-            return value  # quoted: always a string
-        if tag is not None and tag != "tag:yaml.org,2002:str":
+        if tag is not None and tag not in ("!", "tag:yaml.org,2002:str"):
             return self._typed_scalar(value, tag, loc, path)
+        if ev.style is not None or tag is not None:
+            return value  # quoted (or !!str): always a string
         if value in _NULL:
             return None
         if value in _BOOL:
@@ -262,7 +271,11 @@ class _Builder:
             self.errors.add("AS104", f"non-finite number {value!r} is not allowed", loc, path=format_path(path))
             return value
         if _FLOAT.match(value):
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                self.errors.add("AS104", f"number {value!r} is out of range", loc, path=format_path(path))
+                return 0.0
+            return number
         if _YAML11_INT.match(value):
             self._ambiguous(value, loc, path, "a number in YAML 1.1 and a string in YAML 1.2",
                             "write a plain decimal number, or quote it if you mean text")

@@ -82,7 +82,7 @@ class Graph:
     description: str
     input: Input
     root: Sequence
-    layer_count: int
+    expanded_items: int
     sha256: str
     spec: Spec = field(repr=False)
     doc: Document = field(repr=False)
@@ -128,7 +128,8 @@ class _Resolver:
     def __init__(self, doc: Document, spec: Spec, limits: Limits):
         self.doc, self.spec, self.limits = doc, spec, limits
         self.out = Collector()
-        self.layers = 0
+        self.expanded = 0  # items expanded so far (layers, containers, failed items), against the node limit
+        self.failures = 0  # bad values seen, counted even when the Collector folds a repeat's duplicates
         self.globals: dict[str, Any] = {}
 
     # -- entry -----------------------------------------------------------------------------
@@ -144,7 +145,7 @@ class _Resolver:
         self.out.raise_if_any()
         root = Sequence(self.spec.name, tuple(children), self.doc.loc(("network",)), "model")
         digest = hashlib.sha256(self.doc.text.encode("utf-8")).hexdigest()
-        return Graph(self.spec.name, self.spec.description, inp, root, self.layers, digest, self.spec, self.doc)
+        return Graph(self.spec.name, self.spec.description, inp, root, self.expanded, digest, self.spec, self.doc)
 
     def make_input(self, name: str, decl: InputDecl, override: tuple[int, ...] | None) -> Input:
         dims = decl.shape
@@ -173,6 +174,7 @@ class _Resolver:
         try:
             return evaluate(text, env)
         except ExprError as exc:
+            self.failures += 1
             self.out.add(exc.code, f"{exc} in {raw!r}", self.doc.loc(path), format_path(path), exc.hint, calls)
             return None
 
@@ -195,6 +197,7 @@ class _Resolver:
     def item(self, raw: Any, path: Path, env: Mapping[str, Any], calls: CallChain, namer: _Namer,
              stack: tuple[str, ...]) -> list[Node]:
         loc = self.doc.loc(path)
+        self.count(loc)  # every item counts, containers and failures too, so no expansion is unbounded
         if isinstance(raw, str):
             raw = {raw: None}
             key_path = path
@@ -251,19 +254,18 @@ class _Resolver:
         return [node] if node is not None else []
 
     def count(self, loc: Loc, n: int = 1) -> None:
-        self.layers += n
-        if self.layers > self.limits.max_expanded_nodes:
-            self.out.add("AS002", f"the network expands to more than {self.limits.max_expanded_nodes:,} layers",
+        self.expanded += n
+        if self.expanded > self.limits.max_expanded_nodes:
+            self.out.add("AS002", f"the network expands to more than {self.limits.max_expanded_nodes:,} items",
                          loc, hint=f"raise it with {Limits.flag('max_expanded_nodes')} if this spec is trusted")
             raise _Budget
 
     # -- leaves ------------------------------------------------------------------------------
     def layer(self, name: str, kind: str, args: Any, path: Path, kpath: Path, env: Mapping[str, Any],
               calls: CallChain) -> Layer | None:
-        self.count(self.doc.loc(path))
-        errors_before = len(self.out.diagnostics)
+        failures = self.failures
         params = self.value(args, env, kpath, calls) if args is not None else {}
-        if len(self.out.diagnostics) > errors_before:
+        if self.failures > failures:
             return None  # a bad expression is reported once, not again as a wrong type
         if not isinstance(params, dict):
             self.out.add("AS103", f"parameters of {kind} must be a mapping, got {params!r}",
@@ -353,13 +355,17 @@ class _Resolver:
             self.out.add("AS102", "missing required key 'body' in repeat", self.doc.loc(path), format_path(path),
                          related=calls)
             return []
+        if not raw["body"]:
+            self.out.add("AS107", "repeat body is empty", self.doc.loc(path + ("body",)), format_path(path + ("body",)),
+                         related=calls)
+            return []
         if times > self.limits.max_expanded_nodes:
             self.count(self.doc.loc(path + ("repeat",)), times)
         group = raw.get("name")
         nodes: list[Node] = []
         for i in range(times):
             scope = {**env, index: i} if index else env
-            before = self.layers
+            before, errors = self.expanded, len(self.out.diagnostics)
             if group:
                 inner = self.items(raw["body"], path + ("body",), scope, calls, _Namer(), stack)
                 gname = f"{group}{i}"
@@ -369,8 +375,10 @@ class _Resolver:
             else:
                 nodes.extend(self.items(raw["body"], path + ("body",), scope, calls, namer, stack))
             if i == 0:
-                per_iteration = self.layers - before
-                if self.layers + per_iteration * (times - 1) > self.limits.max_expanded_nodes:
+                if len(self.out.diagnostics) > errors:
+                    break  # the other iterations would report the same problems again
+                per_iteration = max(self.expanded - before, 1)
+                if self.expanded + per_iteration * (times - 1) > self.limits.max_expanded_nodes:
                     self.count(self.doc.loc(path + ("repeat",)), per_iteration * (times - 1))
         return nodes
 
@@ -382,6 +390,10 @@ class _Resolver:
             self.out.add("AS122", f"block '{block}' uses itself ({chain})", loc, format_path(path),
                          "a block may not invoke itself, directly or through other blocks", calls)
             return None
+        if len(stack) >= self.limits.max_block_depth:
+            self.out.add("AS002", f"blocks nested more than {self.limits.max_block_depth} deep", loc, format_path(path),
+                         f"raise it with {Limits.flag('max_block_depth')} if this spec is trusted", calls)
+            raise _Budget
         definition: BlockDef = self.spec.blocks[block]
         values = self.value(args, env, kpath, calls) if args is not None else {}
         if not isinstance(values, dict):

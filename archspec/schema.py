@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema
 
@@ -147,18 +148,32 @@ def _describe(value: Any) -> str:
     return f"{shown} ({kind})"
 
 
-def _fields_at(model: type[BaseModel] | None, loc: tuple) -> list[str]:
+def _unwrap(annotation: Any) -> Any:
+    """Annotated[X, ...] -> X; X | None -> X (the first pydantic model of a union, if any)."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, UnionType):
+        models = [a for a in map(_unwrap, get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        return models[0] if models else annotation
+    return annotation
+
+
+def _fields_at(model: Any, loc: tuple) -> list[str]:
     """Valid key names of the (sub)model that `loc` points into, for "did you mean"."""
-    current: Any = model
+    current = model
     for part in loc:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(part) or next(
+                (f for f in current.model_fields.values() if f.alias == part), None)
+            if field is None:
+                return []
+            current = field.annotation
+        elif get_origin(current) in (dict, list, tuple):
+            current = get_args(current)[-1]  # a key or index: step into the values
+        else:
             return []
-        field = current.model_fields.get(part)
-        if field is None:
-            break
-        current = field.annotation
-        current = next((a for a in getattr(current, "__args__", ()) if isinstance(a, type)
-                        and issubclass(a, BaseModel)), current)
+    current = _unwrap(current)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [f.alias or n for n, f in current.model_fields.items()]
     return []
@@ -172,6 +187,8 @@ def report_validation(exc: ValidationError, doc: Document, base: Path, model: ty
         # pydantic appends validator names to union/function paths; keep the data path only.
         data_loc = tuple(p for p in loc if isinstance(p, int) or not str(p).startswith(("function-", "json-")))
         path = base + data_loc
+        if path[:1] == ("input",) and path[2:3] == ("shape",) and path[:3] not in doc.value_locs:
+            path = path[:2] + path[3:]  # the short form `image: [3, 224, 224]` has no `shape` key
         typ, value = err["type"], err.get("input")
         hint = ""
         if typ == "extra_forbidden":

@@ -122,8 +122,6 @@ def test_folder_without_specs_is_a_usage_error(tmp_path, capsys):
     assert "no .yaml/.yml specs found" in err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a malformed --input is a usage error but exits 1: cli._shape raises "
-                   "SystemExit(message), whose exit status is 1 (should print the message and exit 2)")
 @pytest.mark.parametrize("value", ["abc", "0,28,28"])
 def test_malformed_input_override_exits_2(capsys, value):
     code, _, err = main(capsys, "summary", LENET, "--input", value)
@@ -255,9 +253,6 @@ def test_check_and_summary_never_import_torch_or_onnx(tmp_path):
     assert r.stdout.strip() == "[0, 0, 0, 1] []"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: workflow-command properties are not escaped: a ',' or ':' in the file "
-                   "name ends the `file=` property early (render.github_diagnostic must escape properties as "
-                   "@actions/core does: % -> %25, \\r -> %0D, \\n -> %0A, : -> %3A, , -> %2C)")
 def test_github_format_escapes_the_file_name(tmp_path, capsys, monkeypatch):
     write(tmp_path, BAD, "a,b.yaml")
     monkeypatch.chdir(tmp_path)
