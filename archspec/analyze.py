@@ -30,6 +30,11 @@ class NodeReport:
     activation_bytes: int  # bytes of every layer output inside this node, per sample
     loc: Loc
     leaf: bool
+    biases: int = 0  # of `params`, the conv/linear/recurrent biases: params - biases = the papers' "weights"
+
+    @property
+    def weights(self) -> int:
+        return self.params - self.biases
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +127,7 @@ class _Walker:
             y, cost, act = self.parallel(node, x, path, depth, producer)
             kind, leaf = node.label, False
         self.reports[slot] = NodeReport(path, kind, depth, x, y, cost.params, cost.macs, cost.flops, act,
-                                        node.loc, leaf)
+                                        node.loc, leaf, cost.biases)
         return y, cost, act
 
     def sequence(self, node: Sequence, x: TensorType, path: str, depth: int,
@@ -220,7 +225,7 @@ class _Walker:
 
 
 def _add(a: Cost, b: Cost) -> Cost:
-    return Cost(a.params + b.params, a.macs + b.macs, a.flops + b.flops)
+    return Cost(a.params + b.params, a.macs + b.macs, a.flops + b.flops, a.biases + b.biases)
 
 
 def _rank_hint(x: TensorType) -> str:

@@ -12,7 +12,7 @@ from . import __version__
 from .api import check
 from .errors import ArchspecError, Diagnostic, SpecError
 from .limits import Limits
-from .render import github_diagnostic, human_diagnostic, json_results, summary_dict, summary_table
+from .render import github_diagnostic, human_diagnostic, json_results, print_summary, summary_dict
 from .schema import parse_amount
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
@@ -81,15 +81,24 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(summary_dict(report, args.depth), indent=2))
     else:
-        print(summary_table(report, args.depth))
+        print_summary(report, args.depth, weights=args.weights)
     return EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .render import compare_table
 
-    reports = [check(s, limits=_limits(args)) for s in args.specs]
-    print(compare_table(reports))
+    rows = []
+    for item in args.specs:
+        file, _, path = item.partition("#")  # FILE#PATH picks one block, e.g. googlenet_paper.yaml#inception3a
+        report = check(file, limits=_limits(args))
+        nodes = {n.path: n for n in report.nodes}
+        if path not in nodes:
+            from .errors import did_you_mean
+
+            raise UsageError(f"{file} has no layer or block '{path}'; {did_you_mean(path, nodes) or 'see archspec summary'}")
+        rows.append((f"{report.graph.name}#{path}" if path else report.graph.name, nodes[path]))
+    print(compare_table(rows))
     return EXIT_OK
 
 
@@ -98,7 +107,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     report = check(args.spec, limits=_limits(args))
     module = build(report, seed=args.seed)
-    print(summary_table(report, args.depth))
+    print_summary(report, args.depth)
     if args.output:
         from .lower import save_state
 
@@ -275,10 +284,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.add_argument("--depth", type=int, default=None, help="collapse blocks below this depth")
     p.add_argument("--input", default=None, help="override the input shape, e.g. 3,299,299")
+    p.add_argument("--weights", action="store_true", help="add a column of weights without biases, "
+                   "as papers count them (GoogLeNet's Table 1)")
     p.add_argument("--format", choices=("human", "json"), default="human")
 
-    p = command("compare", cmd_compare, "Side-by-side parameters, MACs and output shapes of several specs.")
-    p.add_argument("specs", nargs="+")
+    p = command("compare", cmd_compare, "Side-by-side parameters, MACs and output shapes of specs or blocks.")
+    p.add_argument("specs", nargs="+", metavar="SPEC[#PATH]", help="a spec, or one block of it: FILE#inception3a")
     p.add_argument("--format", choices=("human",), default="human")
 
     p = command("graph", cmd_graph, "Draw the architecture: .svg/.png (Graphviz), .dot, or .mmd (Mermaid).")

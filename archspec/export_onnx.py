@@ -32,6 +32,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import logging
 import os
 import shutil
 import sys
@@ -492,6 +493,9 @@ def _quiet(verbose: bool) -> Iterator[_Log]:
             stream.flush()
     saved: list[int] = []
     capture = tempfile.TemporaryFile()
+    torch_logger = logging.getLogger("torch")
+    saved_level = torch_logger.level
+    torch_logger.setLevel(logging.ERROR)  # "torchvision is not installed", exporter progress
     try:
         with contextlib.suppress(OSError):
             for fd in (1, 2):
@@ -501,6 +505,7 @@ def _quiet(verbose: bool) -> Iterator[_Log]:
             warnings.simplefilter("ignore")
             yield log
     finally:
+        torch_logger.setLevel(saved_level)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()

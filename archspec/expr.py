@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import operator
+from functools import lru_cache
 from typing import Any, Mapping
 
 from .errors import did_you_mean
@@ -51,11 +52,16 @@ def is_identifier(text: str) -> bool:
 def evaluate(text: str, env: Mapping[str, Value]) -> Value:
     if len(text) > MAX_EXPR_CHARS:
         raise ExprError("AS120", f"expression longer than {MAX_EXPR_CHARS} characters")
+    return _Evaluator(env).visit(_parse(text.strip()))
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> ast.expr:
+    """Parsed once per distinct text: a ResNet-152 evaluates the same few expressions hundreds of times."""
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        return ast.parse(text, mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise ExprError("AS120", f"cannot parse expression {text!r}") from None
-    return _Evaluator(env).visit(tree.body)
 
 
 class _Evaluator:

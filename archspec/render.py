@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, TextIO
 
 from .analyze import NodeReport, Report
 from .errors import Diagnostic
@@ -75,7 +75,7 @@ def summary_dict(report: Report, depth: int | None = None) -> dict:
 
 def _node_dict(n: NodeReport) -> dict:
     return {"path": n.path, "kind": n.kind, "depth": n.depth, "output_shape": list(n.output.shape),
-            "params": n.params, "macs": n.macs, "flops": n.flops, "leaf": n.leaf,
+            "params": n.params, "weights": n.weights, "macs": n.macs, "flops": n.flops, "leaf": n.leaf,
             "line": n.loc.line}
 
 
@@ -91,31 +91,42 @@ def _visible(report: Report, depth: int | None) -> list[NodeReport]:
     return rows
 
 
-def summary_table(report: Report, depth: int | None = None) -> str:
-    rows = [(n.path, n.kind, str(n.output), f"{n.params:,}", f"{n.macs:,}") for n in _visible(report, depth)]
-    header = ("layer", "kind", "output", "params", "MACs")
-    t = report.totals
-    footer = ("total", "", str(report.output), f"{t.params:,}", f"{t.macs:,}")
-    widths = [max(len(r[i]) for r in rows + [header, footer]) for i in range(5)]
+def print_summary(report: Report, depth: int | None = None, file: TextIO | None = None,
+                  weights: bool = False) -> None:
+    """A torchinfo-style table, computed statically. Colour only on a terminal; NO_COLOR respected."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
 
-    def line(r: tuple[str, ...]) -> str:
-        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+    g, t = report.graph, report.totals
+    table = Table(box=box.SIMPLE_HEAD, title=f"{g.name}: input {g.input.name} {_shape(g.input.shape)} "
+                  f"({g.input.dtype})", title_justify="left", show_footer=True, header_style="bold")
+    table.add_column("layer", footer="total", style="cyan", no_wrap=True)
+    table.add_column("kind", style="magenta")
+    table.add_column("output", footer=str(report.output))
+    table.add_column("params", footer=f"{t.params:,}", justify="right")
+    if weights:
+        table.add_column("weights", footer=f"{report.nodes[0].weights:,}", justify="right")
+    table.add_column("MACs", footer=f"{t.macs:,}", justify="right")
+    for n in _visible(report, depth):
+        cells = [n.path if depth is not None else "  " * max(n.depth - 1, 0) + n.path.rsplit(".", 1)[-1],
+                 n.kind, str(n.output), f"{n.params:,}"] + ([f"{n.weights:,}"] if weights else []) + [f"{n.macs:,}"]
+        table.add_row(*cells)
+    console = Console(file=file, highlight=False, soft_wrap=False, width=max(100, Console(file=file).width))
+    console.print(table)
+    console.print(f"params {human_units(t.params)}  MACs {human_units(t.macs)}  FLOPs {human_units(t.flops)}  "
+                  f"activations {human_units(t.activation_bytes)}B per sample (batch 1)")
 
-    rule = "-" * len(line(header))
-    g = report.graph
-    out = [f"{g.name}: input {g.input.name} {'x'.join(map(str, g.input.shape))} ({g.input.dtype})", rule,
-           line(header), rule, *map(line, rows), rule, line(footer), rule,
-           f"params {human_units(t.params)}  MACs {human_units(t.macs)}  FLOPs {human_units(t.flops)}  "
-           f"activations {human_units(t.activation_bytes)}B per sample"]
-    return "\n".join(out)
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
 
 
-def compare_table(reports: Sequence[Report]) -> str:
-    """The lecture's side-by-side: parameters, MACs and output shape per spec."""
-    header = ("spec", "input", "output", "params", "MACs")
-    rows = [(r.graph.name, str(r.graph.input.shape and "x".join(map(str, r.graph.input.shape))), str(r.output),
-             f"{r.totals.params:,} ({human_units(r.totals.params)})",
-             f"{r.totals.macs:,} ({human_units(r.totals.macs)})") for r in reports]
-    widths = [max(len(row[i]) for row in rows + [header]) for i in range(5)]
-    fmt = lambda row: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-    return "\n".join([fmt(header), "-" * len(fmt(header)), *map(fmt, rows)])
+def compare_table(rows: Sequence[tuple[str, NodeReport]]) -> str:
+    """The lecture's side-by-side: parameters, weights (bias excluded), MACs and shapes per spec or block."""
+    header = ("spec", "input", "output", "params", "weights", "MACs")
+    cells = [(name, str(n.input), str(n.output), f"{n.params:,} ({human_units(n.params)})",
+              f"{n.weights:,} ({human_units(n.weights)})", f"{n.macs:,} ({human_units(n.macs)})") for name, n in rows]
+    widths = [max(len(row[i]) for row in cells + [header]) for i in range(len(header))]
+    fmt = lambda row: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
+    return "\n".join([fmt(header), "-" * len(fmt(header)), *map(fmt, cells)])

@@ -24,7 +24,7 @@ RESERVED = frozenset({"repeat", "concat", "add", "residual", "group", "name", "b
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 @dataclass(frozen=True, slots=True)

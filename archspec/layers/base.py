@@ -49,12 +49,13 @@ class Cost:
     params: int = 0
     macs: int = 0
     flops: int = 0
+    biases: int = 0  # the part of `params` that is conv/linear/recurrent bias (papers often count weights only)
 
 
 class LayerParams(BaseModel):
     """Base of every kind's parameter schema: strict, frozen, unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 def numel(shape: Shape) -> int:

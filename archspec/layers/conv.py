@@ -77,7 +77,8 @@ class Conv2d(LayerKind):
         per_output = (x[0] // p.groups) * p.kernel[0] * p.kernel[1]  # one MAC per weight the window touches
         macs = numel(y) * per_output
         bias_adds = numel(y) if p.bias else 0
-        return Cost(params=p.out * per_output + (p.out if p.bias else 0), macs=macs, flops=2 * macs + bias_adds)
+        biases = p.out if p.bias else 0
+        return Cost(params=p.out * per_output + biases, macs=macs, flops=2 * macs + bias_adds, biases=biases)
 
     @classmethod
     def lower(cls, p: Conv2dParams, x: Shape, y: Shape):

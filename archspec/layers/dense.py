@@ -41,7 +41,7 @@ class Linear(LayerKind):
     def cost(cls, p: LinearParams, x: Shape, y: Shape) -> Cost:
         macs = numel(x[:-1]) * x[-1] * p.out  # every position of a sequence pays the full matmul
         bias = p.out if p.bias else 0
-        return Cost(params=x[-1] * p.out + bias, macs=macs, flops=2 * macs + (numel(y) if p.bias else 0))
+        return Cost(params=x[-1] * p.out + bias, macs=macs, flops=2 * macs + (numel(y) if p.bias else 0), biases=bias)
 
     @classmethod
     def lower(cls, p: LinearParams, x: Shape, y: Shape):
