@@ -94,7 +94,7 @@ def draw(report: Report, depth: int | None = None) -> Drawing:
 
 
 def to_dot(d: Drawing, title: str) -> str:
-    out = [f'digraph "{title}" {{', '  rankdir=TB; nodesep=0.25; ranksep=0.3;',
+    out = [f'digraph "{title}" {{', '  rankdir=TB; nodesep=0.25; ranksep=0.3; ordering=out;',
            '  node [fontname="Helvetica", fontsize=10, style="rounded,filled", fillcolor="#eef3fb"];',
            '  edge [fontname="Helvetica", fontsize=8, color="#555555"];']
 
