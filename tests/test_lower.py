@@ -361,3 +361,71 @@ def test_state_dict_keys_follow_spec_names(tmp_path: Path) -> None:
     keys = set(archspec.build(spec).state_dict())
     assert keys == {f"stage2.block{i}.conv1.{t}" for i in (0, 1) for t in ("weight", "bias")}
 
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+
+
+class PreActUnit(nn.Module):  # He et al. 2016, "Identity mappings", Fig. 1(b) / fb.resnet.torch
+    def __init__(self, c: int, first: bool = False):
+        super().__init__()
+        self.first = first  # the first unit is pre-activated by the stem's BN-ReLU
+        if not first:
+            self.bn1 = nn.BatchNorm2d(c)
+        self.conv1, self.bn2, self.conv2 = conv3x3(c, c), nn.BatchNorm2d(c), conv3x3(c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x if self.first else torch.relu(self.bn1(x))
+        return x + self.conv2(torch.relu(self.bn2(self.conv1(y))))
+
+
+class PreActProjection(nn.Module):
+    def __init__(self, cin: int, c: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1, self.bn2, self.conv2 = conv3x3(cin, c, stride), nn.BatchNorm2d(c), conv3x3(c, c)
+        self.shortcut = nn.Conv2d(cin, c, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.bn1(x))  # shared by both paths when the shortcut projects
+        return self.conv2(torch.relu(self.bn2(self.conv1(a)))) + self.shortcut(a)
+
+
+def preact_resnet18() -> nn.Module:
+    stages = [PreActUnit(64, first=True), PreActUnit(64)]
+    for cin, c in ((64, 128), (128, 256), (256, 512)):
+        stages += [PreActProjection(cin, c, 2), PreActUnit(c)]
+    return nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+                         *stages, nn.BatchNorm2d(512), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(512, 1000))
+
+
+def test_resnet18_preact_equals_handwritten() -> None:
+    oracle = preact_resnet18()
+    report = archspec.check("specs/resnet18_preact.yaml")
+    assert report.totals.params == sum(p.numel() for p in oracle.parameters())
+    assert_same_function(archspec.build(report, seed=0), oracle, torch.randn(1, 3, 224, 224))
+
+
+class BiLSTMTagger(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10000, 128)
+        self.lstm = nn.LSTM(128, 128, num_layers=2, bidirectional=True, batch_first=True)
+        self.fc = nn.Linear(256, 17)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.lstm(self.embed(tokens))[0])
+
+
+def test_bilstm_tagger_equals_handwritten() -> None:
+    oracle = BiLSTMTagger()
+    report = archspec.check("specs/bilstm_tagger.yaml")
+    assert report.totals.params == sum(p.numel() for p in oracle.parameters())
+    ours = archspec.build(report, seed=0)
+    copy_in_order(ours, oracle)
+    with torch.no_grad():
+        for length in (50, 9):
+            tokens = torch.randint(0, 10000, (2, length))
+            torch.testing.assert_close(ours(tokens), oracle(tokens), rtol=1e-5, atol=1e-5)
