@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path as FsPath
-from typing import TYPE_CHECKING, Any, Iterator, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from .analyze import Report, analyze
 from .errors import ArchspecError
@@ -45,7 +46,7 @@ def check(spec: SpecLike, *, limits: Limits | None = None, input_shape: tuple[in
 
 
 def build(spec: SpecLike, *, device: Any = None, dtype: Any = None, seed: int | None = None,
-          limits: Limits | None = None) -> "torch.nn.Module":
+          limits: Limits | None = None) -> torch.nn.Module:
     """Compiles a spec into a trainable torch.nn.Module whose submodule names mirror the spec."""
     with _needs_torch("build"):
         from .lower import build_module

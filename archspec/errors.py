@@ -7,8 +7,8 @@ every problem of a stage in one run (as ONNX shape inference reports per node).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 # Stable error codes, documented in docs/errors.md. Never renumber; only append.
 CODES: dict[str, str] = {

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ast
 import operator
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, Mapping
 
 from .errors import did_you_mean
 

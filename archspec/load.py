@@ -127,7 +127,7 @@ def _decode(raw: bytes, file: str) -> str:
 class _Frame:
     """An open mapping or sequence while its events stream in."""
 
-    __slots__ = ("container", "path", "key", "key_loc", "wants_key")
+    __slots__ = ("container", "key", "key_loc", "path", "wants_key")
 
     def __init__(self, container: Any, path: Path):
         self.container, self.path = container, path
@@ -236,7 +236,7 @@ class _Builder:
                 stack.append(_Frame(value, path))
         return root
 
-    def _key(self, frame: "_Frame", ev: Any) -> None:
+    def _key(self, frame: _Frame, ev: Any) -> None:
         key, kloc = ev.value, self.loc(ev.start_mark)
         if key in frame.container:
             first = self.key_locs.get(frame.path + (key,))
@@ -247,7 +247,6 @@ class _Builder:
 
     def _fail(self, code: str, message: str, ev: Any, hint: str) -> None:
         self.errors.add(code, message, self.loc(ev.start_mark), hint=hint)
-        return None
 
     def _scalar(self, ev: Any, path: Path) -> Any:
         value: str = ev.value

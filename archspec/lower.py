@@ -19,8 +19,9 @@ from .analyze import NodeReport, Report
 from .errors import InternalError
 from .files import atomic_write
 from .layers import MERGES, REGISTRY
-from .nn import Network, Parallel as TorchParallel
-from .resolve import Layer, Node, Parallel, Sequence
+from .nn import Network
+from .nn import Parallel as TorchParallel
+from .resolve import Layer, Node, Sequence
 
 
 def build_module(report: Report, *, device: Any = None, dtype: Any = None, seed: int | None = None) -> Network:
@@ -60,7 +61,7 @@ class _Lowerer:
             self.zero_last_layer(body.children, module if body.name == node.inline else module.get_submodule(body.name))
         return module
 
-    def children(self, nodes: tuple[Node, ...], path: str) -> "OrderedDict[str, nn.Module]":
+    def children(self, nodes: tuple[Node, ...], path: str) -> OrderedDict[str, nn.Module]:
         return OrderedDict((c.name, self.node(c, f"{path}.{c.name}" if path else c.name)) for c in nodes)
 
     def layer(self, node: Layer, path: str) -> nn.Module:

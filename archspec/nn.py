@@ -16,7 +16,7 @@ class Network(nn.Sequential):
     """The compiled model: top-level spec items are its direct children, so state_dict keys read
     like the spec (`layer2.block0.conv1.weight`)."""
 
-    def __init__(self, children: "OrderedDict[str, nn.Module]", *, name: str, input_name: str, sha256: str):
+    def __init__(self, children: OrderedDict[str, nn.Module], *, name: str, input_name: str, sha256: str):
         super().__init__(children)
         self.spec_name, self.input_name, self.spec_sha256 = name, input_name, sha256
 
@@ -54,8 +54,8 @@ class Parallel(nn.Module):
     A branch is a submodule (`inception3a.branch2.conv0.weight`), or, for a residual body, a run
     of this module's own children (`layer2.block0.conv1.weight`, as torchvision names them)."""
 
-    def __init__(self, branches: list[tuple[str, "OrderedDict[str, nn.Module]", bool]], merge: nn.Module,
-                 then: "OrderedDict[str, nn.Module]"):
+    def __init__(self, branches: list[tuple[str, OrderedDict[str, nn.Module], bool]], merge: nn.Module,
+                 then: OrderedDict[str, nn.Module]):
         super().__init__()
         self.routes: list[list[str]] = []  # per branch, the children it runs in order
         for name, children, inline in branches:
@@ -133,3 +133,6 @@ class GRU(_Recurrent, nn.GRU):
 
 class LSTM(_Recurrent, nn.LSTM):
     pass
+
+
+RECURRENT = {"rnn": RNN, "gru": GRU, "lstm": LSTM}  # the torch class of each recurrent layer kind

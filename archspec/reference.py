@@ -8,7 +8,6 @@ from typing import Any
 from .errors import CODES
 from .layers import MERGES, REGISTRY
 
-
 _JSON_TYPES = {"integer": "int", "number": "float", "boolean": "bool", "string": "str", "null": "null"}
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Iterable, Sequence, TextIO
+from collections.abc import Iterable, Sequence
+from typing import TextIO
 
 from .analyze import NodeReport, Report
 from .errors import Diagnostic
@@ -28,7 +29,7 @@ def human_diagnostic(d: Diagnostic, source_line: str = "") -> str:
 def github_diagnostic(d: Diagnostic) -> str:
     """A GitHub Actions workflow command, so the error shows inline on the pull request."""
     msg = _escape(f"[{d.code}] {d.message}" + (f" ({d.hint})" if d.hint else ""))
-    prop = lambda v: _escape(str(v)).replace(":", "%3A").replace(",", "%2C")  # noqa: E731
+    prop = lambda v: _escape(str(v)).replace(":", "%3A").replace(",", "%2C")
     return (f"::error file={prop(d.loc.file)},line={d.loc.line},col={d.loc.col},"
             f"title={prop('archspec ' + d.name)}::{msg}")
 
@@ -128,5 +129,5 @@ def compare_table(rows: Sequence[tuple[str, NodeReport]]) -> str:
     cells = [(name, str(n.input), str(n.output), f"{n.params:,} ({human_units(n.params)})",
               f"{n.weights:,} ({human_units(n.weights)})", f"{n.macs:,} ({human_units(n.macs)})") for name, n in rows]
     widths = [max(len(row[i]) for row in cells + [header]) for i in range(len(header))]
-    fmt = lambda row: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
+    fmt = lambda row: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
     return "\n".join([fmt(header), "-" * len(fmt(header)), *map(fmt, cells)])

@@ -11,12 +11,13 @@ budget after its first iteration, before the rest is unrolled.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 from pydantic import ValidationError
 
-from .errors import Collector, Loc, SpecError, did_you_mean
+from .errors import Collector, Loc, did_you_mean
 from .expr import ExprError, evaluate, is_identifier, looks_like_expression
 from .layers import REGISTRY, LayerParams
 from .limits import Limits
@@ -43,7 +44,7 @@ class Layer:
 @dataclass(frozen=True, slots=True)
 class Sequence:
     name: str
-    children: tuple["Node", ...]
+    children: tuple[Node, ...]
     loc: Loc
     label: str = "sequence"  # block name, "group", "branch", "repeat"
     calls: CallChain = ()
@@ -58,7 +59,7 @@ class Parallel:
     label: str = "parallel"  # "concat", "add" or "residual"
     calls: CallChain = ()
     inline: str | None = None  # the branch whose layers are direct children of this node (a residual body)
-    then: tuple["Node", ...] = ()  # applied after the merge, also direct children (the post-add relu)
+    then: tuple[Node, ...] = ()  # applied after the merge, also direct children (the post-add relu)
 
 
 Node = Union[Layer, Sequence, Parallel]

@@ -4,4 +4,4 @@ from . import activation, conv, dense, norm, pool, recurrent  # noqa: F401  (reg
 from .base import REGISTRY, Cost, LayerKind, LayerParams, Shape, ShapeError, TensorType, lookup
 from .merge import MERGES
 
-__all__ = ["REGISTRY", "MERGES", "Cost", "LayerKind", "LayerParams", "Shape", "ShapeError", "TensorType", "lookup"]
+__all__ = ["MERGES", "REGISTRY", "Cost", "LayerKind", "LayerParams", "Shape", "ShapeError", "TensorType", "lookup"]

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import Field
 
-from .base import Cost, LayerKind, LayerParams, Shape, ShapeError, numel
-
-
-class NoParams(LayerParams):
-    pass
+from .base import Cost, LayerKind, LayerParams, NoParams, Shape, ShapeError, numel
 
 
 class LeakyParams(LayerParams):

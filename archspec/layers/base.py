@@ -58,6 +58,10 @@ class LayerParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
+class NoParams(LayerParams):
+    """For kinds without parameters, written as a bare `- relu`."""
+
+
 def numel(shape: Shape) -> int:
     n = 1
     for d in shape:
@@ -120,7 +124,7 @@ Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 # --- Registry --------------------------------------------------------------------------------
 
-REGISTRY: dict[str, type["LayerKind"]] = {}
+REGISTRY: dict[str, type[LayerKind]] = {}
 
 
 class LayerKind:
@@ -160,7 +164,7 @@ class LayerKind:
         return Cost(flops=numel(y))
 
     @classmethod
-    def lower(cls, p: Any, x: Shape, y: Shape) -> "torch.nn.Module":
+    def lower(cls, p: Any, x: Shape, y: Shape) -> torch.nn.Module:
         raise NotImplementedError(f"{cls.name} has no PyTorch lowering")
 
     @classmethod
@@ -169,7 +173,7 @@ class LayerKind:
         return cls.name
 
     @classmethod
-    def init(cls, module: "torch.nn.Module", p: Any, scheme: str) -> bool:
+    def init(cls, module: torch.nn.Module, p: Any, scheme: str) -> bool:
         """Re-initialises `module` for the spec's `init.scheme` ("pytorch" keeps PyTorch's defaults;
         "zero" asks a normalisation to start at zero). Returns whether it did anything."""
         return False

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .base import (Cost, LayerKind, LayerParams, Padding, PositiveInt, Shape, ShapeError, Size2, init_weight_bias, numel,
-                   out_size)
+from .base import (
+    Cost,
+    LayerKind,
+    LayerParams,
+    Padding,
+    PositiveInt,
+    Shape,
+    ShapeError,
+    Size2,
+    init_weight_bias,
+    numel,
+    out_size,
+)
 
 
 class Conv2dParams(LayerParams):

@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .base import (INT, Cost, LayerKind, LayerParams, PositiveInt, Probability, Shape, ShapeError, init_weight_bias,
-                   TensorType, numel)
+from .base import (
+    INT,
+    Cost,
+    LayerKind,
+    LayerParams,
+    NoParams,
+    PositiveInt,
+    Probability,
+    Shape,
+    ShapeError,
+    TensorType,
+    init_weight_bias,
+    numel,
+)
 
 
 class LinearParams(LayerParams):
@@ -52,10 +64,6 @@ class Linear(LayerKind):
     @classmethod
     def init(cls, module, p: LinearParams, scheme: str) -> bool:
         return init_weight_bias(module, scheme)
-
-
-class NoParams(LayerParams):
-    pass
 
 
 class Flatten(LayerKind):

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from .base import Cost, Shape, ShapeError, numel
 
-MERGES: dict[str, type["Merge"]] = {}
+MERGES: dict[str, type[Merge]] = {}
 
 
 def concat_axis(rank: int) -> int:

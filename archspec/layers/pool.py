@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import model_validator
 
-from .base import Cost, LayerKind, LayerParams, Pad2, Shape, ShapeError, Size2, numel, out_size
+from .base import Cost, LayerKind, LayerParams, NoParams, Pad2, Shape, ShapeError, Size2, numel, out_size
 
 
 class PoolParams(LayerParams):
@@ -14,7 +14,7 @@ class PoolParams(LayerParams):
     ceil_mode: bool = False
 
     @model_validator(mode="after")
-    def _padding_at_most_half_kernel(self) -> "PoolParams":
+    def _padding_at_most_half_kernel(self) -> PoolParams:
         # PyTorch rejects pad > kernel/2; catching it here keeps the checker and the module in agreement.
         if any(2 * p > k for p, k in zip(self.padding, self.kernel)):
             raise ValueError(f"padding {list(self.padding)} must be at most half the kernel {list(self.kernel)}")
@@ -81,10 +81,6 @@ class AvgPool2d(_Pool):
 
         return nn.AvgPool2d(p.kernel, p.strides, p.padding, ceil_mode=p.ceil_mode,
                             count_include_pad=p.count_include_pad)
-
-
-class NoParams(LayerParams):
-    pass
 
 
 class GlobalAvgPool(LayerKind):

@@ -69,9 +69,11 @@ class _Recurrent(LayerKind):
 
     @classmethod
     def lower(cls, p: RecurrentParams, x: Shape, y: Shape):
+        from ..nn import RECURRENT
+
         extra = {"nonlinearity": p.nonlinearity} if isinstance(p, RNNParams) else {}
-        return cls.torch_class()(x[1], p.hidden, num_layers=p.layers, bias=p.bias, batch_first=True,
-                      dropout=p.dropout, bidirectional=p.bidirectional, output=p.output, **extra)
+        return RECURRENT[cls.name](x[1], p.hidden, num_layers=p.layers, bias=p.bias, batch_first=True,
+                                   dropout=p.dropout, bidirectional=p.bidirectional, output=p.output, **extra)
 
 
 class RNN(_Recurrent):
@@ -81,12 +83,6 @@ class RNN(_Recurrent):
     flops_rule = "2*MACs + 2H bias adds + H activations per layer, direction and step"
     gates, gate_elementwise = 1, 1
 
-    @staticmethod
-    def torch_class():
-        from ..nn import RNN
-
-        return RNN
-
 
 class GRU(_Recurrent):
     name = "gru"
@@ -95,12 +91,6 @@ class GRU(_Recurrent):
     flops_rule = "2*MACs + 6H bias adds + 8H gate element-wise ops per layer, direction and step"
     gates, gate_elementwise = 3, 8
 
-    @staticmethod
-    def torch_class():
-        from ..nn import GRU
-
-        return GRU
-
 
 class LSTM(_Recurrent):
     name = "lstm"
@@ -108,9 +98,3 @@ class LSTM(_Recurrent):
     doc = "Long short-term memory (Hochreiter & Schmidhuber 1997), PyTorch's formulation."
     flops_rule = "2*MACs + 8H bias adds + 9H gate element-wise ops per layer, direction and step"
     gates, gate_elementwise = 4, 9
-
-    @staticmethod
-    def torch_class():
-        from ..nn import LSTM
-
-        return LSTM
