@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
@@ -118,10 +118,14 @@ class ExportResult:
     def summary(self) -> str:
         size = f"{self.bytes / 1e6:.1f} MB" if self.bytes >= 10**5 else f"{self.bytes / 1e3:.1f} KB"
         axes = ", ".join(self.dynamic_axes) or "none"
-        lines = [f"wrote {self.path} ({size}{', external data ' + self.external_data.name if self.external_data else ''}; "
-                 f"{self.exporter} exporter, opset {self.opset}, dynamic axes: {axes}) in {self.seconds:.1f}s",
-                 "verified: onnx checker (full), dynamic axes symbolic, shape inference = archspec check, "
-                 f"onnxruntime = PyTorch within {self.tolerance:g} x max(1, |output|):"]
+        data = f", external data {self.external_data.name}" if self.external_data else ""
+        lines = [f"wrote {self.path} ({size}{data}; "
+                 f"{self.exporter} exporter, opset {self.opset}, dynamic axes: {axes}) in {self.seconds:.1f}s"]
+        if self.checks:
+            lines.append("verified: onnx checker (full), dynamic axes symbolic, shape inference = archspec check, "
+                         f"onnxruntime = PyTorch within {self.tolerance:g} x max(1, |output|):")
+        else:
+            lines.append("NOT verified (check=False)")
         lines += [f"  {c}" for c in self.checks]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -159,7 +163,10 @@ def export_model(report: Report, output: Path, *, weights: str | os.PathLike | M
     if weights is not None and not isinstance(weights, Mapping):
         notes += _sidecar_note(Path(weights), report)
 
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    except OSError as exc:
+        raise ExportError(f"cannot write in {output.parent}: {exc.strerror or exc}") from None
     try:
         with torch.no_grad():
             t0 = time.perf_counter()
@@ -173,19 +180,20 @@ def export_model(report: Report, output: Path, *, weights: str | os.PathLike | M
             t2 = time.perf_counter()
         final_opset = _opset_of(staged)
         size = staged.stat().st_size + (data.stat().st_size if data else 0)
-        stale_data = output.with_name(output.name + ".data")
+        # commit: the data file first, then the model, each with one atomic rename
+        data_path = output.with_name(output.name + ".data")
         replaced = output.exists()
         if data is not None:
-            os.replace(data, stale_data)
+            os.replace(data, data_path)
         os.replace(staged, output)
-        if data is None and replaced and stale_data.exists():
-            stale_data.unlink()  # the previous export's external data, now unreferenced
+        if data is None and replaced and data_path.exists():
+            data_path.unlink()  # the previous export's external data, now unreferenced
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return ExportResult(
         path=output, exporter=exporter, opset=final_opset, dynamic_axes=dict(plan.axes), checks=tuple(checks),
         tolerance=TOLERANCE, seconds=time.perf_counter() - started, export_seconds=t1 - t0,
-        verify_seconds=t2 - t1, bytes=size, external_data=stale_data if data is not None else None,
+        verify_seconds=t2 - t1, bytes=size, external_data=data_path if data is not None else None,
         notes=tuple(notes))
 
 
@@ -276,9 +284,12 @@ def _plan(report: Report, dynamic: str | Iterable[str] | bool | None) -> _Plan:
     first_report = report
     try:
         second_report = report_at(report, tuple(second))
+        problem = "" if second_report.totals.params == report.totals.params else "the weights would change"
     except ArchspecError as exc:
+        problem = str(exc)
+    if problem:
         raise ExportError(f"the network does not accept the dynamic axes at their second check size "
-                          f"{tuple(second)}: {exc}; export with fewer dynamic axes (--dynamic)") from None
+                          f"{tuple(second)}: {problem}; export with fewer dynamic axes (--dynamic)")
     batch_dynamic = 0 in axes.values()
     b1, b2 = CHECK_BATCHES if batch_dynamic else (1, 1)
     runs = [((b1, *first), first_report)]
@@ -307,10 +318,13 @@ def _second_size(report: Report, index: int, name: str) -> int:
         shape = list(nominal)
         shape[index] = nominal[index] + k
         try:
-            report_at(report, tuple(shape))
-            return shape[index]
+            other = report_at(report, tuple(shape))
         except ArchspecError:
-            tried.append(shape[index])
+            other = None
+        # the same weights must fit: a linear after a flatten takes its width from this axis
+        if other is not None and other.totals.params == report.totals.params:
+            return shape[index]
+        tried.append(shape[index])
     raise ExportError(f"input axis '{name}' is declared symbolic ({name}={nominal[index]}), but the network "
                       f"only accepts {name}={nominal[index]} (tried {', '.join(map(str, tried))}); "
                       f"export it fixed, e.g. --dynamic batch")
@@ -417,6 +431,11 @@ def _run_exporter(exporter: str, module: Any, report: Report, plan: _Plan, opset
         except Exception as exc:
             raise ExportError(f"the {exporter} exporter failed on spec '{report.graph.name}': "
                               f"{_first_line(exc)}{log.tail()}") from exc
+    got = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and got != opset:  # dynamo quietly raises opsets below 18 to 18
+        raise ExportError(f"asked for opset {opset}, but the {exporter} exporter produced opset {got}"
+                          + (" (the dynamo exporter targets opset 18 and newer; --exporter torchscript "
+                             "reaches older opsets)" if exporter == "dynamo" and got and opset < got else ""))
     return proto
 
 
@@ -627,6 +646,9 @@ def _save(model: "onnx.ModelProto", path: Path) -> Path | None:
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=location, size_threshold=1024, convert_attribute=False)
     data = path.with_name(location)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(data, 0o666 & ~umask)  # onnx creates it private (0600); give it the model file's mode
     _fsync(data)
     _fsync(path)
     return data

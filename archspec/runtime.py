@@ -15,7 +15,8 @@ import os
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
@@ -30,11 +31,11 @@ DEVICES = ("cpu", "cuda", "auto")
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
-class RuntimeError_(ArchspecError):
+class RunError(ArchspecError):
     """A model cannot be run as asked (bad input, unreadable model)."""
 
 
-class DeviceError(RuntimeError_):
+class DeviceError(RunError):
     """The requested device cannot be used."""
 
 
@@ -70,7 +71,7 @@ class Session:
     """One onnxruntime session, created once; `run` takes numpy arrays and returns them by name."""
 
     def __init__(self, model: str | os.PathLike | bytes, *, device: str = "cpu", threads: int | None = None,
-                 optimization: str = "all"):
+                 optimization: str = "all", spinning: bool = True):
         import onnxruntime as ort
 
         if device not in DEVICES:
@@ -88,19 +89,23 @@ class Session:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3  # errors only: the CUDA fallback warning is detected and reported below
+        if not spinning:  # idle pool threads sleep instead of spinning (fair when sharing cores with torch)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
         available = ort.get_available_providers()
         why_not = "" if CUDA in available else (
             "this onnxruntime has no CUDA execution provider (pip install onnxruntime-gpu, "
             f"in place of onnxruntime {ort.__version__})")
         if device == "cuda" and why_not:
-            raise DeviceError(f"--device cuda: {why_not}")
+            raise DeviceError(f"device 'cuda' unavailable: {why_not}")
         providers = [CUDA, CPU] if device in ("cuda", "auto") and not why_not else [CPU]
         source = os.fspath(model) if not isinstance(model, bytes) else model
         try:
-            self._session = ort.InferenceSession(source, opts, providers=providers)
+            with warnings.catch_warnings():  # "Specified provider ... is not in available provider names"
+                warnings.simplefilter("ignore")
+                self._session = ort.InferenceSession(source, opts, providers=providers)
         except Exception as exc:
-            raise RuntimeError_(f"onnxruntime cannot load {model if not isinstance(model, bytes) else 'the model'}: "
+            raise RunError(f"onnxruntime cannot load {model if not isinstance(model, bytes) else 'the model'}: "
                                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") \
                 from exc
         self.providers = tuple(self._session.get_providers())
@@ -110,7 +115,7 @@ class Session:
                                   "CUDA/cuDNN libraries it needs are missing); it fell back to "
                                   + ", ".join(self.providers))
             if device == "cuda":
-                raise DeviceError(f"--device cuda: {why_not}")
+                raise DeviceError(f"device 'cuda' unavailable: {why_not}")
             self.notice = f"CUDA unavailable, running on the CPU: {why_not}"
         self.inputs = tuple((i.name, tuple(i.shape), i.type) for i in self._session.get_inputs())
         self.outputs = tuple(o.name for o in self._session.get_outputs())
@@ -146,7 +151,7 @@ class Session:
                     info = meta["dims"][axis - 1]
                     dims.append(int(info.get("nominal", info.get("size", 1))))
                 else:
-                    raise RuntimeError_(f"input '{name}' axis {axis} is dynamic ({d}) and the model carries no "
+                    raise RunError(f"input '{name}' axis {axis} is dynamic ({d}) and the model carries no "
                                         "nominal size for it; pass --input FILE.npy")
             if "int64" in type_:
                 high = int(meta.get("vocab", 2)) if meta else 2
@@ -168,16 +173,16 @@ class Session:
         if array.ndim == len(shape) - 1:
             array = array[None]
         if array.ndim != len(shape):
-            raise RuntimeError_(f"input '{name}' needs {len(shape)} axes {_shape_text(shape)} (or {len(shape) - 1} "
+            raise RunError(f"input '{name}' needs {len(shape)} axes {_shape_text(shape)} (or {len(shape) - 1} "
                                 f"for one sample), got shape {array.shape}")
         bad = [f"axis {i} is {n}, the model needs {d}" for i, (n, d) in enumerate(zip(array.shape, shape))
                if isinstance(d, int) and d > 0 and n != d]
         if bad:
-            raise RuntimeError_(f"input '{name}' of shape {array.shape} does not fit {_shape_text(shape)}: "
+            raise RunError(f"input '{name}' of shape {array.shape} does not fit {_shape_text(shape)}: "
                                 + "; ".join(bad))
         if "int64" in type_:
             if not np.issubdtype(array.dtype, np.integer):
-                raise RuntimeError_(f"input '{name}' takes integer token ids, got {array.dtype}")
+                raise RunError(f"input '{name}' takes integer token ids, got {array.dtype}")
             array = array.astype(np.int64)
         elif "float" in type_:
             array = array.astype(np.float32)
@@ -213,12 +218,11 @@ class RunResult:
     device: str
     seconds: float  # the inference call alone
     notice: str = ""
-    labels: Sequence[str] | None = None
 
     def summary(self, top: int = 5, samples: int = 4) -> str:
         import numpy as np
 
-        lines = [f"inputs: " + ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in self.inputs.items()),
+        lines = ["inputs: " + ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in self.inputs.items()),
                  f"ran on {self.device} ({', '.join(self.providers)}) in {self.seconds * 1e3:.2f} ms"]
         for name, y in self.outputs.items():
             lines.append(f"output '{name}': {'x'.join(map(str, y.shape))} {y.dtype}")
@@ -247,7 +251,7 @@ def run_model(model: Any, inputs: Any = None, *, device: str = "cpu", batch: int
     import numpy as np
 
     if batch < 1:
-        raise RuntimeError_(f"batch must be >= 1, got {batch}")
+        raise RunError(f"batch must be >= 1, got {batch}")
     session = _session_for_model(model, device, threads, limits)
     if inputs is None:
         feeds = session.example_inputs(batch, seed)
@@ -259,12 +263,12 @@ def run_model(model: Any, inputs: Any = None, *, device: str = "cpu", batch: int
         feeds = session.coerce(_load_array(inputs))
     missing = [n for n, _, _ in session.inputs if n not in feeds]
     if missing:
-        raise RuntimeError_(f"no value for input(s) {', '.join(missing)}")
+        raise RunError(f"no value for input(s) {', '.join(missing)}")
     t0 = time.perf_counter()
     try:
         outputs = session.run(feeds)
     except Exception as exc:
-        raise RuntimeError_(f"onnxruntime failed: {str(exc).strip().splitlines()[0]}") from exc
+        raise RunError(f"onnxruntime failed: {str(exc).strip().splitlines()[0]}") from exc
     seconds = time.perf_counter() - t0
     return RunResult({k: np.asarray(v) for k, v in outputs.items()}, {k: tuple(v.shape) for k, v in feeds.items()},
                      session.providers, session.device, seconds, session.notice)
@@ -277,7 +281,7 @@ def _load_array(value: Any) -> "np.ndarray":
         try:
             return np.load(os.fspath(value), allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise RuntimeError_(f"cannot read input {value}: {exc}") from None
+            raise RunError(f"cannot read input {value}: {exc}") from None
     return np.asarray(value)
 
 
@@ -303,7 +307,7 @@ def _session_for_model(model: Any, device: str, threads: int | None, limits: Any
             export_model(report, Path(tmp) / f"{report.graph.name}.onnx")
             return Session(Path(tmp) / f"{report.graph.name}.onnx", device=device, threads=threads)
     if not os.path.isfile(model):
-        raise RuntimeError_(f"no such model file: {model}")
+        raise RunError(f"no such model file: {model}")
     return session_for(model, device=device, threads=threads)
 
 
@@ -311,12 +315,12 @@ def _session_for_model(model: Any, device: str, threads: int | None, limits: Any
 
 @dataclass(frozen=True)
 class Timing:
-    median: float  # seconds per call
+    median: float  # seconds per call, over every timed call
     q1: float
     q3: float
     min: float
     max: float
-    calls: int  # calls per measured block
+    calls: int  # calls per block; each round times one block of each contender
     rounds: int
 
     @property
@@ -355,8 +359,10 @@ def _quartiles(xs: Sequence[float]) -> tuple[float, float, float]:
 
 def time_interleaved(fns: Sequence[Callable[[], Any]], *, rounds: int = 15, warmup: int = 3,
                      min_block: float = 0.02) -> list[Timing]:
-    """Times several calls fairly: warm-up, then per round one block of each (A B A B ...), each
-    block long enough (>= min_block s) for the clock; per-call time = block time / calls."""
+    """Times several calls fairly: warm-up, then per round one block of calls of each (A B A B ...),
+    each block long enough (>= min_block s) to be a fair share of the round. Every call is timed on
+    its own, so the median is the typical latency even on a busy machine, where an occasional call
+    stalls for a scheduler time slice (a block mean would be dominated by those)."""
     calls = []
     for fn in fns:
         t0 = time.perf_counter()
@@ -365,18 +371,19 @@ def time_interleaved(fns: Sequence[Callable[[], Any]], *, rounds: int = 15, warm
         est = (time.perf_counter() - t0) / max(1, warmup)
         calls.append(max(1, math.ceil(min_block / max(est, 1e-7))))
     samples: list[list[float]] = [[] for _ in fns]
+    clock = time.perf_counter
     for _ in range(rounds):
         for i, fn in enumerate(fns):
-            n = calls[i]
-            t0 = time.perf_counter()
-            for _ in range(n):
+            out = samples[i]
+            for _ in range(calls[i]):
+                t0 = clock()
                 fn()
-            samples[i].append((time.perf_counter() - t0) / n)
-    out = []
+                out.append(clock() - t0)
+    result = []
     for xs, n in zip(samples, calls):
         q1, med, q3 = _quartiles(xs)
-        out.append(Timing(med, q1, q3, min(xs), max(xs), n, rounds))
-    return out
+        result.append(Timing(med, q1, q3, min(xs), max(xs), n, rounds))
+    return result
 
 
 def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, warmup: int = 3,
@@ -395,7 +402,9 @@ def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, w
     with tempfile.TemporaryDirectory(prefix="archspec-bench-") as tmp:
         path = Path(tmp) / f"{report.graph.name}.onnx"
         result = export_model(report, path, weights=module.state_dict(), seed=seed)
-        session = Session(path, device=device, threads=threads)
+        # ORT's pool threads spin after each run; interleaved with torch on the same cores they would
+        # steal its time slices (measured: LeNet in torch 80 ms instead of 0.3 ms on 2 cores)
+        session = Session(path, device=device, threads=threads, spinning=False)
     if session.notice:
         import sys
 
@@ -411,7 +420,7 @@ def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, w
                 ref = module(x).numpy()
                 got = session.run(feeds)["output"]
                 if not np.allclose(got, ref, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(ref).max()))):
-                    raise RuntimeError_(f"{report.graph.name}: onnxruntime and PyTorch disagree at batch {batch}")
+                    raise RunError(f"{report.graph.name}: onnxruntime and PyTorch disagree at batch {batch}")
                 t_torch, t_ort = time_interleaved([lambda: module(x), session.run_fn(feeds)], rounds=rounds,
                                                   warmup=warmup, min_block=min_block)
             rows.append(BenchRow(report.graph.name, batch, report.totals.macs, t_torch, t_ort, session.threads,
@@ -429,7 +438,8 @@ def bench_table(rows: Sequence[BenchRow]) -> str:
     for r in rows:
         lines.append(
             f"| {r.spec} | {r.exporter} | {r.batch} | {_units(r.macs)} | "
-            f"{r.torch.median * 1e3:.3f} ({r.torch.iqr * 1e3:.3f}) | {r.ort.median * 1e3:.3f} ({r.ort.iqr * 1e3:.3f}) | "
+            f"{r.torch.median * 1e3:.3f} ({r.torch.iqr * 1e3:.3f}) | "
+            f"{r.ort.median * 1e3:.3f} ({r.ort.iqr * 1e3:.3f}) | "
             f"{r.speedup:.2f}x | {r.throughput(r.torch):,.0f} | {r.throughput(r.ort):,.0f} | "
             f"{r.gflops(r.torch):.1f} | {r.gflops(r.ort):.1f} |")
     return "\n".join(lines)

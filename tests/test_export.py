@@ -1,0 +1,532 @@
+"""ONNX export: every export is checked (onnx checker, symbolic dynamic axes, shape inference vs
+archspec check) and onnxruntime is compared with PyTorch at two sizes of each dynamic axis; the
+write is atomic; trained weights round trip; bad weights are named; the CLI works as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import archspec
+from archspec import export_onnx
+from archspec.export_onnx import ExportError, ExportResult, WeightsError, choose_exporter, export_model, report_at
+from archspec.runtime import Session
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+TOL = export_onnx.TOLERANCE
+
+TINY_INCEPTION = """
+archspec: 1
+name: tiny_inception
+input: {image: [3, 32, 32]}
+blocks:
+  inception:
+    params: {c1: int, c3r: int, c3: int, c5r: int, c5: int, pool_proj: int}
+    body:
+      - concat:
+          branch1: [{conv2d: {out: c1, kernel: 1}}, relu]
+          branch2: [{conv2d: {out: c3r, kernel: 1}}, relu, {conv2d: {out: c3, kernel: 3, padding: 1}}, relu]
+          branch3: [{conv2d: {out: c5r, kernel: 1}}, relu, {conv2d: {out: c5, kernel: 5, padding: 2}}, relu]
+          branch4: [{maxpool2d: {kernel: 3, stride: 1, padding: 1}}, {conv2d: {out: pool_proj, kernel: 1}}, relu]
+network:
+  - {conv2d: {out: 16, kernel: 3, padding: 1}, name: stem}
+  - relu
+  - lrn: {size: 5}
+  - {inception: {c1: 8, c3r: 8, c3: 16, c5r: 4, c5: 8, pool_proj: 8}, name: inception3a}
+  - maxpool2d: {kernel: 3, stride: 2, ceil_mode: true}
+  - {inception: {c1: 16, c3r: 8, c3: 16, c5r: 4, c5: 8, pool_proj: 8}, name: inception3b}
+  - adaptive_avgpool2d: {output: 2}
+  - flatten
+  - dropout: {p: 0.4}
+  - {linear: {out: 10}, name: fc}
+"""
+
+TINY_RESNET = """
+archspec: 1
+name: tiny_resnet
+input: {image: [3, 32, 32]}
+blocks:
+  basic:
+    params: {out: int, stride: {type: int, default: 1}}
+    body:
+      - residual:
+          body:
+            - {conv2d: {out: out, kernel: 3, stride: stride, padding: 1, bias: false}, name: conv1}
+            - {batchnorm, name: bn1}
+            - {relu, name: relu1}
+            - {conv2d: {out: out, kernel: 3, padding: 1, bias: false}, name: conv2}
+            - {batchnorm, name: bn2}
+          shortcut:
+            - {conv2d: {out: out, kernel: 1, stride: stride, bias: false}, name: conv}
+            - {batchnorm, name: bn}
+      - relu
+network:
+  - {conv2d: {out: 16, kernel: 3, padding: 1, bias: false}, name: stem}
+  - {batchnorm, name: bn}
+  - relu
+  - {basic: {out: 16}, name: block0}
+  - {basic: {out: 32, stride: 2}, name: block1}
+  - global_avgpool
+  - {linear: {out: 10}, name: fc}
+"""
+
+SMALL_RECURRENT = """
+archspec: 1
+name: small_{kind}
+input: {{x: [time=12, 8]}}
+network:
+  - {{{kind}: {{hidden: 16, layers: 2, output: {output}}}, name: rnn}}
+  - {{linear: {{out: 5}}, name: fc}}
+"""
+
+
+def spec_file(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def zoo(name: str, tmp_path: Path | None = None, fallback: str | None = None) -> Path:
+    """A zoo spec, or (while the zoo is being written) an equivalent written here."""
+    path = SPECS / f"{name}.yaml"
+    if path.exists():
+        return path
+    if fallback is None or tmp_path is None:
+        pytest.skip(f"specs/{name}.yaml does not exist yet")
+    return spec_file(tmp_path, fallback, f"{name}.yaml")
+
+
+def leftovers(folder: Path, keep: set[str] = frozenset()) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name not in keep)
+
+
+def assert_verified(result: ExportResult, report: archspec.Report, dynamic: dict[str, int]) -> onnx.ModelProto:
+    """What every successful export promises, re-checked from the file itself."""
+    assert result.path.exists() and result.external_data is None
+    assert dict(result.dynamic_axes) == dynamic
+    assert len(result.checks) == 2
+    for axis in dynamic.values():  # two different sizes of every dynamic axis were checked
+        assert len({c.input_shape[axis] for c in result.checks}) == 2
+    assert result.max_rel_error <= TOL
+    for c in result.checks:
+        assert c.max_rel_error == pytest.approx(c.max_abs_error / max(1.0, c.reference_max))
+    model = onnx.load(str(result.path))
+    onnx.checker.check_model(model, full_check=True)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for name, axis in dynamic.items():
+        assert dims[axis].dim_param == name
+    for axis, d in enumerate(report.graph.input.dims, start=1):
+        if axis not in dynamic.values():
+            assert dims[axis].dim_value == d.size
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["archspec.spec"] == report.graph.name
+    assert meta["archspec.spec_sha256"] == report.graph.sha256
+    assert meta["archspec.version"] == archspec.__version__
+    assert int(meta["archspec.params"]) == report.totals.params
+    assert int(meta["archspec.macs"]) == report.totals.macs
+    assert [i.name for i in model.graph.input] == [report.graph.input.name]
+    assert [o.name for o in model.graph.output] == ["output"]
+    assert not [p for p in result.path.parent.iterdir() if p.name.endswith(".tmp")]
+    return model
+
+
+# -- exports of each family, verified at two sizes ------------------------------------------------
+
+def test_lenet(tmp_path: Path) -> None:
+    report = archspec.check(zoo("lenet"))
+    result = archspec.export(report, tmp_path / "lenet.onnx")
+    assert result.exporter == "dynamo" and result.opset >= 18
+    model = assert_verified(result, report, {"batch": 0})
+    assert [c.input_shape for c in result.checks] == [(1, 1, 28, 28), (3, 1, 28, 28)]
+    # every node points back to the spec layer it came from
+    docs = [n.doc_string for n in model.graph.node]
+    assert all(docs), [n.name for n in model.graph.node if not n.doc_string]
+    assert any("conv2d0: conv2d at " in d and "lenet.yaml:" in d for d in docs)
+    # no absolute paths of the exporting machine inside the nodes
+    assert not any(p.key == "pkg.torch.onnx.stack_trace" for n in model.graph.node for p in n.metadata_props)
+    assert leftovers(tmp_path) == ["lenet.onnx"]
+
+
+@pytest.mark.parametrize("name", ["rnn_classifier", "gru_classifier", "lstm_classifier"])
+def test_recurrent_classifiers_two_lengths(tmp_path: Path, name: str) -> None:
+    kind = name.split("_")[0]
+    fallback = SMALL_RECURRENT.format(kind=kind, output="last").replace(f"small_{kind}", name)
+    report = archspec.check(zoo(name, tmp_path, fallback))
+    result = export_model(report, tmp_path / f"{name}.onnx")
+    assert result.exporter == "torchscript"  # recurrent kinds ask for it
+    assert_verified(result, report, {"batch": 0, "time": 1})
+    nominal = report.graph.input.shape[0]
+    assert [c.input_shape[:2] for c in result.checks] == [(1, nominal), (3, nominal + 7)]
+    # and the file really runs at a third length, never checked by the export
+    session = Session(result.path)
+    module = archspec.build(report, seed=0).eval()
+    x = torch.randn(2, nominal + 20, report.graph.input.shape[1])
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(x.numpy())["output"], module(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_recurrent_sequence_output_has_dynamic_time_axis(tmp_path: Path) -> None:
+    report = archspec.check(spec_file(tmp_path, SMALL_RECURRENT.format(kind="gru", output="sequence")))
+    result = export_model(report, tmp_path / "seq.onnx")
+    model = assert_verified(result, report, {"batch": 0, "time": 1})
+    out = [d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    assert out == ["batch", "time", 5]
+    assert [c.output_shape for c in result.checks] == [(1, 12, 5), (3, 19, 5)]
+
+
+def test_bidirectional_token_tagger(tmp_path: Path) -> None:
+    fallback = """
+    archspec: 1
+    name: bilstm_tagger
+    input: {tokens: {shape: [time=20], dtype: int64}}
+    network:
+      - {embedding: {vocab: 500, dim: 16}, name: embed}
+      - {lstm: {hidden: 16, layers: 2, bidirectional: true, output: sequence}, name: lstm}
+      - {linear: {out: 17}, name: fc}
+    """
+    report = archspec.check(zoo("bilstm_tagger", tmp_path, fallback))
+    result = export_model(report, tmp_path / "tagger.onnx")
+    model = assert_verified(result, report, {"batch": 0, "time": 1})
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["archspec.input"])
+    assert meta["dtype"] == "int64" and meta["vocab"] == export_onnx.vocab_size(report)
+    n = report.graph.input.shape[0]
+    assert [c.output_shape for c in result.checks] == [(1, n, 17), (3, n + 7, 17)]
+
+
+def test_small_inception_block(tmp_path: Path) -> None:
+    report = archspec.check(spec_file(tmp_path, TINY_INCEPTION))
+    result = export_model(report, tmp_path / "inception.onnx")
+    assert result.exporter == "dynamo"  # concat branches, LRN and adaptive pooling through dynamo
+    model = assert_verified(result, report, {"batch": 0})
+    concat_docs = [n.doc_string for n in model.graph.node if n.op_type == "Concat"]
+    assert len(concat_docs) == 2 and concat_docs[0].startswith("inception3a: inception at ")
+    assert "in block 'inception' invoked here" in concat_docs[0]
+
+
+def test_small_residual_stage_bn_folded(tmp_path: Path) -> None:
+    report = archspec.check(spec_file(tmp_path, TINY_RESNET))
+    # "train" a little, so batch norm carries real running statistics
+    module = archspec.build(report, seed=1).train()
+    opt = torch.optim.SGD(module.parameters(), lr=0.05)
+    for _ in range(3):
+        loss = module(torch.randn(8, 3, 32, 32)).logsumexp(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    result = export_model(report, tmp_path / "resnet.onnx", weights=module.state_dict())
+    model = assert_verified(result, report, {"batch": 0})
+    ops = [n.op_type for n in model.graph.node]
+    assert "BatchNormalization" not in ops and ops.count("Add") == 2  # dynamo's optimizer folded BN into Conv
+    assert result.checks[0].reference_max > 0.1  # a non-trivial output was compared
+    # onnxruntime fuses further: Conv+Relu -> FusedConv, and there is still no BN
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(result.path), opts, providers=["CPUExecutionProvider"])
+    optimized = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert "BatchNormalization" not in optimized and "FusedConv" in optimized
+
+
+# -- weights ----------------------------------------------------------------------------------------
+
+def test_trained_weights_round_trip(tmp_path: Path) -> None:
+    report = archspec.check(zoo("lenet"))
+    module = archspec.build(report, seed=3)
+    opt = torch.optim.SGD(module.parameters(), lr=0.5)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    for _ in range(5):
+        loss = torch.nn.functional.cross_entropy(module(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    weights = tmp_path / "state.pt"
+    torch.save(module.state_dict(), weights)
+    fresh = archspec.build(report, seed=3)
+    assert not torch.equal(fresh.state_dict()["linear2.weight"], module.state_dict()["linear2.weight"])
+
+    result = archspec.export(report, tmp_path / "trained.onnx", weights=weights)
+    assert_verified(result, report, {"batch": 0})
+    module.eval()
+    xs = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        want = module(xs).numpy()
+    got = Session(result.path).run(xs.numpy())["output"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.abs(got - want).max() <= TOL * max(1, np.abs(want).max())
+    meta = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+    assert meta["archspec.weights"].startswith("state.pt sha256:")
+
+
+def test_weights_saved_by_archspec_build_cli(tmp_path: Path) -> None:
+    """`archspec build -o` writes the state dict (and a .json with the spec hash) export accepts."""
+    from archspec.lower import build_module, save_state
+
+    report = archspec.check(spec_file(tmp_path, SMALL_RECURRENT.format(kind="lstm", output="state")))
+    save_state(build_module(report, seed=5), report, tmp_path / "init.pt")
+    result = export_model(report, tmp_path / "m.onnx", weights=tmp_path / "init.pt")
+    assert result.notes == () and result.max_rel_error <= TOL
+    # weights saved for another version of the spec, with the same tensors: used, and said so
+    meta = json.loads((tmp_path / "init.pt.json").read_text())
+    (tmp_path / "init.pt.json").write_text(json.dumps({**meta, "spec_sha256": "0" * 64}))
+    result = export_model(report, tmp_path / "m.onnx", weights=tmp_path / "init.pt")
+    assert len(result.notes) == 1 and "different sha256" in result.notes[0]
+    assert "note: init.pt was saved for spec" in result.summary()
+
+
+def test_opset_is_honoured_or_refused(tmp_path: Path) -> None:
+    report = rnn_report(tmp_path)
+    assert export_model(report, tmp_path / "m.onnx", opset=14).opset == 14
+    report = archspec.check(spec_file(tmp_path, TINY_RESNET))
+    with pytest.raises(ExportError, match="asked for opset 13, but the dynamo exporter produced opset 18"):
+        export_model(report, tmp_path / "r.onnx", opset=13)  # dynamo would quietly give 18
+    assert not (tmp_path / "r.onnx").exists()
+
+
+@pytest.fixture()
+def lenet_state(tmp_path: Path) -> tuple[archspec.Report, dict]:
+    report = archspec.check(zoo("lenet"))
+    return report, archspec.build(report, seed=0).state_dict()
+
+
+def test_weights_missing_key_named(tmp_path: Path, lenet_state) -> None:
+    report, state = lenet_state
+    del state["linear1.bias"], state["conv2d0.weight"]
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(WeightsError, match=r"missing 2: conv2d0\.weight, linear1\.bias") as info:
+        export_model(report, tmp_path / "m.onnx", weights=tmp_path / "w.pt")
+    assert isinstance(info.value, archspec.ArchspecError)
+    assert leftovers(tmp_path) == ["w.pt"]
+
+
+def test_weights_extra_key_named(tmp_path: Path, lenet_state) -> None:
+    report, state = lenet_state
+    state["head.weight"] = torch.zeros(3)
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(WeightsError, match=r"unexpected 1: head\.weight"):
+        export_model(report, tmp_path / "m.onnx", weights=tmp_path / "w.pt")
+
+
+def test_weights_wrong_shape_named(tmp_path: Path, lenet_state) -> None:
+    report, state = lenet_state
+    state["linear2.weight"] = torch.zeros(12, 84)
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(WeightsError, match=r"wrong shape 1: linear2\.weight \(file \(12, 84\), spec \(10, 84\)\)"):
+        export_model(report, tmp_path / "m.onnx", weights=tmp_path / "w.pt")
+
+
+def test_weights_not_a_state_dict(tmp_path: Path, lenet_state) -> None:
+    report, _ = lenet_state
+    torch.save(archspec.build(report), tmp_path / "module.pt")  # a pickled module: refused by weights_only
+    with pytest.raises(WeightsError, match="cannot read .*module.pt as a PyTorch state dict"):
+        export_model(report, tmp_path / "m.onnx", weights=tmp_path / "module.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(WeightsError, match="holds a list, not a state dict"):
+        export_model(report, tmp_path / "m.onnx", weights=tmp_path / "list.pt")
+    with pytest.raises(WeightsError, match="does not exist"):
+        export_model(report, tmp_path / "m.onnx", weights=tmp_path / "absent.pt")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+# -- failures leave nothing behind; atomic replacement -------------------------------------------
+
+def rnn_report(tmp_path: Path) -> archspec.Report:
+    return archspec.check(spec_file(tmp_path, SMALL_RECURRENT.format(kind="rnn", output="last"), "rnn.yaml"))
+
+
+def test_failed_verification_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    report = rnn_report(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise ExportError("simulated verification failure")
+
+    monkeypatch.setattr(export_onnx, "_check_parity", broken)
+    with pytest.raises(ExportError, match="simulated"):
+        export_model(report, tmp_path / "m.onnx")
+    assert leftovers(tmp_path) == ["rnn.yaml"]
+
+
+def test_failed_export_keeps_previous_file_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    report = rnn_report(tmp_path)
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"previous model")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_onnx, "_verify", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(report, out)
+    assert out.read_bytes() == b"previous model"
+    assert leftovers(tmp_path) == ["m.onnx", "rnn.yaml"]
+
+
+def test_parity_check_catches_a_wrong_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Corrupt one weight in the ONNX graph: the comparison with PyTorch must refuse it."""
+    report = rnn_report(tmp_path)
+    annotate = export_onnx._annotate
+
+    def corrupt(model, *args):
+        annotate(model, *args)
+        init = next(t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2)
+        arr = onnx.numpy_helper.to_array(init).copy()
+        arr.flat[0] += 0.5
+        init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+
+    monkeypatch.setattr(export_onnx, "_annotate", corrupt)
+    with pytest.raises(ExportError, match="onnxruntime differs from PyTorch at input 1x12x8"):
+        export_model(report, tmp_path / "m.onnx")
+    assert leftovers(tmp_path) == ["rnn.yaml"]
+
+
+def test_replaces_existing_model_atomically(tmp_path: Path) -> None:
+    report = rnn_report(tmp_path)
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"old")
+    (tmp_path / "m.onnx.data").write_bytes(b"old external data")
+    export_model(report, out)
+    onnx.checker.check_model(str(out), full_check=True)
+    assert leftovers(tmp_path) == ["m.onnx", "rnn.yaml"]  # the stale external data went too
+
+
+def test_external_data_over_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Models over 2 GB are written as graph + one external data file; forced here on a small one."""
+    monkeypatch.setattr(export_onnx, "EXTERNAL_DATA_THRESHOLD", 0)
+    report = rnn_report(tmp_path)
+    result = export_model(report, tmp_path / "big.onnx")
+    assert result.external_data == tmp_path / "big.onnx.data"
+    assert leftovers(tmp_path) == ["big.onnx", "big.onnx.data", "rnn.yaml"]
+    header = onnx.load(str(result.path), load_external_data=False)
+    locations = {e.value for t in header.graph.initializer for e in t.external_data if e.key == "location"}
+    assert locations == {"big.onnx.data"}  # relative, so the pair can be moved together
+    assert result.bytes == result.path.stat().st_size + result.external_data.stat().st_size
+    assert result.max_rel_error <= TOL
+    # a later small export replaces the pair with one self-contained file
+    monkeypatch.setattr(export_onnx, "EXTERNAL_DATA_THRESHOLD", 1 << 40)
+    export_model(report, tmp_path / "big.onnx")
+    assert leftovers(tmp_path) == ["big.onnx", "rnn.yaml"]
+
+
+def test_output_folder_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="does not exist"):
+        export_model(rnn_report(tmp_path), tmp_path / "nowhere" / "m.onnx")
+
+
+# -- dynamic axes --------------------------------------------------------------------------------
+
+def test_dynamic_axes_options(tmp_path: Path) -> None:
+    report = rnn_report(tmp_path)
+    static_time = export_model(report, tmp_path / "a.onnx", dynamic="batch")
+    assert dict(static_time.dynamic_axes) == {"batch": 0}
+    assert [c.input_shape for c in static_time.checks] == [(1, 12, 8), (3, 12, 8)]
+    seq_only = export_model(report, tmp_path / "b.onnx", dynamic=["seq"])  # alias of the one symbolic axis
+    assert dict(seq_only.dynamic_axes) == {"time": 1}
+    assert [c.input_shape for c in seq_only.checks] == [(1, 12, 8), (1, 19, 8)]
+    static = export_model(report, tmp_path / "c.onnx", dynamic="none")
+    assert dict(static.dynamic_axes) == {} and len(static.checks) == 1
+    dims = onnx.load(str(tmp_path / "c.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 12, 8]
+    with pytest.raises(ExportError, match="unknown dynamic axis 'height'.*batch, time"):
+        export_model(report, tmp_path / "d.onnx", dynamic="batch,height")
+
+
+def test_symbolic_axis_the_network_cannot_vary_is_an_error(tmp_path: Path) -> None:
+    report = archspec.check(spec_file(tmp_path, """
+    archspec: 1
+    name: fixed_width
+    input: {x: [time=6, 4]}
+    network:
+      - flatten
+      - linear: {out: 3}
+    """))
+    with pytest.raises(ExportError, match="only accepts time=6"):
+        export_model(report, tmp_path / "m.onnx")
+    result = export_model(report, tmp_path / "m.onnx", dynamic="batch")
+    assert result.max_rel_error <= TOL
+
+
+def test_report_at_ignores_the_spec_budget(tmp_path: Path) -> None:
+    text = SMALL_RECURRENT.format(kind="gru", output="last") + "budget: {macs: 0}\n"
+    path = spec_file(tmp_path, text)
+    with pytest.raises(archspec.SpecError):
+        archspec.check(path)
+    report = archspec.check(spec_file(tmp_path, SMALL_RECURRENT.format(kind="gru", output="last"), "ok.yaml"))
+    assert report_at(report, (19, 8)).graph.input.shape == (19, 8)
+
+
+def test_exporter_choice_from_layer_kinds(tmp_path: Path) -> None:
+    assert choose_exporter(archspec.check(zoo("lenet"))) == "dynamo"
+    assert choose_exporter(rnn_report(tmp_path)) == "torchscript"
+
+
+# -- the CLI -------------------------------------------------------------------------------------
+
+def cli(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "archspec.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_export_quiet_and_verified(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, SMALL_RECURRENT.format(kind="lstm", output="last"))
+    r = cli("export", spec, "-o", tmp_path / "m.onnx", "--dynamic", "batch,time", "--opset", "17")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""  # exporter warnings and prints hidden
+    assert "torchscript exporter, opset 17, dynamic axes: batch, time" in r.stdout
+    assert "1x12x8 -> 1x5" in r.stdout and "3x19x8 -> 3x5" in r.stdout
+    assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == 17
+
+
+def test_cli_export_dynamo_in_folder_with_triton_dir(tmp_path: Path) -> None:
+    """A folder named `triton` in the working directory must not break the dynamo exporter."""
+    (tmp_path / "triton").mkdir()
+    spec = spec_file(tmp_path, TINY_INCEPTION)
+    r = cli("export", spec, "-o", "m.onnx", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "" and "dynamo exporter" in r.stdout
+    assert "torchvision" not in r.stdout and "[torch.onnx]" not in r.stdout
+
+
+def test_cli_export_weights_error(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, SMALL_RECURRENT.format(kind="gru", output="last"))
+    state = archspec.build(archspec.check(spec)).state_dict()
+    state.pop("fc.bias")
+    torch.save(state, tmp_path / "w.pt")
+    r = cli("export", spec, "-o", tmp_path / "m.onnx", "--weights", tmp_path / "w.pt")
+    assert r.returncode == 1
+    assert "archspec: error: weights" in r.stderr and "missing 1: fc.bias" in r.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
+# -- the large zoo models --------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["alexnet", "vgg16", "googlenet", "inception_v3", "resnet50"])
+def test_large_zoo_models(tmp_path: Path, name: str) -> None:
+    report = archspec.check(zoo(name))
+    t0 = time.perf_counter()
+    result = export_model(report, tmp_path / f"{name}.onnx")
+    seconds = time.perf_counter() - t0
+    assert_verified(result, report, {"batch": 0})
+    print(f"{name}: {seconds:.1f}s ({result.exporter}, export {result.export_seconds:.1f}s, "
+          f"verify {result.verify_seconds:.1f}s, {result.bytes / 1e6:.0f} MB, max rel err {result.max_rel_error:.1e})")
+
+
+def test_verification_catches_dynamo_fixing_the_sequence_length(tmp_path: Path) -> None:
+    """Why recurrent kinds ask for the TorchScript exporter: forced through dynamo, nn.RNN's
+    sequence axis comes out fixed at the traced length. The export must refuse, not write it."""
+    report = rnn_report(tmp_path)
+    with pytest.raises(ExportError, match="did not keep input 'x' as declared: axis 1: 12 .*symbolic 'time'"):
+        export_model(report, tmp_path / "m.onnx", exporter="dynamo")
+    assert leftovers(tmp_path) == ["rnn.yaml"]
