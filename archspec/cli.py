@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -25,6 +27,8 @@ class UsageError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill` unwinds like Ctrl-C: exports clean up
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
@@ -202,6 +206,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # -- plumbing ---------------------------------------------------------------------------------
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
 
 def _spec_files(paths: Sequence[str]) -> Iterator[str]:
     for p in paths:

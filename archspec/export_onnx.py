@@ -47,10 +47,9 @@ from .analyze import Report, analyze
 from .errors import ArchspecError
 from .layers import REGISTRY
 from .limits import Limits
-from .resolve import Layer, Node, Parallel, Sequence, resolve
+from .resolve import Layer, Sequence, iter_nodes, resolve
 
 if TYPE_CHECKING:
-    import numpy as np
     import onnx
     import torch
 
@@ -163,8 +162,9 @@ def export_model(report: Report, output: Path, *, weights: str | os.PathLike | M
     if weights is not None and not isinstance(weights, Mapping):
         notes += _sidecar_note(Path(weights), report)
 
-    try:
-        tmpdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    _remove_stale_staging(output)
+    try:  # the staging folder carries our pid, so a later export can tell it was abandoned
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.{os.getpid()}.", suffix=".tmp", dir=output.parent))
     except OSError as exc:
         raise ExportError(f"cannot write in {output.parent}: {exc.strerror or exc}") from None
     try:
@@ -197,6 +197,24 @@ def export_model(report: Report, output: Path, *, weights: str | os.PathLike | M
         notes=tuple(notes))
 
 
+def _remove_stale_staging(output: Path) -> None:
+    """A SIGKILLed export cannot clean up after itself; the next export to the same place does."""
+    for folder in output.parent.glob(f".{output.name}.*.tmp"):
+        pid = folder.name[len(output.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def choose_exporter(report: Report) -> str:
     """'torchscript' when any layer kind in the model asks for it, else 'dynamo'."""
     kinds = {layer.kind for _, layer in iter_layers(report.graph.root)}
@@ -205,25 +223,9 @@ def choose_exporter(report: Report) -> str:
 
 def iter_layers(root: Sequence) -> Iterator[tuple[str, Layer]]:
     """(module path, layer) for every layer, in the module paths lowering gives them."""
-    for path, node in _iter_nodes(root):
+    for path, node in iter_nodes(root):
         if isinstance(node, Layer):
             yield path, node
-
-
-def _iter_nodes(root: Sequence) -> Iterator[tuple[str, Node]]:
-    """(module path, node) for every node below the root, containers before their children."""
-
-    def walk(node: Node, path: str) -> Iterator[tuple[str, Node]]:
-        if path:
-            yield path, node
-        if isinstance(node, Sequence):
-            for c in node.children:
-                yield from walk(c, f"{path}.{c.name}" if path else c.name)
-        elif isinstance(node, Parallel):
-            for b in node.branches:
-                yield from walk(b, f"{path}.{b.name}")
-
-    yield from walk(root, "")
 
 
 # -- planning: which axes are dynamic, which sizes are traced and verified ---------------------
@@ -576,7 +578,7 @@ def _annotate(model: "onnx.ModelProto", report: Report, exporter: str, weights: 
     model.graph.doc_string = f"from {g.doc.file} (sha256 {g.sha256[:12]})"
 
     docs = {}
-    for path, node in _iter_nodes(g.root):
+    for path, node in iter_nodes(g.root):
         what = node.kind if isinstance(node, Layer) else node.label
         where = f"{path}: {what} at {node.loc}"
         if node.calls:

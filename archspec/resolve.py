@@ -11,7 +11,7 @@ budget after its first iteration, before the rest is unrolled.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
@@ -436,6 +436,26 @@ class _Resolver:
         if len(children) == 1:
             return _rename(children[0], name, block)
         return Sequence(name, tuple(children), loc, block, calls)
+
+
+def iter_nodes(root: Sequence) -> Iterator[tuple[str, Node]]:
+    """(module path, node) for every node below `root`, containers first: the paths that analysis
+    reports and lowering names modules by (a residual's body and `then` layers sit directly in it)."""
+
+    def walk(node: Node, path: str) -> Iterator[tuple[str, Node]]:
+        yield path, node
+        if isinstance(node, Layer):
+            return
+        if isinstance(node, Sequence):
+            children: tuple[Node, ...] = node.children
+        else:
+            children = tuple(c for b in node.branches for c in (b.children if b.name == node.inline else (b,)))
+            children += node.then
+        for child in children:
+            yield from walk(child, f"{path}.{child.name}")
+
+    for child in root.children:
+        yield from walk(child, child.name)
 
 
 def _has_type(value: Any, type_name: str) -> bool:
