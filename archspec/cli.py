@@ -274,13 +274,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"archspec {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
 
+    with_limits: list[argparse.ArgumentParser] = []
+
     def command(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(command=fn)
-        limits = p.add_argument_group("limits (accept 30M, 5G, ...)")
-        for field in Limits.names():
-            limits.add_argument(Limits.flag(field), dest=field, type=_amount, metavar="N",
-                                help=f"default {getattr(Limits(), field):,}")
+        with_limits.append(p)
         return p
 
     p = command("check", cmd_check, "Validate and shape-check specs (files or folders).")
@@ -354,6 +353,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="threads for both (default: physical cores)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="onnxruntime's device")
+    for p in with_limits:  # after each command's own options, so `--help` reads in that order
+        limits = p.add_argument_group("limits (accept 30M, 5G, ...)")
+        for field in Limits.names():
+            limits.add_argument(Limits.flag(field), dest=field, type=_amount, metavar="N",
+                                help=f"default {getattr(Limits(), field):,}")
     return parser
 
 
