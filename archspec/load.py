@@ -35,6 +35,9 @@ _CORE_TAGS = {
     "tag:yaml.org,2002:seq",
 }
 MAX_INT_DIGITS = 30
+# libyaml's event parser is iterative and ~10x faster than PyYAML's Python scanner. Only its
+# *composer* recurses (and segfaults on deep nesting); we never compose, we read events.
+_EVENT_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -149,8 +152,8 @@ class _Frame:
 class _Builder:
     """Turns the event stream into dicts, lists and scalars, recording locations."""
 
-    def __init__(self, text: str, file: str, limits: Limits):
-        self.text, self.file, self.limits = text, file, limits
+    def __init__(self, text: str, file: str, limits: Limits, loader: Any = _EVENT_LOADER):
+        self.text, self.file, self.limits, self.loader = text, file, limits, loader
         self.value_locs: dict[Path, Loc] = {}
         self.key_locs: dict[Path, Loc] = {}
         self.errors = Collector()
@@ -174,7 +177,12 @@ class _Builder:
             context = getattr(exc, "context", None)
             msg = f"YAML syntax: {problem}" + (f" ({context})" if context else "")
             loc = self.loc(mark) if mark is not None else Loc(self.file, 1, 1)
+            if "nesting depth" in str(problem) and self.loader is not yaml.SafeLoader:
+                # libyaml reads ahead to its own cap (1000); PyYAML's streaming parser stops at ours.
+                return _Builder(self.text, self.file, self.limits, yaml.SafeLoader).build()
             tab = "'\\t'" in msg or (mark is not None and self.text[mark.index:mark.index + 1] == "\t")
+            if tab:
+                msg = "YAML syntax: a tab ('\\t') where YAML allows only spaces"
             hint = "YAML does not allow tabs for indentation; use spaces" if tab else ""
             self.errors.add("AS010", msg, loc, hint=hint)
             data = None
@@ -186,7 +194,7 @@ class _Builder:
         stack: list[_Frame] = []
         root: Any = None
         documents = nodes = 0
-        for ev in yaml.parse(self.text, Loader=yaml.SafeLoader):
+        for ev in yaml.parse(self.text, Loader=self.loader):
             if isinstance(ev, yaml.DocumentStartEvent):
                 documents += 1
                 if documents > 1:
@@ -212,7 +220,7 @@ class _Builder:
             if frame is not None and frame.wants_key:
                 if not isinstance(ev, yaml.ScalarEvent):
                     return self._fail("AS103", "mapping keys must be plain names", ev, "")
-                if ev.value == "<<" and ev.style is None:
+                if ev.value == "<<" and not ev.style:
                     return self._fail("AS013", "merge keys (<<) are not supported", ev,
                                       "define a block under `blocks:` and invoke it instead")
                 self._key(frame, ev)
@@ -254,7 +262,7 @@ class _Builder:
         tag = ev.tag
         if tag is not None and tag not in ("!", "tag:yaml.org,2002:str"):
             return self._typed_scalar(value, tag, loc, path)
-        if ev.style is not None or tag is not None:
+        if ev.style or tag is not None:
             return value  # quoted (or !!str): always a string
         if value in _NULL:
             return None
