@@ -151,7 +151,7 @@ def write(report: Report, output: Path, depth: int | None = None) -> None:
     try:
         import graphviz
     except ImportError:
-        raise ArchspecError("SVG/PNG need the graphviz package: pip install graphviz "
+        raise ArchspecError("SVG/PNG need the graphviz package: pip install 'archspec[graph]' "
                             "(and the `dot` program: apt-get install graphviz / brew install graphviz); "
                             ".dot and .mmd need nothing") from None
     try:
