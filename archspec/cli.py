@@ -198,7 +198,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"archspec: error: --batch expects positive sizes such as 1,8, got {args.batch!r}", file=sys.stderr)
         return EXIT_USAGE
     rows = []
-    for spec in args.specs:
+    for spec in _progress(list(_spec_files(args.specs)), "benchmarking"):
         rows += bench_model(check(spec, limits=_limits(args)), batches=batches, rounds=args.rounds,
                             warmup=args.warmup, threads=args.threads, device=args.device)
     print(bench_table(rows))
@@ -206,6 +206,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # -- plumbing ---------------------------------------------------------------------------------
+
+def _progress(items: list[str], what: str) -> Iterator[str]:
+    """A progress bar on a terminal (stderr, so stdout stays clean for pipes); nothing otherwise."""
+    if len(items) < 2 or not sys.stderr.isatty():
+        yield from items
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(what, total=len(items))
+        for item in items:
+            progress.update(task, description=f"{what} {Path(item).stem}")
+            yield item
+            progress.advance(task)
+
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
