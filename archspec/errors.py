@@ -98,6 +98,9 @@ class InternalError(ArchspecError):
     """A failure that is archspec's bug, not the user's; names the layer and its source line."""
 
 
+MAX_DIAGNOSTICS = 100  # per stage and file
+
+
 @dataclass
 class Collector:
     """Accumulates the diagnostics of one stage; `raise_if_any` ends the stage."""
@@ -107,6 +110,11 @@ class Collector:
 
     def add(self, code: str, message: str, loc: Loc, path: str = "", hint: str = "",
             related: tuple[tuple[str, Loc], ...] = ()) -> None:
+        if len(self.diagnostics) >= MAX_DIAGNOSTICS:  # a hostile file must not become a log bomb
+            if len(self.diagnostics) == MAX_DIAGNOSTICS:
+                self.diagnostics.append(Diagnostic("AS002", f"more than {MAX_DIAGNOSTICS} errors; stopped reporting",
+                                                   loc, hint="fix these first"))
+            return
         d = Diagnostic(code, message, loc, path, hint, related)
         if d not in self._seen:  # a block body or repeat may hit the same problem many times
             self._seen.add(d)

@@ -42,7 +42,9 @@ _OPERATOR_CHARS = set("+-*/%()<>=")
 
 def looks_like_expression(text: str) -> bool:
     """A string with an operator is meant as arithmetic; a bare word may be an option like `same`."""
-    return any(ch in _OPERATOR_CHARS for ch in text) or " if " in text
+    words = text.split()
+    return (any(ch in _OPERATOR_CHARS for ch in text)
+            or (len(words) > 1 and (words[0] == "not" or {"if", "and", "or"} & set(words))))
 
 
 def is_identifier(text: str) -> bool:
@@ -148,7 +150,7 @@ class _Evaluator:
 
 
 def _numeric(value: Value, node: ast.AST) -> None:
-    if isinstance(value, str) or isinstance(value, bool):
+    if isinstance(value, (str, bool)) or value is None:
         raise ExprError("AS120", f"arithmetic on a non-number in '{ast.unparse(node)}' "
                         f"(got {type(value).__name__} {value!r})")
 

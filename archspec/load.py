@@ -284,8 +284,9 @@ class _Builder:
                 return 0.0
             return number
         if _YAML11_INT.match(value):
-            self._ambiguous(value, loc, path, "a number in YAML 1.1 and a string in YAML 1.2",
-                            "write a plain decimal number, or quote it if you mean text")
+            why = ("a number in YAML 1.1 (base 60) and a string in YAML 1.2" if ":" in value
+                   else "read differently by YAML 1.1 and YAML 1.2 parsers")
+            self._ambiguous(value, loc, path, why, "write a plain decimal number, or quote it if you mean text")
             return value
         return value
 

@@ -14,9 +14,11 @@ def human_diagnostic(d: Diagnostic, source_line: str = "") -> str:
     """`file:line:col: error[AS101]: message`, then the source line with a caret, then hints."""
     lines = [f"{d.loc}: error[{d.code}]: {d.message}"]
     if source_line:
+        text, col = _clip(source_line.rstrip(), max(d.loc.col - 1, 0))
         gutter = f"{d.loc.line:>4} | "
-        lines.append(gutter + source_line.rstrip())
-        lines.append(" " * (len(gutter) + max(d.loc.col - 1, 0)) + "^")
+        lines.append(gutter + text)
+        # the caret line repeats the source's tabs, so the caret lines up however tabs are shown
+        lines.append(" " * len(gutter) + "".join("\t" if ch == "\t" else " " for ch in text[:col]) + "^")
     if d.path:
         lines.append(f"  at: {d.path}")
     if d.hint:
@@ -24,6 +26,15 @@ def human_diagnostic(d: Diagnostic, source_line: str = "") -> str:
     for note, loc in d.related:
         lines.append(f"  note: {note} ({loc})")
     return "\n".join(lines)
+
+
+def _clip(line: str, col: int, width: int = 120) -> tuple[str, int]:
+    """At most `width` characters of a long source line, around the column (which moves with it)."""
+    if len(line) <= width:
+        return line, col
+    start = max(0, min(col - width // 2, len(line) - width))
+    text = ("..." if start else "") + line[start:start + width] + ("..." if start + width < len(line) else "")
+    return text, col - start + (3 if start else 0)
 
 
 def github_diagnostic(d: Diagnostic) -> str:

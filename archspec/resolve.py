@@ -99,6 +99,22 @@ class _Budget(Exception):
     """Aborts expansion once the node budget is exhausted (already reported)."""
 
 
+# Names a module cannot take: torch.nn.Module/Sequential attributes, and those of archspec's own
+# containers (archspec.nn). tests/test_lower.py checks this list against the installed torch.
+RESERVED_NAMES = frozenset("""
+    T_destination add_module append apply bfloat16 buffers call_super_init children compile cpu cuda
+    double dump_patches eval extend extra_repr float forward get_buffer get_extra_state get_parameter
+    get_submodule half insert ipu load_state_dict modules mtia named_buffers named_children
+    named_modules named_parameters parameters pop register_backward_hook register_buffer
+    register_forward_hook register_forward_pre_hook register_full_backward_hook
+    register_full_backward_pre_hook register_load_state_dict_post_hook register_load_state_dict_pre_hook
+    register_module register_parameter register_state_dict_post_hook register_state_dict_pre_hook
+    requires_grad_ set_extra_state set_submodule share_memory state_dict to to_empty train training
+    type xpu zero_grad
+    spec_name input_name spec_sha256 routes merge then
+""".split())
+
+
 class _Namer:
     """Names the children of one container: user names as given, others `{kind}{n}`."""
 
@@ -114,7 +130,10 @@ class _Namer:
         return f"{base}{n}"
 
     def claim(self, name: str, loc: Loc, out: Collector, path: Path) -> None:
-        if name in self.taken:
+        if name in RESERVED_NAMES:
+            out.add("AS107", f"'{name}' cannot name a layer: PyTorch modules use it", loc, format_path(path),
+                    f"choose another name, e.g. '{name}_'")
+        elif name in self.taken:
             out.add("AS110", f"duplicate layer name '{name}' in this sequence", loc, format_path(path),
                     "names become module paths and must be unique among siblings; use `name:` on a "
                     "repeat to number its iterations", (("first used here", self.taken[name]),))
@@ -136,7 +155,10 @@ class _Resolver:
     # -- entry -----------------------------------------------------------------------------
     def run(self, input_shape: tuple[int, ...] | None) -> Graph:
         for name, value in self.spec.vars.items():
-            self.globals[name] = self.value(value, self.globals, ("vars", name), ())
+            failures = self.failures
+            resolved = self.value(value, self.globals, ("vars", name), ())
+            if self.failures == failures:  # a failed variable stays unknown rather than becoming None
+                self.globals[name] = resolved
         (in_name, decl), = self.spec.input.items()
         inp = self.make_input(in_name, decl, input_shape)
         try:
@@ -298,8 +320,9 @@ class _Resolver:
         branches = []
         for i, (bname, body) in enumerate(named):
             bpath = kpath + ((bname,) if isinstance(args, dict) else (i,))
-            if not (isinstance(bname, str) and is_identifier(bname)) or bname in ("merge", "branch_names"):
-                self.out.add("AS107", f"branch name {bname!r} must be letters, digits and _ (and not 'merge')",
+            if not (isinstance(bname, str) and is_identifier(bname)) or bname in RESERVED_NAMES:
+                self.out.add("AS107", f"branch name {bname!r} must be letters, digits and _, and not a PyTorch "
+                             "module attribute",
                              self.doc.key_loc(bpath), format_path(bpath), related=calls)
             children = self.items(body if body is not None else [], bpath, env, calls, _Namer(), stack)
             branches.append(Sequence(str(bname), tuple(children), self.doc.loc(bpath), "branch", calls))
@@ -324,9 +347,8 @@ class _Resolver:
                          format_path(kpath), related=calls)
             return None
         loc = self.doc.loc(kpath)
-        namer = _Namer()  # body and then share the block's namespace with its shortcut and merge
-        for reserved in ("shortcut", "merge"):
-            namer.claim(reserved, loc, self.out, kpath)
+        namer = _Namer()  # body and then share the block's namespace with its shortcut
+        namer.taken["shortcut"] = loc
         body = self.items(args["body"], kpath + ("body",), env, calls, namer, stack)
         shortcut = self.items(args.get("shortcut") or [], kpath + ("shortcut",), env, calls, _Namer(), stack)
         then = self.items(args.get("then") or [], kpath + ("then",), env, calls, namer, stack)
@@ -427,6 +449,7 @@ class _Resolver:
                 self.out.add("AS103", f"parameter '{pname}' of block '{block}' expects {decl.type}, got {val!r}",
                              self.doc.loc(where), format_path(where), related=calls)
                 ok = False
+                continue
             scope[pname] = float(val) if decl.type == "float" else val
         if not ok:
             return None

@@ -429,3 +429,15 @@ def test_bilstm_tagger_equals_handwritten() -> None:
         for length in (50, 9):
             tokens = torch.randint(0, 10000, (2, length))
             torch.testing.assert_close(ours(tokens), oracle(tokens), rtol=1e-5, atol=1e-5)
+
+
+def test_reserved_names_cover_every_module_attribute() -> None:
+    """Names the resolver refuses are exactly those lowering could not register as submodules."""
+    from archspec.nn import Network, Parallel
+    from archspec.resolve import RESERVED_NAMES
+
+    public = {n for cls in (nn.Module, nn.Sequential) for n in dir(cls) if not n.startswith("_")}
+    net = Network(OrderedDict(), name="n", input_name="x", sha256="")
+    par = Parallel([], nn.Identity(), OrderedDict())
+    public |= {n for obj in (net, par) for n in vars(obj) if not n.startswith("_")}
+    assert public <= RESERVED_NAMES

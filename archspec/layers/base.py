@@ -205,7 +205,7 @@ def out_size(n: int, k: int, s: int, pad_total: int, dilation: int = 1, ceil: bo
     for dilation and ceil_mode, where a last window that starts in the right padding is dropped)."""
     span = dilation * (k - 1) + 1
     top = n + pad_total - span
-    if top < 0:
+    if top < 0 and not ceil:
         return 0
     out = (-(-top // s) if ceil else top // s) + 1
     if ceil and (out - 1) * s >= n + pad_begin:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pydantic import model_validator
 
 from .base import Cost, LayerKind, LayerParams, NoParams, Pad2, Shape, ShapeError, Size2, numel, out_size
@@ -41,7 +43,7 @@ class _Pool(LayerKind):
     def infer(cls, p: PoolParams, x: Shape) -> Shape:
         c, h, w = x
         for axis, n in ((0, h), (1, w)):
-            if p.kernel[axis] > n + 2 * p.padding[axis]:
+            if p.kernel[axis] > n + 2 * p.padding[axis] and not p.ceil_mode:  # ceil mode: out_size decides
                 raise ShapeError(f"window {p.kernel[0]}x{p.kernel[1]} is larger than the padded input "
                                  f"{h + 2 * p.padding[0]}x{w + 2 * p.padding[1]}", "kernel", "AS202")
         s = p.strides
@@ -120,9 +122,10 @@ class AdaptiveParams(LayerParams):
     output: Size2
 
 
-def _adaptive_bounds(n: int, out: int) -> list[tuple[int, int]]:
-    """PyTorch's adaptive windows: [floor(i*n/out), ceil((i+1)*n/out)) (aten AdaptiveAveragePooling.cpp)."""
-    return [((i * n) // out, -(-((i + 1) * n) // out)) for i in range(out)]
+def _window_total(n: int, out: int) -> int:
+    """Sum of PyTorch's adaptive window sizes [floor(i*n/out), ceil((i+1)*n/out)) over i < out
+    (aten AdaptiveAveragePooling.cpp), in closed form: n + out - gcd(n, out)."""
+    return n + out - math.gcd(n, out)
 
 
 class AdaptiveAvgPool2d(LayerKind):
@@ -142,9 +145,7 @@ class AdaptiveAvgPool2d(LayerKind):
 
     @classmethod
     def cost(cls, p: AdaptiveParams, x: Shape, y: Shape) -> Cost:
-        rows = sum(b - a for a, b in _adaptive_bounds(x[1], p.output[0]))
-        cols = sum(b - a for a, b in _adaptive_bounds(x[2], p.output[1]))
-        return Cost(flops=x[0] * rows * cols)
+        return Cost(flops=x[0] * _window_total(x[1], p.output[0]) * _window_total(x[2], p.output[1]))
 
     @classmethod
     def lower(cls, p: AdaptiveParams, x: Shape, y: Shape):

@@ -55,14 +55,11 @@ class _Recurrent(LayerKind):
         steps, features = x
         dirs = 2 if p.bidirectional else 1
         g, h = cls.gates, p.hidden
-        params = macs = 0
         biases = p.layers * dirs * 2 * g * h if p.bias else 0  # b_ih and b_hh
-        for layer in range(p.layers):
-            width = features if layer == 0 else dirs * h
-            weights = g * h * (width + h)  # W_ih: gH x I, W_hh: gH x H
-            params += dirs * weights
-            macs += dirs * steps * weights
-        params += biases
+        # W_ih: gH x I, W_hh: gH x H; the first layer reads the features, the others D*H (closed form:
+        # a hostile `layers: 10**9` costs nothing to count)
+        weights = dirs * (g * h * (features + h) + (p.layers - 1) * g * h * (dirs * h + h))
+        params, macs = weights + biases, steps * weights
         per_step_extra = (2 * g * h if p.bias else 0) + cls.gate_elementwise * h
         flops = 2 * macs + p.layers * dirs * steps * per_step_extra
         return Cost(params=params, macs=macs, flops=flops, biases=biases)
