@@ -317,3 +317,23 @@ class _Builder:
 
     def _ambiguous(self, value: str, loc: Loc, path: Path, why: str, hint: str) -> None:
         self.errors.add("AS015", f"{value!r} is {why}", loc, path=format_path(path), hint=hint)
+
+
+class _CanonicalDumper(yaml.SafeDumper):
+    """Block-style YAML that this loader reads back exactly: a string that would read as anything
+    else here or under YAML 1.1 (`1e5`, `no`, `010`, `1:30`) is quoted; PyYAML's own dumper
+    leaves some of them bare."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    plain_reads_otherwise = (text in _NULL or text in _BOOL or bool(_YAML11_BOOL.match(text)) or bool(
+        _INT.match(text) or _FLOAT.match(text) or _NONFINITE.match(text) or _YAML11_INT.match(text)))
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="'" if plain_reads_otherwise else None)
+
+
+_CanonicalDumper.add_representer(str, _represent_str)
+
+
+def dump(data: Any) -> str:
+    """Canonical YAML for spec data (keys in their order); `load_text(dump(d)).data == d`."""
+    return yaml.dump(data, Dumper=_CanonicalDumper, sort_keys=False, allow_unicode=True, width=100)

@@ -55,6 +55,16 @@ class _Pool(LayerKind):
         return Cost(flops=numel(y) * p.kernel[0] * p.kernel[1])
 
     @classmethod
+    def lowered_ceil_mode(cls, p: PoolParams, x: Shape) -> bool:
+        """ceil_mode only where it adds a window. Where PyTorch drops the extra window (it would start
+        in the right padding) the result equals floor mode, which ONNX computes identically; ONNX's
+        ceil mode keeps that window, so exporting ceil_mode there would change the shape."""
+        s = p.strides
+        return p.ceil_mode and any(
+            out_size(n, p.kernel[i], s[i], 2 * p.padding[i], 1, True, p.padding[i])
+            != out_size(n, p.kernel[i], s[i], 2 * p.padding[i], 1, False) for i, n in enumerate(x[1:]))
+
+    @classmethod
     def brief(cls, p: PoolParams) -> str:
         stride = f", /{p.strides[0]}" if p.strides != (1, 1) else ""
         return f"{p.kernel[0]}x{p.kernel[1]} {cls.name[:3]} pool{stride}"
@@ -69,7 +79,7 @@ class MaxPool2d(_Pool):
     def lower(cls, p: PoolParams, x: Shape, y: Shape):
         from torch import nn
 
-        return nn.MaxPool2d(p.kernel, p.strides, p.padding, ceil_mode=p.ceil_mode)
+        return nn.MaxPool2d(p.kernel, p.strides, p.padding, ceil_mode=cls.lowered_ceil_mode(p, x))
 
 
 class AvgPool2d(_Pool):
@@ -81,7 +91,7 @@ class AvgPool2d(_Pool):
     def lower(cls, p: AvgPoolParams, x: Shape, y: Shape):
         from torch import nn
 
-        return nn.AvgPool2d(p.kernel, p.strides, p.padding, ceil_mode=p.ceil_mode,
+        return nn.AvgPool2d(p.kernel, p.strides, p.padding, ceil_mode=cls.lowered_ceil_mode(p, x),
                             count_include_pad=p.count_include_pad)
 
 
