@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import archspec
 from archspec.layers import REGISTRY
 from archspec.layers.base import INT
+from support import recorded_shapes
 
 SPECS = sorted(Path(__file__).resolve().parent.parent.joinpath("specs").glob("*.yaml"))
 CHEAP_MACS = 2 * 10**9  # larger models are checked on the meta device (no allocation, no compute)
@@ -36,19 +37,6 @@ def example_input(report: archspec.Report, batch: int, device: str = "cpu") -> t
     if report.graph.input.dtype == INT:
         return torch.randint(0, 8, shape, device=device)
     return torch.randn(shape, device=device)
-
-
-def recorded_shapes(module: nn.Module, x: torch.Tensor, paths: set[str]) -> dict[str, tuple[int, ...]]:
-    seen: dict[str, tuple[int, ...]] = {}
-    hooks = [m.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, tuple(o.shape)))
-             for name, m in module.named_modules() if name in paths]
-    try:
-        with torch.no_grad():
-            seen[""] = tuple(module(x).shape)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
 
 
 def sizes_for(report: archspec.Report) -> list[tuple[int, ...] | None]:

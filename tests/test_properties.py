@@ -294,6 +294,7 @@ def test_zoo_mutations_are_total(mutant):
 
 try:  # the checker's properties above run without torch; the differential ones below need it
     import torch
+    from support import recorded_shapes
     from torch.utils.flop_counter import FlopCounterMode
 except ImportError:  # pragma: no cover
     torch = None
@@ -306,19 +307,6 @@ def example_input(report: Report, batch: int, device: str = "cpu") -> "torch.Ten
         vocab = min(n.params // n.output.shape[-1] for n in report.nodes if n.kind == "embedding")
         return torch.randint(0, vocab, shape, device=device)
     return torch.randn(shape, device=device)
-
-
-def recorded(module: "torch.nn.Module", x: "torch.Tensor", paths: set[str]) -> dict[str, tuple[int, ...]]:
-    seen: dict[str, tuple[int, ...]] = {}
-    hooks = [m.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, tuple(o.shape)))
-             for name, m in module.named_modules() if name in paths]
-    try:
-        with torch.no_grad():
-            seen[""] = tuple(module(x).shape)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
 
 
 def assert_torch_agrees(report: Report, batch: int = 2, macs: bool = True) -> None:
@@ -334,7 +322,7 @@ def assert_torch_agrees(report: Report, batch: int = 2, macs: bool = True) -> No
     for n in report.nodes:
         got = sum(p.numel() for p in modules[n.path].parameters())
         assert got == n.params, f"params of '{n.path}' ({n.kind}): checker {n.params}, torch {got}"
-    seen = recorded(module, example_input(report, batch), paths)
+    seen = recorded_shapes(module, example_input(report, batch), paths)
     expected = {n.path: (batch, *n.output.shape) for n in report.nodes}
     diff = {p: (expected[p], seen.get(p)) for p in expected if expected[p] != seen.get(p)}
     assert not diff, f"output shapes (checker, torch) differ: {diff}"
@@ -986,7 +974,7 @@ def test_accepted_zoo_mutants_agree_with_torch_on_meta(mutant):
         module = archspec.build(report, device="meta").eval()
     assert sum(p.numel() for p in module.parameters()) == report.totals.params
     paths = {n.path for n in report.nodes}
-    seen = recorded(module, example_input(report, 1, "meta"), paths)
+    seen = recorded_shapes(module, example_input(report, 1, "meta"), paths)
     assert seen == {n.path: (1, *n.output.shape) for n in report.nodes}
 
 

@@ -1,0 +1,20 @@
+"""Helpers shared by the torch-side tests (not a test module)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def recorded_shapes(module: nn.Module, x: torch.Tensor, paths: set[str]) -> dict[str, tuple[int, ...]]:
+    """Output shape of every submodule named in `paths` (and of the model, under ""), via forward hooks."""
+    seen: dict[str, tuple[int, ...]] = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, tuple(o.shape)))
+             for name, m in module.named_modules() if name in paths]
+    try:
+        with torch.no_grad():
+            seen[""] = tuple(module(x).shape)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
