@@ -338,6 +338,8 @@ class BenchRow:
     threads: int
     device: str
     exporter: str
+    export_seconds: float = 0.0  # `archspec export` of this spec, verification included
+    input_shape: tuple[int, ...] = ()  # per sample: shows the sequence length of recurrent specs
 
     def gflops(self, t: Timing) -> float:
         return 2 * self.macs * self.batch / t.median / 1e9
@@ -424,7 +426,7 @@ def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, w
                 t_torch, t_ort = time_interleaved([lambda: module(x), session.run_fn(feeds)], rounds=rounds,
                                                   warmup=warmup, min_block=min_block)
             rows.append(BenchRow(report.graph.name, batch, report.totals.macs, t_torch, t_ort, session.threads,
-                                 session.device, result.exporter))
+                                 session.device, result.exporter, result.seconds, report.graph.input.shape))
     finally:
         torch.set_num_threads(saved_threads)
     return rows
@@ -432,12 +434,13 @@ def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, w
 
 def bench_table(rows: Sequence[BenchRow]) -> str:
     """A Markdown table: median latency with its interquartile range, throughput and GFLOP/s."""
-    head = ("| spec | exporter | batch | MACs/sample | torch eager ms (IQR) | onnxruntime ms (IQR) | speedup | "
-            "torch samples/s | ORT samples/s | torch GFLOP/s | ORT GFLOP/s |")
+    head = ("| spec | input | exporter | export s | batch | MACs/sample | torch eager ms (IQR) | onnxruntime ms (IQR) | "
+            "speedup | torch samples/s | ORT samples/s | torch GFLOP/s | ORT GFLOP/s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
-            f"| {r.spec} | {r.exporter} | {r.batch} | {_units(r.macs)} | "
+            f"| {r.spec} | {'x'.join(map(str, r.input_shape))} | {r.exporter} | {r.export_seconds:.1f} | {r.batch} | "
+            f"{_units(r.macs)} | "
             f"{r.torch.median * 1e3:.3f} ({r.torch.iqr * 1e3:.3f}) | "
             f"{r.ort.median * 1e3:.3f} ({r.ort.iqr * 1e3:.3f}) | "
             f"{r.speedup:.2f}x | {r.throughput(r.torch):,.0f} | {r.throughput(r.ort):,.0f} | "

@@ -205,7 +205,8 @@ def test_bench_model_and_table(tmp_path: Path) -> None:
         assert r.gflops(r.ort) == pytest.approx(2 * r.macs * r.batch / r.ort.median / 1e9)
     table = runtime.bench_table(rows).splitlines()
     assert table[0].startswith("| spec |") and set(table[1]) == {"|", "-"}
-    assert len(table) == 4 and table[2].startswith("| lenet | dynamo | 1 |")
+    assert len(table) == 4 and table[2].startswith("| lenet | 1x28x28 | dynamo | ")
+    assert [cells.split(" | ")[4] for cells in table[2:]] == ["1", "4"]  # the batch column
     assert not list(tmp_path.iterdir())
 
 
@@ -216,10 +217,11 @@ def test_cli_bench_and_tool(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[0].startswith("| spec |") and len(lines) == 4
-    assert lines[3].startswith("| tiny_tagger | torchscript | 2 |")
+    assert lines[3].startswith("| tiny_tagger | 9 | torchscript | ") and lines[3].split(" | ")[4] == "2"
     r = cli("bench", spec, "--batch", "x")
     assert r.returncode == 2
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_inference.py"), str(spec), "--rounds", "2",
                         "--warmup", "1"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "| tiny_tagger | torchscript | 1 |" in r.stdout and "onnxruntime" in r.stdout
+    assert "| tiny_tagger | 9 | torchscript | " in r.stdout and "| tiny_tagger | 18 | torchscript | " in r.stdout
+    assert "GFLOP/s -- the reference" in r.stdout

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("specs", nargs="*", help=f"spec files (default: {', '.join(DEFAULT)} from specs/)")
-    parser.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8")
+    parser.add_argument("--batch", default="1,8", help="comma-separated batch sizes, e.g. 1,8")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
@@ -51,16 +51,46 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average {load:.2f} before the run"
           + (" -- other processes compete for the cores; multi-threaded timings (torch's OpenMP barriers "
              "especially) will be unreliable, try --threads 1" if load > 0.5 * physical_cores() else "") + "\n")
+    print(f"dense float32 GEMM (torch.matmul 2048x2048, {threads} threads): {gemm_gflops(threads):.1f} GFLOP/s "
+          "-- the reference for the GFLOP/s columns\n")
     rows = []
     for spec in specs:
-        try:
-            rows += bench_model(check(spec), batches=batches, rounds=args.rounds, warmup=args.warmup,
-                                threads=args.threads, device=args.device)
-        except Exception as exc:  # keep going: one failing spec should not hide the others
-            print(f"{spec}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        report = check(spec)
+        # sequence specs at their nominal length and at twice it (the time axis stays dynamic)
+        reports = [report] + ([check(spec, input_shape=tuple(d.size * 2 if d.name else d.size
+                                                             for d in report.graph.input.dims))]
+                              if any(d.name for d in report.graph.input.dims) else [])
+        for r in reports:
+            try:
+                rows += bench_model(r, batches=batches, rounds=args.rounds, warmup=args.warmup,
+                                    threads=args.threads, device=args.device)
+            except Exception as exc:  # keep going: one failing spec should not hide the others
+                print(f"{spec}: {type(exc).__name__}: {exc}", file=sys.stderr)
         print(f"done {spec.name}", file=sys.stderr, flush=True)
     print(bench_table(rows))
     return 0
+
+
+def gemm_gflops(threads: int, n: int = 2048, rounds: int = 7) -> float:
+    """The machine's dense float32 matrix-multiply throughput: median of `rounds` (2 n^3 FLOPs each)."""
+    import statistics
+    import time
+
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.matmul(a, b)  # warm-up
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            torch.matmul(a, b)
+            times.append(time.perf_counter() - start)
+        return 2 * n**3 / statistics.median(times) / 1e9
+    finally:
+        torch.set_num_threads(saved)
 
 
 if __name__ == "__main__":
