@@ -179,17 +179,14 @@ class _Walker:
     def layer(self, node: Layer, x: TensorType, path: str,
               producer: tuple[str, Loc] | None) -> tuple[TensorType, Cost]:
         kind = REGISTRY[node.kind]
-        related = ((f"its input {x} comes from {producer[0]}", producer[1]),) if producer else (
-            (f"its input {x} is the model input '{self.graph.input.name}'", self.graph.input.loc),)
-        related += node.calls
         if kind.input_rank is not None and len(x.shape) not in kind.input_rank:
             self.out.add("AS203", f"{node.kind} expects a {kind.input_desc} input, got {x} (rank {len(x.shape)})",
-                         node.loc, self.src(node), _rank_hint(x), related)
+                         node.loc, self.src(node), _rank_hint(x), self._context(node, x, producer))
             raise _Stop
         if x.dtype != kind.input_dtype:
             hint = "token ids go through an `embedding` first" if x.dtype == INT else "feed it integer token ids"
             self.out.add("AS203", f"{node.kind} expects {kind.input_dtype} input, got {x.dtype}", node.loc,
-                         self.src(node), hint, related)
+                         self.src(node), hint, self._context(node, x, producer))
             raise _Stop
         try:
             y = kind.output_type(node.params, x)
@@ -202,9 +199,16 @@ class _Walker:
                 fpath = self._param_path(node, exc.field)
                 if fpath is not None:
                     where, src = self.doc.loc(fpath), format_path(fpath)
-            self.out.add(exc.code, f"{node.kind} '{path}': {exc}", where, src, "", related)
+            self.out.add(exc.code, f"{node.kind} '{path}': {exc}", where, src, "", self._context(node, x, producer))
             raise _Stop from None
         return y, kind.cost(node.params, x.shape, y.shape)
+
+    def _context(self, node: Layer, x: TensorType,
+                 producer: tuple[str, Loc] | None) -> tuple[tuple[str, Loc], ...]:
+        """Where a failing layer's input came from; built only when there is an error to explain."""
+        if producer:
+            return ((f"its input {x} comes from {producer[0]}", producer[1]),) + node.calls
+        return ((f"its input {x} is the model input '{self.graph.input.name}'", self.graph.input.loc),) + node.calls
 
     def bound(self, y: TensorType, loc: Loc) -> None:
         """One tensor larger than the whole activation budget stops the walk before numbers explode."""
