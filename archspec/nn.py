@@ -115,7 +115,9 @@ class _Recurrent:
         if self.output == "sequence":
             return out
         if self.output == "last":
-            return out[:, -1]  # (N, D*H)
+            # one direction: the last step's output is the top layer's final state, which the
+            # exported graph has without transposing and gathering the whole output sequence
+            return out[:, -1] if self.bidirectional else h_n[-1]  # (N, D*H)
         directions = 2 if self.bidirectional else 1
         return torch.cat(tuple(h_n[-directions:]), dim=-1)  # (N, D*H)
 

@@ -167,12 +167,37 @@ def test_recurrent_classifiers_two_lengths(tmp_path: Path, name: str) -> None:
     assert_verified(result, report, {"batch": 0, "time": 1})
     nominal = report.graph.input.shape[0]
     assert [c.input_shape[:2] for c in result.checks] == [(1, nominal), (3, nominal + 7)]
+    # a lean graph: no zero initial states built from the input's shape, and the classifier reads
+    # the top layer's final state rather than transposing the whole output sequence
+    ops = [n.op_type for n in onnx.load(str(result.path)).graph.node]
+    assert ops.count(kind.upper()) == 2 and ops.count("Transpose") == 1  # the batch-first input only
+    assert not {"Shape", "ConstantOfShape", "Slice"} & set(ops), ops
     # and the file really runs at a third length, never checked by the export
     session = Session(result.path)
     module = archspec.build(report, seed=0).eval()
     x = torch.randn(2, nominal + 20, report.graph.input.shape[1])
     with torch.no_grad():
         np.testing.assert_allclose(session.run(x.numpy())["output"], module(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_only_all_zero_initial_states_are_dropped() -> None:
+    from onnx import TensorProto, helper
+
+    def graph(fill: float) -> onnx.GraphProto:
+        nodes = [
+            helper.make_node("ConstantOfShape", ["shape"], ["zeros"],
+                             value=helper.make_tensor("v", TensorProto.FLOAT, [1], [fill])),
+            helper.make_node("Slice", ["zeros", "starts", "ends", "axes"], ["h0"]),
+            helper.make_node("GRU", ["X", "W", "R", "B", "", "h0"], ["Y", "Y_h"], hidden_size=4),
+        ]
+        return helper.make_graph(nodes, "g", [], [helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, None)])
+
+    zeros = graph(0.0)
+    assert export_onnx.drop_zero_initial_states(zeros) == 2
+    assert [list(n.input) for n in zeros.node] == [["X", "W", "R", "B"]]
+    ones = graph(1.0)
+    assert export_onnx.drop_zero_initial_states(ones) == 0
+    assert [n.op_type for n in ones.node] == ["ConstantOfShape", "Slice", "GRU"]
 
 
 def test_recurrent_sequence_output_has_dynamic_time_axis(tmp_path: Path) -> None:

@@ -76,6 +76,28 @@ def test_session_defaults_and_reuse(lenet) -> None:
     assert session_for(path) is not s
 
 
+@pytest.mark.parametrize("mode,spin,stop", [("during_run", "1", "1"), ("always", "1", None), ("never", "0", None)])
+def test_spinning_modes(lenet, mode: str, spin: str, stop: str | None) -> None:
+    _, path = lenet
+    s = Session(path, spinning=mode)
+    opts = s._session.get_session_options()
+
+    def entry(key: str) -> str | None:
+        try:
+            return opts.get_session_config_entry(key)
+        except RuntimeError:  # "does not have configuration with key"
+            return None
+
+    assert (entry("session.intra_op.allow_spinning"), entry("session.force_spinning_stop")) == (spin, stop)
+    x = s.example_inputs(2)
+    np.testing.assert_array_equal(s.run(x)["output"], Session(path).run(x)["output"])
+
+
+def test_unknown_spinning_mode(lenet) -> None:
+    with pytest.raises(RunError, match="unknown spinning mode 'yes'; choose one of during_run, always, never"):
+        Session(lenet[1], spinning="yes")
+
+
 def test_run_random_batch_matches_torch(lenet) -> None:
     report, path = lenet
     result = run_model(path, batch=3, seed=7)
