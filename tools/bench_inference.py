@@ -1,27 +1,38 @@
 #!/usr/bin/env python3
 """PyTorch eager vs onnxruntime inference latency over zoo specs, as a Markdown table.
 
-    python tools/bench_inference.py                      # the default zoo selection, batch 1
+    python tools/bench_inference.py                      # the default zoo selection, batch 1 and 8
     python tools/bench_inference.py specs/resnet18.yaml --batch 1,8 --rounds 20
+    python tools/bench_inference.py --json out.json      # also the rows and profiles as JSON
 
 Each spec is built once (seeded), exported with verification, and both engines run the same
 weights and inputs with the same thread count (physical cores unless --threads). Per batch size:
 warm-up, then interleaved rounds (torch block, ORT block, torch block, ...), each block long
 enough for the clock; the table gives the median per-call latency with its interquartile range,
 throughput, and GFLOP/s achieved from the checker's MACs (2 * MACs * batch / latency).
+
+The specs of the speed targets (resnet50 and the recurrent classifiers, batch 1) are then profiled:
+onnxruntime's own per-node profiler and torch.profiler, over the same weights and inputs, so the
+report can say where each engine's time goes.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import dataclasses
+import json
 import os
 import platform
+import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT = ["lenet", "alexnet", "vgg11", "nin", "googlenet", "resnet18", "resnet50", "inception_v3",
-           "rnn_classifier", "gru_classifier", "lstm_classifier", "bilstm_tagger"]
+DEFAULT = ["lenet", "alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "nin", "googlenet", "resnet18", "resnet50",
+           "inception_v3", "rnn_classifier", "gru_classifier", "lstm_classifier", "bilstm_tagger"]
+PROFILED = ["resnet50", "rnn_classifier", "gru_classifier", "lstm_classifier"]  # the specs #8's targets name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,20 +50,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    parser.add_argument("--no-profile", action="store_true", help="skip the per-operator profiles")
+    parser.add_argument("--json", type=Path, help="also write the rows, GEMM reference and profiles here")
     args = parser.parse_args(argv)
     specs = [Path(s) for s in args.specs] or [p for p in (ROOT / "specs" / f"{n}.yaml" for n in DEFAULT) if p.exists()]
     batches = [int(b) for b in args.batch.split(",") if b.strip()]
 
     threads = args.threads or physical_cores()
-    print(f"archspec {__version__}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-          f"{platform.processor() or platform.machine()}, {threads} threads "
-          f"({physical_cores()} physical cores usable); rounds {args.rounds}, warm-up {args.warmup}")
+    lines = [f"archspec {__version__}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+             f"{platform.processor() or platform.machine()}, {threads} threads "
+             f"({physical_cores()} physical cores usable); rounds {args.rounds}, warm-up {args.warmup}; "
+             "onnxruntime's pool threads spin while a run is in progress and stop when it returns"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    print(f"load average {load:.2f} before the run"
-          + (" -- other processes compete for the cores; multi-threaded timings (torch's OpenMP barriers "
-             "especially) will be unreliable, try --threads 1" if load > 0.5 * physical_cores() else "") + "\n")
-    print(f"dense float32 GEMM (torch.matmul 2048x2048, {threads} threads): {gemm_gflops(threads):.1f} GFLOP/s "
-          "-- the reference for the GFLOP/s columns\n")
+    lines.append(f"load average {load:.2f} before the run"
+                 + (" -- other processes compete for the cores; multi-threaded timings (torch's OpenMP barriers "
+                    "especially) will be unreliable, try --threads 1" if load > 0.5 * physical_cores() else ""))
+    gemm = gemm_gflops(threads)
+    lines.append(f"dense float32 GEMM (torch.matmul 2048x2048, {threads} threads): {gemm:.1f} GFLOP/s "
+                 "-- the reference for the GFLOP/s columns")
+    print("\n\n".join(lines) + "\n", flush=True)
     rows = []
     for spec in specs:
         report = check(spec)
@@ -67,13 +83,23 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # keep going: one failing spec should not hide the others
                 print(f"{spec}: {type(exc).__name__}: {exc}", file=sys.stderr)
         print(f"done {spec.name}", file=sys.stderr, flush=True)
-    print(bench_table(rows))
+    markdown = bench_table(rows)
+    print(markdown)
+
+    profiles = {}
+    for spec in ([] if args.no_profile else [s for s in specs if s.stem in PROFILED]):
+        profiles[spec.stem] = profile(spec, threads)
+        print(f"profiled {spec.stem}", file=sys.stderr, flush=True)
+    if args.json:
+        data = {"header": lines, "threads": threads, "gemm_gflops": gemm, "load_start": load,
+                "markdown": "\n\n".join(lines) + "\n\n" + markdown, "profiles": profiles,
+                "rows": [dataclasses.asdict(r) for r in rows]}
+        args.json.write_text(json.dumps(data, indent=1) + "\n")
     return 0
 
 
 def gemm_gflops(threads: int, n: int = 2048, rounds: int = 7) -> float:
     """The machine's dense float32 matrix-multiply throughput: median of `rounds` (2 n^3 FLOPs each)."""
-    import statistics
     import time
 
     import torch
@@ -91,6 +117,66 @@ def gemm_gflops(threads: int, n: int = 2048, rounds: int = 7) -> float:
         return 2 * n**3 / statistics.median(times) / 1e9
     finally:
         torch.set_num_threads(saved)
+
+
+def profile(spec: Path, threads: int, batch: int = 1, calls: int = 30, top: int = 6) -> dict:
+    """Where each engine spends one batch-`batch` call: onnxruntime's per-node profiler (kernel time
+    per operator type) and torch.profiler (self CPU time per aten operator), per call."""
+    import onnxruntime as ort
+    import torch
+
+    import archspec
+    from archspec.export_onnx import _example
+
+    report = archspec.check(spec)
+    module = archspec.build(report, seed=0).eval()
+    x = _example(report, (batch, *report.graph.input.shape), seed=0)
+    with tempfile.TemporaryDirectory(prefix="archspec-profile-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        archspec.export(report, path, weights=module.state_dict())
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        feeds = {report.graph.input.name: x.numpy()}
+        for _ in range(calls + 5):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    runs = [e["dur"] for e in events if e.get("name") == "model_run"][5:]  # microseconds
+    per_op: dict[str, float] = collections.defaultdict(float)
+    node_op: dict[str, str] = {}
+    seen: collections.Counter[str] = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += e["dur"]
+            node_op[e["name"]] = e["args"]["op_name"]
+            seen[e["name"]] += 1
+    n_calls = max(seen.values(), default=1)
+    nodes_of = collections.Counter(node_op.values())
+    ort_ops = [{"op": op, "nodes": nodes_of[op], "us_per_call": us / n_calls}
+               for op, us in sorted(per_op.items(), key=lambda kv: -kv[1])]
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for _ in range(5):
+                module(x)
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                for _ in range(calls):
+                    module(x)
+    finally:
+        torch.set_num_threads(saved)
+    averages = sorted((e for e in prof.key_averages() if e.self_cpu_time_total > 0),
+                      key=lambda e: -e.self_cpu_time_total)
+    torch_ops = [{"op": e.key, "calls_per_run": e.count // calls, "us_per_call": e.self_cpu_time_total / calls}
+                 for e in averages[:top]]
+    return {"batch": batch, "input_shape": list(report.graph.input.shape), "macs": report.totals.macs,
+            "ort_run_us": statistics.median(runs) if runs else None,
+            "ort_kernels_us": sum(per_op.values()) / n_calls, "ort_nodes": len(node_op), "ort_ops": ort_ops[:top],
+            "torch_self_us": sum(e.self_cpu_time_total for e in averages) / calls, "torch_ops": torch_ops}
 
 
 if __name__ == "__main__":
