@@ -84,22 +84,32 @@ def analyze(graph: Graph, limits: Limits | None = None) -> Report:
 
 
 def check_budgets(report: Report, limits: Limits) -> None:
-    """Limits protect the runner (AS002); a spec's own `budget:` guards against regressions (AS301)."""
+    """Limits protect the runner (AS002); a spec's own `budget:` guards against regressions (AS301).
+    Each error also points at the layer that contributes most, where a fix usually starts."""
     out = Collector()
     totals = report.totals.as_dict()
     where = report.graph.doc.loc(("network",))
+    leaves = [n for n in report.nodes if n.leaf]
+
+    def largest(key: str) -> tuple[tuple[str, Loc], ...]:
+        top = max(leaves, key=lambda n: getattr(n, key), default=None)
+        if top is None or not getattr(top, key):
+            return ()
+        share = getattr(top, key) / totals[key]
+        return ((f"the largest share, {getattr(top, key):,} ({share:.0%}), is {top.kind} '{top.path}'", top.loc),)
+
     for key in ("params", "macs", "activation_bytes"):
         cap = getattr(limits, f"max_{key}")
         if totals[key] > cap:
             out.add("AS002", f"{key} {totals[key]:,} exceed the limit of {cap:,}", where,
-                    hint=f"raise it with {Limits.flag('max_' + key)} if this spec is trusted")
+                    hint=f"raise it with {Limits.flag('max_' + key)} if this spec is trusted", related=largest(key))
     budget = report.graph.spec.budget
     if budget is not None:
         for key, cap in budget.model_dump().items():
             if cap is not None and totals[key] > cap:
                 out.add("AS301", f"{key} {totals[key]:,} exceed the spec's budget of {cap:,}",
                         report.graph.doc.loc(("budget", key)),
-                        hint="raise the budget in the spec if the growth is intended")
+                        hint="raise the budget in the spec if the growth is intended", related=largest(key))
     out.raise_if_any()
 
 

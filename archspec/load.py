@@ -108,7 +108,11 @@ def _limit(file: str, what: str, got: int, limit: int, flag: str) -> Diagnostic:
 
 def _decode(raw: bytes, file: str) -> str:
     c = Collector()
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+    # byte-order marks, or the NUL pattern of UTF-16/32 text that starts with an ASCII character
+    # (how YAML 1.2 §5.2 detects the encoding of a stream without a BOM)
+    head = raw[:4]
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")) or (
+            len(head) >= 2 and ((head[0] == 0) != (head[1] == 0) or head[:3] == b"\0\0\0")):
         c.add("AS017", "file is UTF-16 or UTF-32 encoded; archspec reads UTF-8", Loc(file, 1, 1),
               hint="save the file as UTF-8")
         c.raise_if_any()

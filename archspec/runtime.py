@@ -101,8 +101,8 @@ class Session:
 
         available = ort.get_available_providers()
         why_not = "" if CUDA in available else (
-            "this onnxruntime has no CUDA execution provider (pip install onnxruntime-gpu, "
-            f"in place of onnxruntime {ort.__version__})")
+            f"onnxruntime {ort.__version__} has no CUDA execution provider; replace it with onnxruntime-gpu: "
+            "pip uninstall onnxruntime && pip install 'archspec[gpu]'")
         if device == "cuda" and why_not:
             raise DeviceError(f"device 'cuda' unavailable: {why_not}")
         providers = [CUDA, CPU] if device in ("cuda", "auto") and not why_not else [CPU]
@@ -367,11 +367,14 @@ def _quartiles(xs: Sequence[float]) -> tuple[float, float, float]:
 
 
 def time_interleaved(fns: Sequence[Callable[[], Any]], *, rounds: int = 15, warmup: int = 3,
-                     min_block: float = 0.02) -> list[Timing]:
+                     min_block: float = 0.02, settle: float = 0.01) -> list[Timing]:
     """Times several calls fairly: warm-up, then per round one block of calls of each (A B A B ...),
     each block long enough (>= min_block s) to be a fair share of the round. Every call is timed on
     its own, so the median is the typical latency even on a busy machine, where an occasional call
-    stalls for a scheduler time slice (a block mean would be dominated by those)."""
+    stalls for a scheduler time slice (a block mean would be dominated by those). Between blocks the
+    cores idle for `settle` s: a runtime's worker threads busy-wait a while after its call returns
+    (torch's OpenMP pool does), and would otherwise slow the next contender down (measured on 2 cores:
+    ResNet-50 in onnxruntime 46 ms right after a torch call, 39 ms after a 10 ms pause)."""
     calls = []
     for fn in fns:
         t0 = time.perf_counter()
@@ -383,6 +386,8 @@ def time_interleaved(fns: Sequence[Callable[[], Any]], *, rounds: int = 15, warm
     clock = time.perf_counter
     for _ in range(rounds):
         for i, fn in enumerate(fns):
+            if settle:
+                time.sleep(settle)
             out = samples[i]
             for _ in range(calls[i]):
                 t0 = clock()

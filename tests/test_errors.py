@@ -507,6 +507,16 @@ def test_spec_budget(tmp_path):
     assert d.message == "params 1,792 exceed the spec's budget of 1,000"
 
 
+def test_budget_errors_point_at_the_largest_layer(tmp_path):
+    body = "network:\n  - conv2d: {out: 8, kernel: 3}\n  - conv2d: {out: 64, kernel: 3}\n  - flatten\nbudget: {params: 1K}\n"
+    d = only(errors(tmp_path, body))
+    assert where(d) == ("AS301", 8, 18)
+    (note, loc), = d.related
+    assert note == "the largest share, 4,672 (95%), is conv2d 'conv2d1'" and loc.line == 6
+    d = only(errors(tmp_path, body.replace("budget: {params: 1K}", ""), limits=Limits(max_macs=10_000)))
+    assert d.code == "AS002" and d.related[0][0].startswith("the largest share") and d.related[0][1].line == 6
+
+
 def test_every_exceeded_budget_is_reported(tmp_path):
     diags = errors(tmp_path, "network:\n  - conv2d: {out: 64, kernel: 3}\nbudget: {params: 1K, macs: 0.05M}\n")
     assert [where(d) for d in diags] == [("AS301", 6, 18), ("AS301", 6, 28)]

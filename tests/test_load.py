@@ -368,9 +368,11 @@ def test_non_utf8_column_counts_characters(tmp_path):
     assert where(d) == ("AS017", 1, 5)
 
 
-@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
-def test_utf16_and_utf32_are_rejected(tmp_path, encoding):
-    bom = {"utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}.get(encoding, b"")
+@pytest.mark.parametrize("encoding, bom", [
+    ("utf-16", b""), ("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"), ("utf-32", b""),
+    ("utf-32-be", b"\x00\x00\xfe\xff"), ("utf-32-le", b"\xff\xfe\x00\x00"),
+    ("utf-16-le", b""), ("utf-16-be", b""), ("utf-32-le", b""), ("utf-32-be", b"")])  # the last four: no BOM
+def test_utf16_and_utf32_are_rejected(tmp_path, encoding, bom):
     d = only(load_errors(tmp_path, bom + SPEC.encode(encoding)))
     assert where(d) == ("AS017", 1, 1)
     assert "UTF-16" in d.message

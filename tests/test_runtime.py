@@ -3,6 +3,7 @@ CUDA vs automatic fallback on this CPU-only machine, and the torch-vs-ORT benchm
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -243,7 +244,23 @@ def test_cli_bench_and_tool(tmp_path: Path) -> None:
     r = cli("bench", spec, "--batch", "x")
     assert r.returncode == 2
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_inference.py"), str(spec), "--rounds", "2",
-                        "--warmup", "1"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                        "--warmup", "1", "--profile", "tagger", "--json", "out.json"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "| tiny_tagger | 9 | torchscript | " in r.stdout and "| tiny_tagger | 18 | torchscript | " in r.stdout
     assert "GFLOP/s -- the reference" in r.stdout
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert [(row["spec"], row["batch"], row["input_shape"]) for row in data["rows"]] == [
+        ("tiny_tagger", b, [n]) for n in (9, 18) for b in (1, 8)]
+    assert data["gemm_gflops"] > 0 and data["markdown"].endswith(r.stdout.strip().splitlines()[-1])
+    profile = data["profiles"]["tagger"]
+    assert {o["op"] for o in profile["ort_ops"]} >= {"GRU", "Gather"}  # the embedding is a Gather
+    assert any("gru" in o["op"] for o in profile["torch_ops"]) and profile["torch_self_us"] > 0
+
+
+def test_gpu_check_says_why_without_cuda() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: run tools/gpu_check.py itself")
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "torch sees no CUDA device" in r.stderr, r.stderr

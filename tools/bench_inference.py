@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
-    parser.add_argument("--no-profile", action="store_true", help="skip the per-operator profiles")
+    parser.add_argument("--profile", default=",".join(PROFILED),
+                        help="comma-separated spec names to profile per operator at batch 1 ('' for none)")
     parser.add_argument("--json", type=Path, help="also write the rows, GEMM reference and profiles here")
     args = parser.parse_args(argv)
     specs = [Path(s) for s in args.specs] or [p for p in (ROOT / "specs" / f"{n}.yaml" for n in DEFAULT) if p.exists()]
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown)
 
     profiles = {}
-    for spec in ([] if args.no_profile else [s for s in specs if s.stem in PROFILED]):
+    for spec in [s for s in specs if s.stem in args.profile.split(",")]:
         profiles[spec.stem] = profile(spec, threads)
         print(f"profiled {spec.stem}", file=sys.stderr, flush=True)
     if args.json:

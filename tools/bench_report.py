@@ -5,6 +5,8 @@
                                                             # plus bench_inference.py's own time)
     python tools/bench_report.py --quick                    # fewer repetitions, a smoke test
     python tools/bench_report.py --from-json docs/benchmarks.json   # re-render the Markdown only
+    python tools/bench_report.py --from-json docs/benchmarks.json --inference-json inf.json
+                                                            # ... with a newer bench_inference.py --json run
 
 Sections: the machine; the targets; (1) archspec's static analysis against forward-pass tools
 (tools/bench_peers.py); the checker's fresh-process speed and its profile (tools/bench_check.py);
@@ -875,6 +877,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.from_json:
         data = json.loads(a.from_json.read_text())
+        if a.inference_json:  # a newer inference run replaces the saved one (its figures are self-contained)
+            data["inference"] = json.loads(a.inference_json.read_text())
     else:
         t0 = time.perf_counter()
         data = {"machine": bc.machine_info()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from pydantic import model_validator
+from pydantic import ValidationInfo, field_validator
 
 from .base import Cost, LayerKind, LayerParams, NoParams, Pad2, Shape, ShapeError, Size2, numel, out_size
 
@@ -15,12 +15,15 @@ class PoolParams(LayerParams):
     padding: Pad2 = (0, 0)
     ceil_mode: bool = False
 
-    @model_validator(mode="after")
-    def _padding_at_most_half_kernel(self) -> PoolParams:
+    @field_validator("padding")
+    @classmethod
+    def _padding_at_most_half_kernel(cls, padding: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
         # PyTorch rejects pad > kernel/2; catching it here keeps the checker and the module in agreement.
-        if any(2 * p > k for p, k in zip(self.padding, self.kernel)):
-            raise ValueError(f"padding {list(self.padding)} must be at most half the kernel {list(self.kernel)}")
-        return self
+        # A field validator, so the error points at `padding` (kernel is validated first, if valid).
+        kernel = info.data.get("kernel")
+        if kernel is not None and any(2 * p > k for p, k in zip(padding, kernel)):
+            raise ValueError(f"padding {list(padding)} must be at most half the kernel {list(kernel)}")
+        return padding
 
     @property
     def strides(self) -> tuple[int, int]:
