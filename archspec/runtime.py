@@ -402,8 +402,9 @@ def time_interleaved(fns: Sequence[Callable[[], Any]], *, rounds: int = 15, warm
 
 def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, warmup: int = 3,
                 threads: int | None = None, device: str = "cpu", seed: int = 0, limits: Any = None,
-                min_block: float = 0.02) -> list[BenchRow]:
-    """PyTorch eager (inference_mode) vs onnxruntime on the same weights and inputs, same thread count."""
+                min_block: float = 0.02, spinning: str = "during_run") -> list[BenchRow]:
+    """PyTorch eager (inference_mode) vs onnxruntime on the same weights, inputs and device (torch
+    moves to CUDA when the onnxruntime session runs there), with the same CPU thread count."""
     import numpy as np
     import torch
 
@@ -418,7 +419,10 @@ def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, w
         result = export_model(report, path, weights=module.state_dict(), seed=seed)
         # pool threads that kept spinning after a run would steal torch's time slices when the two are
         # interleaved on the same cores (measured: LeNet in torch 80 ms instead of 0.3 ms on 2 cores)
-        session = Session(path, device=device, threads=threads, spinning="during_run")
+        session = Session(path, device=device, threads=threads, spinning=spinning)
+    on_cuda = session.device == "cuda"
+    if on_cuda:
+        module = module.to("cuda")
     if session.notice:
         import sys
 
@@ -430,12 +434,20 @@ def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, w
         for batch in batches:
             x = _example(report, (batch, *report.graph.input.shape), seed=seed)
             feeds = {report.graph.input.name: x.numpy()}
+            x = x.to("cuda") if on_cuda else x
+
+            def torch_call(x: "torch.Tensor" = x) -> "torch.Tensor":
+                y = module(x)
+                if on_cuda:
+                    torch.cuda.synchronize()  # CUDA kernels run asynchronously: time them to completion
+                return y
+
             with torch.inference_mode():
-                ref = module(x).numpy()
+                ref = torch_call().cpu().numpy()
                 got = session.run(feeds)["output"]
                 if not np.allclose(got, ref, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(ref).max()))):
                     raise RunError(f"{report.graph.name}: onnxruntime and PyTorch disagree at batch {batch}")
-                t_torch, t_ort = time_interleaved([lambda: module(x), session.run_fn(feeds)], rounds=rounds,
+                t_torch, t_ort = time_interleaved([torch_call, session.run_fn(feeds)], rounds=rounds,
                                                   warmup=warmup, min_block=min_block)
             rows.append(BenchRow(report.graph.name, batch, report.totals.macs, t_torch, t_ort, session.threads,
                                  session.device, result.exporter, result.seconds, report.graph.input.shape))

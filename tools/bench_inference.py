@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from archspec import __version__, check
-    from archspec.runtime import bench_model, bench_table, physical_cores
+    from archspec.runtime import SPINNING, bench_model, bench_table, physical_cores
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("specs", nargs="*", help=f"spec files (default: {', '.join(DEFAULT)} from specs/)")
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    parser.add_argument("--spinning", choices=SPINNING, default="during_run",
+                        help="when onnxruntime's idle pool threads busy-wait (archspec's default: during a run)")
     parser.add_argument("--profile", default=",".join(PROFILED),
                         help="comma-separated spec names to profile per operator at batch 1 ('' for none)")
     parser.add_argument("--json", type=Path, help="also write the rows, GEMM reference and profiles here")
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"archspec {__version__}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
              f"{platform.processor() or platform.machine()}, {threads} threads "
              f"({physical_cores()} physical cores usable); rounds {args.rounds}, warm-up {args.warmup}; "
-             "onnxruntime's pool threads spin while a run is in progress and stop when it returns"]
+             f"onnxruntime's pool threads spin: {args.spinning}"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     lines.append(f"load average {load:.2f} before the run"
                  + (" -- other processes compete for the cores; multi-threaded timings (torch's OpenMP barriers "
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in reports:
             try:
                 rows += bench_model(r, batches=batches, rounds=args.rounds, warmup=args.warmup,
-                                    threads=args.threads, device=args.device)
+                                    threads=args.threads, device=args.device, spinning=args.spinning)
             except Exception as exc:  # keep going: one failing spec should not hide the others
                 print(f"{spec}: {type(exc).__name__}: {exc}", file=sys.stderr)
         print(f"done {spec.name}", file=sys.stderr, flush=True)
