@@ -210,7 +210,8 @@ def test_pool_window_larger_than_input(tmp_path):
 
 def test_pool_padding_more_than_half_the_kernel(tmp_path):
     d, = errors(tmp_path, [1, 8, 8], "  - maxpool2d: {kernel: 2, padding: 2}\n")
-    assert where(d) == ("AS107", 5, 16)
+    assert where(d) == ("AS107", 5, 37)  # at the padding, the field to change
+    assert d.path == "network[0].maxpool2d.padding" and "at most half the kernel [2, 2]" in d.message
 
 
 def test_kernel_larger_than_padded_input(tmp_path):
