@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     import onnx
     import torch
 
-OUTPUT_NAME = "output"
 BATCH_AXIS = "batch"
 TOLERANCE = 1e-5  # float32 parity, relative to max(1, max|torch output|)
 CHECK_BATCHES = (1, 3)  # two batch sizes every export is verified at
@@ -309,7 +308,7 @@ def _plan(report: Report, dynamic: str | Iterable[str] | bool | None) -> _Plan:
             by_size[(first[axis - 1], second[axis - 1])] = name
     for j, (a, b) in enumerate(zip(out1, out2)):
         if a != b:
-            output_axes[j + 1] = by_size.get((a, b), f"{OUTPUT_NAME}_dim{j + 1}")
+            output_axes[j + 1] = by_size.get((a, b), f"{first_report.graph.output_name}_dim{j + 1}")
     return _Plan(axes, tuple(example), tuple(runs), output_axes)
 
 
@@ -407,7 +406,7 @@ def _run_exporter(exporter: str, module: Any, report: Report, plan: _Plan, opset
                   tmpdir: Path) -> "onnx.ModelProto":
     import torch
 
-    in_name = report.graph.input.name
+    in_name, out_name = report.graph.input.name, report.graph.output_name
     example = _example(report, plan.example)
     with _quiet(verbose) as log:
         try:
@@ -415,14 +414,14 @@ def _run_exporter(exporter: str, module: Any, report: Report, plan: _Plan, opset
                 with _hide_triton_shadow():
                     spec = {axis: torch.export.Dim(name) for name, axis in plan.axes.items()}
                     program = torch.onnx.export(
-                        module, (example,), dynamo=True, input_names=[in_name], output_names=[OUTPUT_NAME],
+                        module, (example,), dynamo=True, input_names=[in_name], output_names=[out_name],
                         dynamic_shapes=(spec,), opset_version=opset, optimize=True, verbose=verbose)
                     proto = program.model_proto
             else:
                 raw = tmpdir / "torchscript.onnx"
-                axes = {in_name: {axis: name for name, axis in plan.axes.items()}, OUTPUT_NAME: plan.output_axes}
+                axes = {in_name: {axis: name for name, axis in plan.axes.items()}, out_name: plan.output_axes}
                 torch.onnx.export(
-                    module, (example,), str(raw), dynamo=False, input_names=[in_name], output_names=[OUTPUT_NAME],
+                    module, (example,), str(raw), dynamo=False, input_names=[in_name], output_names=[out_name],
                     dynamic_axes=axes, opset_version=opset or _legacy_default_opset(), do_constant_folding=True,
                     verbose=verbose)
                 import onnx
@@ -776,8 +775,9 @@ def _check_output_shape(path: Path, report: Report, plan: _Plan) -> None:
         with contextlib.suppress(OSError):
             inferred_path.unlink()
     outs = list(inferred.graph.output)
-    if [o.name for o in outs] != [OUTPUT_NAME]:
-        raise ExportError(f"exported model has outputs {[o.name for o in outs]}, expected ['{OUTPUT_NAME}']")
+    if [o.name for o in outs] != [report.graph.output_name]:
+        raise ExportError(f"exported model has outputs {[o.name for o in outs]}, "
+                          f"expected ['{report.graph.output_name}']")
     dims = _dims(outs[0])
     batch = plan.runs[0][0][0]
     expected = [batch] + list(report.output.shape)
@@ -808,7 +808,7 @@ def _check_parity(path: Path, module: Any, report: Report, plan: _Plan) -> list[
         with torch.no_grad():
             ref = module(x).numpy()
         try:
-            got = session.run({report.graph.input.name: x.numpy()})[OUTPUT_NAME]
+            got = session.run({report.graph.input.name: x.numpy()})[report.graph.output_name]
         except Exception as exc:
             raise ExportError(f"onnxruntime failed on input {'x'.join(map(str, shape))}: {_first_line(exc)}") from exc
         want_shape = (shape[0],) + tuple(expect.output.shape)

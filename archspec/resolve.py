@@ -88,6 +88,10 @@ class Graph:
     spec: Spec = field(repr=False)
     doc: Document = field(repr=False)
 
+    @property
+    def output_name(self) -> str:
+        return self.spec.output
+
 
 def resolve(doc: Document, limits: Limits | None = None, input_shape: tuple[int, ...] | None = None) -> Graph:
     """Validates and expands a loaded document; raises SpecError with every problem found."""
@@ -161,6 +165,9 @@ class _Resolver:
                 self.globals[name] = resolved
         (in_name, decl), = self.spec.input.items()
         inp = self.make_input(in_name, decl, input_shape)
+        if self.spec.output == in_name:  # ONNX names every tensor once
+            self.out.add("AS110", f"the output is named '{in_name}' like the input", self.doc.loc(("output",)),
+                         "output", hint="give the output its own name, e.g. `output: logits`")
         try:
             children = self.items(self.spec.network, ("network",), self.globals, (), _Namer(), ())
         except _Budget:

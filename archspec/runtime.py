@@ -444,7 +444,7 @@ def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, w
 
             with torch.inference_mode():
                 ref = torch_call().cpu().numpy()
-                got = session.run(feeds)["output"]
+                got = session.run(feeds)[report.graph.output_name]
                 if not np.allclose(got, ref, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(ref).max()))):
                     raise RunError(f"{report.graph.name}: onnxruntime and PyTorch disagree at batch {batch}")
                 t_torch, t_ort = time_interleaved([torch_call, session.run_fn(feeds)], rounds=rounds,

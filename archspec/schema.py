@@ -121,6 +121,8 @@ class Spec(Frozen):
     vars: dict[Annotated[str, Field(pattern=IDENT)], Scalar] = {}
     blocks: dict[Annotated[str, Field(pattern=IDENT)], BlockDef] = {}
     network: Annotated[list[Any], Field(min_length=1)]
+    output: Annotated[str, Field(pattern=IDENT, max_length=128,
+                                 description="the model output's name in exported ONNX models")] = "output"
     budget: Budget | None = None
     init: InitDecl = InitDecl()
 

@@ -252,6 +252,17 @@ def test_user_name_colliding_with_an_automatic_name(tmp_path):
     assert where(d) == ("AS110", 6, 6)
 
 
+def test_output_named_like_the_input(tmp_path):
+    d = only(errors(tmp_path, "network: [relu]\noutput: x\n"))
+    assert where(d) == ("AS110", 5, 9) and d.path == "output"
+    assert d.message == "the output is named 'x' like the input" and "output: logits" in d.hint
+
+
+def test_output_name_must_be_an_identifier(tmp_path):
+    d = only(errors(tmp_path, "network: [relu]\noutput: 'my logits'\n"))
+    assert d.code == "AS107" and d.path == "output"
+
+
 def test_same_name_in_different_branches_is_fine(tmp_path):
     report = archspec.check(spec(tmp_path, "network:\n  - add:\n      a: [{name: c, relu: }]\n"
                                            "      b: [{name: c, relu: }]\n"))

@@ -200,6 +200,17 @@ def test_only_all_zero_initial_states_are_dropped() -> None:
     assert [n.op_type for n in ones.node] == ["ConstantOfShape", "Slice", "GRU"]
 
 
+@pytest.mark.parametrize("text", [TINY_INCEPTION, SMALL_RECURRENT.format(kind="gru", output="sequence")],
+                         ids=["dynamo", "torchscript"])
+def test_output_named_by_the_spec(tmp_path: Path, text: str) -> None:
+    report = archspec.check(spec_file(tmp_path, textwrap.dedent(text) + "output: logits\n"))
+    result = export_model(report, tmp_path / "named.onnx")
+    model = onnx.load(str(result.path))
+    assert [o.name for o in model.graph.output] == ["logits"]
+    assert [i.name for i in model.graph.input] == [report.graph.input.name]
+    assert Session(result.path).outputs == ("logits",)
+
+
 def test_recurrent_sequence_output_has_dynamic_time_axis(tmp_path: Path) -> None:
     report = archspec.check(spec_file(tmp_path, SMALL_RECURRENT.format(kind="gru", output="sequence")))
     result = export_model(report, tmp_path / "seq.onnx")
