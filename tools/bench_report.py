@@ -881,7 +881,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--skip-inference", action="store_true")
     ap.add_argument("--inference-json", type=Path, help="include this JSON instead of running bench_inference.py")
-    ap.add_argument("--inference-timeout", type=float, default=900)
+    ap.add_argument("--inference-timeout", type=float, default=2400)
     ap.add_argument("--from-json", type=Path, help="re-render the Markdown from a saved benchmarks.json")
     ap.add_argument("--out-dir", type=Path, default=DOCS)
     a = ap.parse_args(argv)
