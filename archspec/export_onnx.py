@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import importlib.util
 import io
+import itertools
 import json
 import logging
 import os
@@ -406,7 +407,9 @@ def _run_exporter(exporter: str, module: Any, report: Report, plan: _Plan, opset
                   tmpdir: Path) -> "onnx.ModelProto":
     import torch
 
-    in_name, out_name = report.graph.input.name, report.graph.output_name
+    # the exporters name internal values after their ops ('linear', 'relu', ...), so the spec's names
+    # may be taken: export under placeholders, then give the spec's names their values (_adopt_name)
+    in_name, out_name = PLACEHOLDER_INPUT, PLACEHOLDER_OUTPUT
     example = _example(report, plan.example)
     with _quiet(verbose) as log:
         try:
@@ -430,6 +433,8 @@ def _run_exporter(exporter: str, module: Any, report: Report, plan: _Plan, opset
                 for f in tmpdir.iterdir():
                     f.unlink()
                 drop_zero_initial_states(proto.graph)
+            _adopt_name(proto.graph, PLACEHOLDER_INPUT, report.graph.input.name)
+            _adopt_name(proto.graph, PLACEHOLDER_OUTPUT, report.graph.output_name)
         except Exception as exc:
             raise ExportError(f"the {exporter} exporter failed on spec '{report.graph.name}': "
                               f"{_first_line(exc)}{log.tail()}") from exc
@@ -439,6 +444,30 @@ def _run_exporter(exporter: str, module: Any, report: Report, plan: _Plan, opset
                           + (" (the dynamo exporter targets opset 18 and newer; --exporter torchscript "
                              "reaches older opsets)" if exporter == "dynamo" and got and opset < got else ""))
     return proto
+
+
+PLACEHOLDER_INPUT, PLACEHOLDER_OUTPUT = "archspec::input", "archspec::output"  # never an identifier
+
+
+def _adopt_name(graph: "onnx.GraphProto", placeholder: str, name: str) -> None:
+    """Renames the value `placeholder` to `name`, first moving any internal value already called
+    `name` to a fresh name (ONNX graphs name every value once)."""
+    taken = ({v for node in graph.node for v in (*node.input, *node.output)}
+             | {v.name for v in (*graph.input, *graph.output, *graph.initializer)})
+    if name in taken:
+        _rename_value(graph, name, next(f"{name}_{k}" for k in itertools.count(1) if f"{name}_{k}" not in taken))
+    _rename_value(graph, placeholder, name)
+
+
+def _rename_value(graph: "onnx.GraphProto", old: str, new: str) -> None:
+    for node in graph.node:
+        for names in (node.input, node.output):
+            for i, v in enumerate(names):
+                if v == old:
+                    names[i] = new
+    for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        if v.name == old:
+            v.name = new
 
 
 RECURRENT_OPS = {"RNN": (5,), "GRU": (5,), "LSTM": (5, 6)}  # op -> input slots of initial_h (initial_c)
@@ -475,7 +504,12 @@ def drop_zero_initial_states(graph: "onnx.GraphProto") -> int:
 
 def _remove_dead_nodes(graph: "onnx.GraphProto") -> int:
     """Drop nodes none of whose outputs reaches a graph output (a reverse sweep over the
-    topologically ordered node list)."""
+    topologically ordered node list). Graphs with subgraphs (If, Loop, Scan), whose bodies may use
+    outer values without naming them as inputs, are left alone."""
+    from onnx import AttributeProto
+
+    if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for node in graph.node for a in node.attribute):
+        return 0
     needed = {o.name for o in graph.output}
     keep = []
     for node in reversed(graph.node):

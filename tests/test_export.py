@@ -200,15 +200,21 @@ def test_only_all_zero_initial_states_are_dropped() -> None:
     assert [n.op_type for n in ones.node] == ["ConstantOfShape", "Slice", "GRU"]
 
 
-@pytest.mark.parametrize("text", [TINY_INCEPTION, SMALL_RECURRENT.format(kind="gru", output="sequence")],
-                         ids=["dynamo", "torchscript"])
-def test_output_named_by_the_spec(tmp_path: Path, text: str) -> None:
-    report = archspec.check(spec_file(tmp_path, textwrap.dedent(text) + "output: logits\n"))
-    result = export_model(report, tmp_path / "named.onnx")
+@pytest.mark.parametrize("text, in_name, out_name", [
+    (TINY_INCEPTION, "image", "logits"),
+    (TINY_INCEPTION, "relu", "concat"),  # names the dynamo exporter also gives internal values
+    (SMALL_RECURRENT.format(kind="gru", output="sequence"), "x", "logits"),
+    (SMALL_RECURRENT.format(kind="lstm", output="last"), "linear", "onnx"),
+], ids=["dynamo", "dynamo-taken-names", "torchscript", "torchscript-taken-names"])
+def test_input_and_output_named_by_the_spec(tmp_path: Path, text: str, in_name: str, out_name: str) -> None:
+    text = textwrap.dedent(text).replace("input: {image:", f"input: {{{in_name}:").replace(
+        "input: {x:", f"input: {{{in_name}:")
+    report = archspec.check(spec_file(tmp_path, text + f"output: {out_name}\n"))
+    result = export_model(report, tmp_path / "named.onnx")  # verified: ORT output by that name = torch
     model = onnx.load(str(result.path))
-    assert [o.name for o in model.graph.output] == ["logits"]
-    assert [i.name for i in model.graph.input] == [report.graph.input.name]
-    assert Session(result.path).outputs == ("logits",)
+    assert [o.name for o in model.graph.output] == [out_name]
+    assert [i.name for i in model.graph.input] == [in_name]
+    assert Session(result.path).outputs == (out_name,)
 
 
 def test_recurrent_sequence_output_has_dynamic_time_axis(tmp_path: Path) -> None:

@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
 
     profiles = {}
     for spec in [s for s in specs if s.stem in args.profile.split(",")]:
-        profiles[spec.stem] = profile(spec, threads)
+        try:
+            profiles[spec.stem] = profile(spec, threads)
+        except Exception as exc:  # a failed profile must not lose the measurements above
+            print(f"{spec}: profile: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
         print(f"profiled {spec.stem}", file=sys.stderr, flush=True)
     if args.json:
         data = {"header": lines, "threads": threads, "gemm_gflops": gemm, "load_start": load,

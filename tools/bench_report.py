@@ -47,12 +47,13 @@ UNITS = {"torchinfo": ("mult-adds", 1), "fvcore": ("flops = MACs", 1), "thop": (
 POOLS = {"maxpool2d", "avgpool2d", "adaptive_avgpool2d", "global_avgpool", "global_maxpool"}
 
 
-def run_json(script: str, args: list[str]) -> dict:
+def run_json(script: str, args: list[str], timeout: float | None = None) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         out = Path(fh.name)
     try:
         t = time.perf_counter()
-        proc = subprocess.run([bc.PY, str(bc.ROOT / "tools" / script), *args, "--json", str(out)], cwd=bc.ROOT, check=False)
+        proc = subprocess.run([bc.PY, str(bc.ROOT / "tools" / script), *args, "--json", str(out)], cwd=bc.ROOT,
+                              check=False, timeout=timeout)
         if proc.returncode != 0 or not out.stat().st_size:
             return {"error": f"{script} exited {proc.returncode}"}
         data = json.loads(out.read_text())
@@ -70,7 +71,7 @@ def run_inference(timeout: float) -> dict:
         helptext = subprocess.run([bc.PY, str(INFERENCE_SCRIPT), "--help"], cwd=bc.ROOT, capture_output=True,
                                   text=True, timeout=120, check=False).stdout
         if "--json" in helptext:
-            data = run_json(INFERENCE_SCRIPT.name, [])
+            data = run_json(INFERENCE_SCRIPT.name, [], timeout=timeout)
         else:
             proc = subprocess.run([bc.PY, str(INFERENCE_SCRIPT)], cwd=bc.ROOT, capture_output=True, text=True,
                                   timeout=timeout, check=False)
