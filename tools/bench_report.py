@@ -170,8 +170,9 @@ def obstacles_section(data: dict) -> list[str]:
         leaves = sum(k["layers"] for k in cnt["kinds"].values())
         notes.append(f"Repeated blocks are re-walked: resnet50's {leaves} layers are only {cnt.get('distinct_leaves')} "
                      "distinct (kind, parameters, input shape) combinations. Caching a layer's (output type, cost) on "
-                     "that key — parameters are frozen pydantic models, hashable — would skip the shape and cost rules "
-                     "for repeats; the NodeReports still have to be made.")
+                     "that key was tried and measured: no gain (resnet50 1.14 → 1.22 ms, vgg16 0.27 → 0.32 ms) — "
+                     "hashing the key (frozen pydantic parameters and the input type) costs as much as the shape and "
+                     "cost rules it skips, and the per-node records still have to be made.")
     loader = yp.get("archspec_loader") or ""
     if loader.startswith("C"):
         notes.append("The full `archspec.check(path)` is load + resolve + analyze; load already reads libyaml's events "
