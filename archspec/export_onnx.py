@@ -35,12 +35,15 @@ import itertools
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
 import sys
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass, replace
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
@@ -180,20 +183,27 @@ def export_model(report: Report, output: Path, *, weights: str | os.PathLike | M
             t2 = time.perf_counter()
         final_opset = _opset_of(staged)
         size = staged.stat().st_size + (data.stat().st_size if data else 0)
-        # commit: the data file first, then the model, each with one atomic rename
-        data_path = output.with_name(output.name + ".data")
-        replaced = output.exists()
+        # commit: a new, uniquely named data file beside the old pair, then the model in one atomic
+        # rename; at every moment the model on disk names a complete data file. Then the previous
+        # export's data file, now unreferenced, goes.
+        previous = _our_data_files(output)
+        data_path = output.with_name(data.name) if data is not None else None
         if data is not None:
             os.replace(data, data_path)
-        os.replace(staged, output)
-        if data is None and replaced and data_path.exists():
-            data_path.unlink()  # the previous export's external data, now unreferenced
+        try:
+            os.replace(staged, output)
+        except BaseException:
+            if data_path is not None:
+                data_path.unlink(missing_ok=True)  # the old pair stays as it was
+            raise
+        for stale in previous - {data_path}:
+            stale.unlink(missing_ok=True)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return ExportResult(
         path=output, exporter=exporter, opset=final_opset, dynamic_axes=dict(plan.axes), checks=tuple(checks),
         tolerance=TOLERANCE, seconds=time.perf_counter() - started, export_seconds=t1 - t0,
-        verify_seconds=t2 - t1, bytes=size, external_data=data_path if data is not None else None,
+        verify_seconds=t2 - t1, bytes=size, external_data=data_path,
         notes=tuple(notes))
 
 
@@ -719,15 +729,16 @@ def _initializer_bytes(model: "onnx.ModelProto") -> int:
 
 
 def _save(model: "onnx.ModelProto", path: Path) -> Path | None:
-    """A self-contained file, or over EXTERNAL_DATA_THRESHOLD the graph plus `<name>.data`.
-    Returns the data file, if any."""
+    """A self-contained file, or over EXTERNAL_DATA_THRESHOLD the graph plus `<name>.<token>.data`
+    (a fresh name each export, so a new pair never overwrites the data of the old). Returns the data
+    file, if any."""
     import onnx
 
     if _initializer_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
         onnx.save_model(model, str(path))
         _fsync(path)
         return None
-    location = path.name + ".data"
+    location = f"{path.name}.{secrets.token_hex(4)}.data"
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=location, size_threshold=1024, convert_attribute=False)
     data = path.with_name(location)
@@ -737,6 +748,13 @@ def _save(model: "onnx.ModelProto", path: Path) -> Path | None:
     _fsync(data)
     _fsync(path)
     return data
+
+
+def _our_data_files(model: Path) -> set[Path]:
+    """The external data files an earlier export wrote for `model`: `<name>.data` (older archspec)
+    or `<name>.<token>.data` beside it. Only these are ever deleted, never a file another model uses."""
+    return {p for p in model.parent.glob(glob_escape(model.name) + "*.data")
+            if p.name == model.name + ".data" or re.fullmatch(re.escape(model.name) + r"\.[0-9a-f]{8}\.data", p.name)}
 
 
 def _fsync(path: Path) -> None:

@@ -5,6 +5,8 @@ write is atomic; trained weights round trip; bad weights are named; the CLI work
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -443,16 +445,42 @@ def test_replaces_existing_model_atomically(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == ["m.onnx", "rnn.yaml"]  # the stale external data went too
 
 
+def test_external_data_pair_is_replaced_as_a_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new data file gets a new name, so until the model's atomic rename the old model still reads
+    its own data; a commit that fails there leaves the old pair exactly as it was."""
+    monkeypatch.setattr(export_onnx, "EXTERNAL_DATA_THRESHOLD", 0)
+    report = rnn_report(tmp_path)
+    out = tmp_path / "big.onnx"
+    old = export_model(report, out).external_data
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_replace = os.replace
+
+    def fail_on_the_model(src, dst):
+        if Path(dst) == out:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(export_onnx.os, "replace", fail_on_the_model)
+    with pytest.raises(OSError, match="No space left"):
+        export_model(report, out, seed=1)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    onnx.checker.check_model(str(out), full_check=True)  # loads the old pair's external data
+    monkeypatch.setattr(export_onnx.os, "replace", real_replace)
+    new = export_model(report, out, seed=1).external_data
+    assert new != old and not old.exists() and leftovers(tmp_path) == ["big.onnx", new.name, "rnn.yaml"]
+
+
 def test_external_data_over_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Models over 2 GB are written as graph + one external data file; forced here on a small one."""
     monkeypatch.setattr(export_onnx, "EXTERNAL_DATA_THRESHOLD", 0)
     report = rnn_report(tmp_path)
     result = export_model(report, tmp_path / "big.onnx")
-    assert result.external_data == tmp_path / "big.onnx.data"
-    assert leftovers(tmp_path) == ["big.onnx", "big.onnx.data", "rnn.yaml"]
+    data = result.external_data
+    assert data.parent == tmp_path and re.fullmatch(r"big\.onnx\.[0-9a-f]{8}\.data", data.name)
+    assert leftovers(tmp_path) == ["big.onnx", data.name, "rnn.yaml"]
     header = onnx.load(str(result.path), load_external_data=False)
     locations = {e.value for t in header.graph.initializer for e in t.external_data if e.key == "location"}
-    assert locations == {"big.onnx.data"}  # relative, so the pair can be moved together
+    assert locations == {data.name}  # relative, so the pair can be moved together
     assert result.bytes == result.path.stat().st_size + result.external_data.stat().st_size
     assert result.max_rel_error <= TOL
     # a later small export replaces the pair with one self-contained file
