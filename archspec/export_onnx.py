@@ -19,9 +19,10 @@ used as soon as one layer kind says `exporter = "torchscript"` (the recurrent ki
 dynamo silently fixes the sequence length of nn.RNN graphs and, with a batch-1 example, the batch
 axis of LSTM/GRU graphs. Dynamo is never traced with a size-1 example of a dynamic axis.
 
-Writes are atomic: the model (and, over 2 GB, its external data file `<name>.data`) is written
-and verified in a hidden temporary folder next to the output, then moved into place with
-`os.replace`; a failure or interruption leaves neither a truncated nor a stale file behind.
+Writes are atomic: the model (and, over 2 GB, its external data file `<name>.<token>.data`, a
+fresh name each time) is written and verified in a hidden temporary folder next to the output,
+then moved into place with `os.replace`, data first, model last; a failure or interruption leaves
+neither a truncated file nor a model pointing at data of another export.
 """
 
 from __future__ import annotations
