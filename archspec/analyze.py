@@ -89,10 +89,9 @@ def check_budgets(report: Report, limits: Limits) -> None:
     out = Collector()
     totals = report.totals.as_dict()
     where = report.graph.doc.loc(("network",))
-    leaves = [n for n in report.nodes if n.leaf]
 
-    def largest(key: str) -> tuple[tuple[str, Loc], ...]:
-        top = max(leaves, key=lambda n: getattr(n, key), default=None)
+    def largest(key: str) -> tuple[tuple[str, Loc], ...]:  # only when there is an error to explain
+        top = max((n for n in report.nodes if n.leaf), key=lambda n: getattr(n, key), default=None)
         if top is None or not getattr(top, key):
             return ()
         share = getattr(top, key) / totals[key]
