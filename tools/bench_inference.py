@@ -27,6 +27,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.batch.split(",") if b.strip()]
 
     threads = args.threads or physical_cores()
+    started, started_at = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     lines = [f"archspec {__version__}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
              f"{platform.processor() or platform.machine()}, {threads} threads "
              f"({physical_cores()} physical cores usable); rounds {args.rounds}, warm-up {args.warmup}; "
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"profiled {spec.stem}", file=sys.stderr, flush=True)
     if args.json:
         data = {"header": lines, "threads": threads, "gemm_gflops": gemm, "load_start": load,
+                "started": started_at, "seconds": time.perf_counter() - started,
                 "markdown": "\n\n".join(lines) + "\n\n" + markdown, "profiles": profiles,
                 "rows": [dataclasses.asdict(r) for r in rows]}
         args.json.write_text(json.dumps(data, indent=1) + "\n")
@@ -111,8 +114,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def gemm_gflops(threads: int, n: int = 2048, rounds: int = 7) -> float:
     """The machine's dense float32 matrix-multiply throughput: median of `rounds` (2 n^3 FLOPs each)."""
-    import time
-
     import torch
 
     saved = torch.get_num_threads()

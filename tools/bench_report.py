@@ -837,7 +837,10 @@ def inference_section(inf: dict | None) -> list[str]:
     if inf.get("error"):
         return out + [f"tools/bench_inference.py failed: {inf['error']}", ""]
     if inf.get("rows") is not None:
-        return out + [f"Output of `python tools/bench_inference.py` ({inf.get('suite_seconds', 0):.0f} s):", "",
+        seconds = inf.get("seconds") or inf.get("suite_seconds")
+        when = ", ".join(([f"started {inf['started']}"] if inf.get("started") else [])
+                         + ([f"{seconds:.0f} s"] if seconds else [])) or "start and run time not recorded"
+        return out + [f"Output of `python tools/bench_inference.py` ({when}):", "",
                       inf["markdown"].rstrip(), ""] + profiles_section(inf)
     if inf.get("markdown"):
         return out + [f"Output of `python tools/bench_inference.py` ({inf.get('suite_seconds', 0):.0f} s), verbatim:", "",
