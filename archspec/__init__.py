@@ -2,10 +2,11 @@
 exported to ONNX. `import archspec` never imports torch or onnx."""
 
 from .analyze import Report
-from .api import build, check, export, load, run
+from .api import build, check, export, load, load_text, run
 from .errors import ArchspecError, Diagnostic, InternalError, SpecError
+from .files import PathError
 from .limits import Limits
 
 __version__ = "0.1.0"
-__all__ = ["ArchspecError", "Diagnostic", "InternalError", "Limits", "Report", "SpecError", "__version__",
-           "build", "check", "export", "load", "run"]
+__all__ = ["ArchspecError", "Diagnostic", "InternalError", "Limits", "PathError", "Report", "SpecError",
+           "__version__", "build", "check", "export", "load", "load_text", "run"]

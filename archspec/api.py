@@ -12,7 +12,7 @@ from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Any, Union
 
 from .analyze import Report, analyze
-from .errors import ArchspecError
+from .errors import ArchspecError, SpecError
 from .limits import Limits
 from .load import Document, load_file, load_text
 from .resolve import Graph, resolve
@@ -20,15 +20,14 @@ from .resolve import Graph, resolve
 if TYPE_CHECKING:
     import torch
 
+__all__ = ["build", "check", "export", "load", "load_text", "run"]
+
 SpecLike = Union[str, os.PathLike, Document, Graph, Report]
 
 
 def load(spec: str | os.PathLike, *, limits: Limits | None = None) -> Document:
-    """Reads a spec from a path, or from YAML text when `spec` is not an existing file name."""
-    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and "\n" not in spec
-                                         and (spec.endswith((".yaml", ".yml")) or os.path.exists(spec))):
-        return load_file(spec, limits)
-    return load_text(str(spec), "<string>", limits)
+    """Reads a spec file. A string is always a path, never YAML text: use `load_text` for text."""
+    return load_file(spec, limits)
 
 
 def check(spec: SpecLike, *, limits: Limits | None = None, input_shape: tuple[int, ...] | None = None) -> Report:
@@ -42,7 +41,11 @@ def check(spec: SpecLike, *, limits: Limits | None = None, input_shape: tuple[in
             return analyze(spec, limits)
         spec = spec.doc
     doc = spec if isinstance(spec, Document) else load(spec, limits=limits)
-    return analyze(resolve(doc, limits, input_shape), limits)
+    try:
+        return analyze(resolve(doc, limits, input_shape), limits)
+    except SpecError as exc:
+        exc.sources.setdefault(doc.file, doc.text)  # printed under each diagnostic, never read again
+        raise
 
 
 def build(spec: SpecLike, *, device: Any = None, dtype: Any = None, seed: int | None = None,

@@ -8,14 +8,18 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 from . import __version__
 from .api import check
 from .errors import ArchspecError, Diagnostic, SpecError
+from .files import STDIN, PathError
 from .limits import Limits
 from .render import github_diagnostic, human_diagnostic, json_results, print_summary, summary_dict
 from .schema import parse_amount
+
+if TYPE_CHECKING:
+    from .analyze import Report
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
 
@@ -37,8 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"archspec: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except PathError as exc:  # a path on the command line that cannot be used as asked
+        print(f"archspec: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except SpecError as exc:
-        _print_diagnostics(exc.diagnostics, getattr(args, "format", "human"))
+        _print_diagnostics(exc.diagnostics, getattr(args, "format", "human"), exc.sources)
         return EXIT_SPEC
     except ArchspecError as exc:
         print(f"archspec: error: {exc}", file=sys.stderr)
@@ -59,17 +66,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not files:
         print("archspec: error: no .yaml/.yml specs found in " + ", ".join(args.paths), file=sys.stderr)
         return EXIT_USAGE
+    sources: dict[str, str] = {}
     for file in files:
         try:
-            results.append((file, check(file, limits=limits), ()))
+            results.append((file, _check(file, limits), ()))
         except SpecError as exc:
-            results.append((file, None, exc.diagnostics))
+            results.append(("<stdin>" if file == STDIN else file, None, exc.diagnostics))
+            sources.update(exc.sources)
     failed = [r for r in results if r[2]]
     if args.format == "json":
         print(json_results(results))
     else:
         for _, _, diags in failed:
-            _print_diagnostics(diags, args.format)
+            _print_diagnostics(diags, args.format, sources)
         if args.format == "human" and not args.quiet:
             n_err = sum(len(d) for _, _, d in failed)
             status = f"{len(results) - len(failed)} of {len(results)} specs ok"
@@ -81,7 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     import json
 
-    report = check(args.spec, limits=_limits(args), input_shape=_shape(args.input))
+    report = _check(args.spec, _limits(args), input_shape=_shape(args.input))
     if args.format == "json":
         print(json.dumps(summary_dict(report, args.depth), indent=2))
     else:
@@ -95,7 +104,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rows = []
     for item in args.specs:
         file, _, path = item.partition("#")  # FILE#PATH picks one block, e.g. googlenet_paper.yaml#inception3a
-        report = check(file, limits=_limits(args))
+        report = _check(file, _limits(args))
         nodes = {n.path: n for n in report.nodes}
         if path not in nodes:
             from .errors import did_you_mean
@@ -109,13 +118,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from .api import build
 
-    report = check(args.spec, limits=_limits(args))
+    report = _check(args.spec, _limits(args))
+    if args.output:
+        from .files import check_output
+
+        check_output(args.output, inputs=(args.spec,))  # before the build, which may take long
     module = build(report, seed=args.seed)
     print_summary(report, args.depth)
     if args.output:
         from .lower import save_state
 
-        save_state(module, report, Path(args.output))
+        save_state(module, report, Path(args.output), inputs=(args.spec,))
         print(f"wrote {args.output} (and {args.output}.json with the spec's hash)")
     return EXIT_OK
 
@@ -123,7 +136,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_graph(args: argparse.Namespace) -> int:
     from .diagram import write
 
-    write(check(args.spec, limits=_limits(args)), Path(args.output), args.depth)
+    write(_check(args.spec, _limits(args)), Path(args.output), args.depth, inputs=(args.spec,))
     print(f"wrote {args.output}")
     return EXIT_OK
 
@@ -137,12 +150,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     from .files import atomic_write_text
 
     target = Path(args.path)
-    if target.exists() and not args.force:
-        print(f"archspec: error: {target} exists; use --force to overwrite it", file=sys.stderr)
-        return EXIT_USAGE
     name = "".join(c if c.isalnum() or c == "_" else "_" for c in target.stem) or "model"
     text = files("archspec.templates").joinpath(f"{args.template}.yaml").read_text(encoding="utf-8")
-    atomic_write_text(target, text.replace("name: NAME", f"name: {name}"))
+    atomic_write_text(target, text.replace("name: NAME", f"name: {name}"), force=args.force)
     print(f"wrote {target}; next: archspec summary {target}")
     return EXIT_OK
 
@@ -154,7 +164,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if args.output:
         from .files import atomic_write_text
 
-        atomic_write_text(Path(args.output), text)
+        atomic_write_text(args.output, text)
     else:
         sys.stdout.write(text)
     return EXIT_OK
@@ -163,7 +173,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export_onnx import export_model
 
-    report = check(args.spec, limits=_limits(args))
+    report = _check(args.spec, _limits(args))
     result = export_model(report, Path(args.output), weights=args.weights, opset=args.opset,
                           dynamic=args.dynamic, verbose=args.verbose, exporter=args.exporter)
     print(result.summary())
@@ -173,12 +183,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .runtime import is_spec, run_model
 
-    if args.batch < 1:
-        print(f"archspec: error: --batch must be >= 1, got {args.batch}", file=sys.stderr)
-        return EXIT_USAGE
     model = args.model
     if is_spec(model):
-        model = check(model, limits=_limits(args))
+        model = _check(model, _limits(args))
     result = run_model(model, args.input, device=args.device, batch=args.batch, threads=args.threads,
                        seed=args.seed)
     if result.notice:
@@ -199,7 +206,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     rows = []
     for spec in _progress(list(_spec_files(args.specs)), "benchmarking"):
-        rows += bench_model(check(spec, limits=_limits(args)), batches=batches, rounds=args.rounds,
+        rows += bench_model(_check(spec, _limits(args)), batches=batches, rounds=args.rounds,
                             warmup=args.warmup, threads=args.threads, device=args.device)
     print(bench_table(rows))
     return EXIT_OK
@@ -226,15 +233,29 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _check(spec: str, limits: Limits, input_shape: tuple[int, ...] | None = None) -> Report:
+    """`archspec.check` of a command-line SPEC argument: a path, or `-` for standard input."""
+    from .load import load_file
+
+    return check(load_file(spec, limits, stdin=True), limits=limits, input_shape=input_shape)
+
+
 def _spec_files(paths: Sequence[str]) -> Iterator[str]:
+    """The spec files named on the command line: files as given, `-`, and the .yaml/.yml files
+    below folders (regular files only). A path that does not exist is a usage error."""
     for p in paths:
-        if os.path.isdir(p):
+        if p == STDIN:
+            yield p
+        elif os.path.isdir(p):
             yield from sorted(str(f) for f in Path(p).rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file())
+        elif not os.path.lexists(p):
+            raise PathError(p, "no such file or folder", missing=True)
         else:
             yield p
 
 
-def _print_diagnostics(diags: Sequence[Diagnostic], fmt: str) -> None:
+def _print_diagnostics(diags: Sequence[Diagnostic], fmt: str, sources: Mapping[str, str]) -> None:
+    """Each diagnostic with its source line, from the text the spec was read as (never read again)."""
     if fmt == "json":
         print(json_results([(diags[0].loc.file if diags else "", None, tuple(diags))]))
         return
@@ -244,19 +265,9 @@ def _print_diagnostics(diags: Sequence[Diagnostic], fmt: str) -> None:
             print(github_diagnostic(d))
             continue
         if d.loc.file not in lines:
-            lines[d.loc.file] = _read_lines(d.loc.file)
+            lines[d.loc.file] = sources.get(d.loc.file, "").splitlines()
         src = lines[d.loc.file]
         print(human_diagnostic(d, src[d.loc.line - 1] if 0 < d.loc.line <= len(src) else ""), file=sys.stderr)
-
-
-def _read_lines(file: str) -> list[str]:
-    try:
-        if os.path.getsize(file) > Limits().max_file_bytes:
-            return []
-        with open(file, encoding="utf-8", errors="replace") as fh:
-            return fh.read().splitlines()
-    except OSError:
-        return []
 
 
 def _shape(text: str | None) -> tuple[int, ...] | None:
@@ -274,6 +285,20 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
 def _limits(args: argparse.Namespace) -> Limits:
     values = {name: getattr(args, name) for name in Limits.names() if getattr(args, name, None) is not None}
     return Limits(**values)
+
+
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high], so that `--rounds 0` is a usage error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            allowed = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise argparse.ArgumentTypeError(f"expected an integer {allowed}, got {value}")
+        return value
+    return parse
 
 
 def _amount(text: str) -> int:
@@ -304,7 +329,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("summary", cmd_summary, "Per-layer table of output shapes, parameters and MACs.")
     p.add_argument("spec")
-    p.add_argument("--depth", type=int, default=None, help="collapse blocks below this depth")
+    p.add_argument("--depth", type=_int_in(0), default=None, help="collapse blocks below this depth")
     p.add_argument("--input", default=None, help="override the input shape, e.g. 3,299,299")
     p.add_argument("--weights", action="store_true", help="add a column of weights without biases, "
                    "as papers count them (GoogLeNet's Table 1)")
@@ -317,7 +342,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("graph", cmd_graph, "Draw the architecture: .svg/.png (Graphviz), .dot, or .mmd (Mermaid).")
     p.add_argument("spec")
     p.add_argument("-o", "--output", required=True, help="arch.svg, arch.png, arch.dot or arch.mmd")
-    p.add_argument("--depth", type=int, default=None, help="collapse blocks deeper than this")
+    p.add_argument("--depth", type=_int_in(0), default=None, help="collapse blocks deeper than this")
 
     p = sub.add_parser("init", help="Write a new, valid, commented spec from a template.")
     p.set_defaults(command=cmd_init)
@@ -332,8 +357,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("build", cmd_build, "Build the PyTorch module; optionally save its initial state dict.")
     p.add_argument("spec")
     p.add_argument("-o", "--output", default=None, help="write the state dict here (torch.save)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--depth", type=int, default=1)
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    p.add_argument("--depth", type=_int_in(0), default=1)
     p.add_argument("--format", choices=("human",), default="human")
 
     p = command("export", cmd_export, "Export to ONNX and verify it: checker, dynamic axes, shape inference, "
@@ -341,7 +366,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write (atomically)")
     p.add_argument("--weights", default=None, help="a torch.save(module.state_dict()) file of the built module")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--opset", type=_int_in(1, 1000), default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--dynamic", default=None, metavar="AXES",
                    help="comma-separated dynamic axes, e.g. batch,time (default: batch and every symbolic "
                         "input axis; 'none' for a static model)")
@@ -354,19 +379,19 @@ def _parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--input", default=None, metavar="FILE.npy", help="input array (one sample or a batch)")
     source.add_argument("--random", action="store_true", help="random input of the model's shape (the default)")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the random input")
+    p.add_argument("--batch", type=_int_in(1), default=1, help="batch size of the random input")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                    help="cuda fails when onnxruntime cannot use CUDA; auto falls back to the CPU with a notice")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
-    p.add_argument("--top", type=int, default=5, help="top-k classes shown for classifier outputs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_int_in(1, 4096), default=None, help="intra-op threads (default: physical cores)")
+    p.add_argument("--top", type=_int_in(0), default=5, help="top-k classes shown for classifier outputs")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
 
     p = command("bench", cmd_bench, "Latency and throughput: PyTorch eager vs onnxruntime (Markdown table).")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8")
-    p.add_argument("--rounds", type=int, default=15, help="interleaved measuring rounds after warm-up")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None, help="threads for both (default: physical cores)")
+    p.add_argument("--rounds", type=_int_in(1), default=15, help="interleaved measuring rounds after warm-up")
+    p.add_argument("--warmup", type=_int_in(0), default=3)
+    p.add_argument("--threads", type=_int_in(1, 4096), default=None, help="threads for both (default: physical cores)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="onnxruntime's device")
     for p in with_limits:  # after each command's own options, so `--help` reads in that order
         limits = p.add_argument_group("limits (accept 30M, 5G, ...)")

@@ -136,18 +136,20 @@ def to_mermaid(d: Drawing) -> str:
     return "\n".join(out) + "\n"
 
 
-def write(report: Report, output: Path, depth: int | None = None) -> None:
-    from .files import atomic_write, atomic_write_text
+def write(report: Report, output: Path, depth: int | None = None, inputs: tuple[str, ...] = ()) -> None:
+    from .files import atomic_write, atomic_write_text, check_output
 
+    inputs = (*inputs, report.graph.doc.file)
+    check_output(output, inputs=inputs)  # before drawing
     suffix = output.suffix.lower()
     if suffix not in FORMATS:
         raise ArchspecError(f"cannot draw to '{output.name}': use one of {', '.join(FORMATS)}")
     drawing = draw(report, depth)
     if suffix == ".mmd":
-        return atomic_write_text(output, to_mermaid(drawing))
+        return atomic_write_text(output, to_mermaid(drawing), inputs=inputs)
     dot = to_dot(drawing, report.graph.name)
     if suffix == ".dot":
-        return atomic_write_text(output, dot)
+        return atomic_write_text(output, dot, inputs=inputs)
     try:
         import graphviz
     except ImportError:
@@ -159,7 +161,7 @@ def write(report: Report, output: Path, depth: int | None = None) -> None:
     except graphviz.ExecutableNotFound:
         raise ArchspecError("Graphviz's `dot` program is not installed: apt-get install graphviz "
                             "(Debian/Ubuntu) or brew install graphviz (macOS); .dot and .mmd need nothing") from None
-    atomic_write(output, lambda fh: fh.write(data))
+    atomic_write(output, lambda fh: fh.write(data), inputs=inputs)
 
 
 def _esc(text: str) -> str:

@@ -90,6 +90,7 @@ class SpecError(ArchspecError):
 
     def __init__(self, diagnostics: Iterable[Diagnostic]):
         self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
+        self.sources: dict[str, str] = {}  # file -> the text it was read as, for printing source lines
         first = self.diagnostics[0] if self.diagnostics else None
         super().__init__(f"{first.loc}: error[{first.code}]: {first.message}" if first else "invalid spec")
 

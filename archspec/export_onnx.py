@@ -36,20 +36,18 @@ import itertools
 import json
 import logging
 import os
-import re
 import secrets
-import shutil
 import sys
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass, replace
-from glob import escape as glob_escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from .analyze import Report, analyze
 from .errors import ArchspecError
+from .files import check_output, commit, make_public, staging
 from .layers import REGISTRY
 from .limits import Limits
 from .resolve import Layer, Sequence, iter_nodes, resolve
@@ -152,11 +150,8 @@ def export_model(report: Report, output: Path, *, weights: str | os.PathLike | M
     import torch
 
     started = time.perf_counter()
-    output = Path(output)
-    if output.is_dir():
-        raise ExportError(f"output {output} is a directory; give a file name such as model.onnx")
-    if not output.parent.is_dir():
-        raise ExportError(f"cannot write {output}: folder {output.parent} does not exist")
+    inputs = (report.graph.doc.file, None if weights is None or isinstance(weights, Mapping) else weights)
+    output = check_output(output, inputs=inputs)
     plan = _plan(report, dynamic)
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise ExportError(f"unknown exporter {exporter!r}; choose auto, dynamo or torchscript")
@@ -166,12 +161,7 @@ def export_model(report: Report, output: Path, *, weights: str | os.PathLike | M
     if weights is not None and not isinstance(weights, Mapping):
         notes += _sidecar_note(Path(weights), report)
 
-    _remove_stale_staging(output)
-    try:  # the staging folder carries our pid, so a later export can tell it was abandoned
-        tmpdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.{os.getpid()}.", suffix=".tmp", dir=output.parent))
-    except OSError as exc:
-        raise ExportError(f"cannot write in {output.parent}: {exc.strerror or exc}") from None
-    try:
+    with staging(output) as tmpdir:
         with torch.no_grad():
             t0 = time.perf_counter()
             proto = _run_exporter(exporter, module, report, plan, opset, verbose, tmpdir)
@@ -184,46 +174,12 @@ def export_model(report: Report, output: Path, *, weights: str | os.PathLike | M
             t2 = time.perf_counter()
         final_opset = _opset_of(staged)
         size = staged.stat().st_size + (data.stat().st_size if data else 0)
-        # commit: a new, uniquely named data file beside the old pair, then the model in one atomic
-        # rename; at every moment the model on disk names a complete data file. Then the previous
-        # export's data file, now unreferenced, goes.
-        previous = _our_data_files(output)
-        data_path = output.with_name(data.name) if data is not None else None
-        if data is not None:
-            os.replace(data, data_path)
-        try:
-            os.replace(staged, output)
-        except BaseException:
-            if data_path is not None:
-                data_path.unlink(missing_ok=True)  # the old pair stays as it was
-            raise
-        for stale in previous - {data_path}:
-            stale.unlink(missing_ok=True)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        data_path = commit(staged, output, data=data, inputs=inputs, data_of=external_data_files)
     return ExportResult(
         path=output, exporter=exporter, opset=final_opset, dynamic_axes=dict(plan.axes), checks=tuple(checks),
         tolerance=TOLERANCE, seconds=time.perf_counter() - started, export_seconds=t1 - t0,
         verify_seconds=t2 - t1, bytes=size, external_data=data_path,
         notes=tuple(notes))
-
-
-def _remove_stale_staging(output: Path) -> None:
-    """A SIGKILLed export cannot clean up after itself; the next export to the same place does."""
-    for folder in output.parent.glob(f".{output.name}.*.tmp"):
-        pid = folder.name[len(output.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def choose_exporter(report: Report) -> str:
@@ -743,19 +699,21 @@ def _save(model: "onnx.ModelProto", path: Path) -> Path | None:
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=location, size_threshold=1024, convert_attribute=False)
     data = path.with_name(location)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(data, 0o666 & ~umask)  # onnx creates it private (0600); give it the model file's mode
+    make_public(data)  # onnx creates it private (0600); give it the model file's mode
     _fsync(data)
     _fsync(path)
     return data
 
 
-def _our_data_files(model: Path) -> set[Path]:
-    """The external data files an earlier export wrote for `model`: `<name>.data` (older archspec)
-    or `<name>.<token>.data` beside it. Only these are ever deleted, never a file another model uses."""
-    return {p for p in model.parent.glob(glob_escape(model.name) + "*.data")
-            if p.name == model.name + ".data" or re.fullmatch(re.escape(model.name) + r"\.[0-9a-f]{8}\.data", p.name)}
+def external_data_files(model: Path) -> list[str]:
+    """The external data locations an ONNX file names. A model over 64 MB holds its weights itself
+    (archspec moves them out only when the graph proto stays small), so it is not parsed."""
+    import onnx
+
+    if model.stat().st_size > 1 << 26:
+        return []
+    proto = onnx.load(str(model), load_external_data=False)
+    return sorted({e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"})
 
 
 def _fsync(path: Path) -> None:

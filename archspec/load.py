@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import Collector, Diagnostic, Loc, SpecError
+from .files import STDIN, PathError, TooLarge, read_bytes
 from .limits import Limits
 
 Path = tuple[str | int, ...]
@@ -73,20 +74,22 @@ def format_path(path: Path) -> str:
     return out
 
 
-def load_file(path: str | os.PathLike, limits: Limits | None = None) -> Document:
+def load_file(path: str | os.PathLike, limits: Limits | None = None, *, stdin: bool = False) -> Document:
+    """Reads a spec file, once and size-capped (archspec.files); with `stdin`, `-` is standard
+    input, named `<stdin>` in diagnostics. A missing file raises files.PathError; one that exists
+    but cannot be read as a file is an AS001 diagnostic."""
     limits = limits or Limits()
     name = os.fspath(path)
+    shown = "<stdin>" if stdin and name == STDIN else name
     try:
-        size = os.stat(name).st_size
-        if size > limits.max_file_bytes:
-            raise SpecError([_limit(name, "file size", size, limits.max_file_bytes, "--max-file-bytes")])
-        with open(name, "rb") as fh:
-            raw = fh.read(limits.max_file_bytes + 1)
-    except OSError as exc:
-        c = Collector()
-        c.add("AS001", f"cannot read spec: {exc.strerror or exc}", Loc(name))
-        raise SpecError(c.diagnostics) from None
-    return load_bytes(raw, name, limits)
+        raw = read_bytes(name, limits.max_file_bytes, stdin=stdin)
+    except TooLarge as exc:
+        raise SpecError([_limit(shown, "file size", exc.size, limits.max_file_bytes, "--max-file-bytes")]) from None
+    except PathError as exc:
+        if exc.missing:
+            raise
+        raise SpecError([Diagnostic("AS001", f"cannot read spec: {exc.problem}", Loc(shown))]) from None
+    return load_bytes(raw, shown, limits)
 
 
 def load_text(text: str, file: str = "<string>", limits: Limits | None = None) -> Document:
@@ -98,7 +101,11 @@ def load_bytes(raw: bytes, file: str, limits: Limits | None = None) -> Document:
     if len(raw) > limits.max_file_bytes:
         raise SpecError([_limit(file, "file size", len(raw), limits.max_file_bytes, "--max-file-bytes")])
     text = _decode(raw, file)
-    return _Builder(text, file, limits).build()
+    try:
+        return _Builder(text, file, limits).build()
+    except SpecError as exc:
+        exc.sources.setdefault(file, text)
+        raise
 
 
 def _limit(file: str, what: str, got: int, limit: int, flag: str) -> Diagnostic:
@@ -127,8 +134,9 @@ def _decode(raw: bytes, file: str) -> str:
         col = len(line_start.decode("utf-8", errors="replace")) + 1  # characters, as editors count
         c.add("AS017", f"byte 0x{raw[exc.start]:02x} is not valid UTF-8", Loc(file, line, col),
               hint="save the file as UTF-8")
-        c.raise_if_any()
-        raise AssertionError("unreachable")
+        error = SpecError(c.diagnostics)
+        error.sources[file] = raw.decode("utf-8", errors="replace")  # the line shown under the error
+        raise error from None
 
 
 class _Frame:

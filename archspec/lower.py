@@ -17,7 +17,7 @@ from torch import nn
 
 from .analyze import NodeReport, Report
 from .errors import InternalError
-from .files import atomic_write
+from .files import atomic_write, check_output
 from .layers import MERGES, REGISTRY
 from .nn import Network
 from .nn import Parallel as TorchParallel
@@ -87,9 +87,12 @@ class _Lowerer:
         return False
 
 
-def save_state(module: nn.Module, report: Report, path: Path) -> None:
+def save_state(module: nn.Module, report: Report, path: Path, inputs: tuple[str, ...] = ()) -> None:
     """A plain `torch.save(module.state_dict())`, what a training loop writes, plus `<path>.json`
     with the spec's hash so export can tell which spec the weights belong to. Atomic."""
     meta = {"spec": report.graph.name, "spec_sha256": report.graph.sha256, "params": report.totals.params}
-    atomic_write(path, lambda fh: torch.save(module.state_dict(), fh))
-    atomic_write(Path(str(path) + ".json"), lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
+    inputs = (*inputs, report.graph.doc.file)
+    sidecar = Path(str(path) + ".json")
+    check_output(sidecar, inputs=inputs)  # both refused before either is written
+    atomic_write(path, lambda fh: torch.save(module.state_dict(), fh), inputs=inputs)
+    atomic_write(sidecar, lambda fh: fh.write(json.dumps(meta, indent=2).encode()), inputs=inputs)

@@ -129,10 +129,14 @@ def test_malformed_input_override_exits_2(capsys, value):
     assert "--input" in err
 
 
-def test_missing_file_is_a_located_error(tmp_path, capsys):
-    code, _, err = main(capsys, "check", tmp_path / "nope.yaml")
-    assert code == 1
-    assert f"{tmp_path / 'nope.yaml'}: error[AS001]: cannot read spec" in err
+@pytest.mark.parametrize("fmt", ["human", "github", "json"])
+def test_missing_path_is_a_usage_error(tmp_path, capsys, fmt):
+    """A path that does not exist is never read as YAML text (issue #15, item 3)."""
+    for missing in (tmp_path / "nope.yaml", tmp_path / "specs" / "lenet", tmp_path / "folder/"):
+        code, out, err = main(capsys, "check", missing, "--format", fmt)
+        assert code == 2
+        assert err == f"archspec: error: {missing}: no such file or folder\n"
+        assert "<string>" not in out + err and out == ""
 
 
 def test_format_json(tmp_path):

@@ -314,7 +314,7 @@ def test_size_limit_is_configurable_and_exact(tmp_path):
 
 def test_size_limit_applies_to_yaml_text_too():
     with pytest.raises(SpecError) as info:
-        archspec.load("a: 1\n" * 300_000)
+        archspec.load_text("a: 1\n" * 300_000)
     d = only(list(info.value.diagnostics))
     assert where(d) == ("AS002", 1, 1) and d.loc.file == "<string>"
 
