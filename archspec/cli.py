@@ -284,7 +284,10 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
 
 def _limits(args: argparse.Namespace) -> Limits:
     values = {name: getattr(args, name) for name in Limits.names() if getattr(args, name, None) is not None}
-    return Limits(**values)
+    try:
+        return Limits(**values)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:

@@ -11,6 +11,7 @@ budget after its first iteration, before the rest is unrolled.
 from __future__ import annotations
 
 import hashlib
+import keyword
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 from .errors import Collector, Loc, did_you_mean
 from .expr import ExprError, evaluate, is_identifier, looks_like_expression
 from .layers import REGISTRY, LayerParams
-from .limits import Limits
+from .limits import CEILINGS, Limits
 from .load import Document, Path, format_path
 from .schema import BlockDef, Dim, InputDecl, Spec, report_validation, validate_spec
 
@@ -119,6 +120,18 @@ RESERVED_NAMES = frozenset("""
 """.split())
 
 
+def name_problem(name: str) -> str:
+    """Why `name` cannot name a layer, branch or block (it becomes a torch.nn.Module attribute and
+    part of ONNX node names, and the dynamo exporter writes it into generated Python), or ''."""
+    if name in RESERVED_NAMES:
+        return "PyTorch modules use it"
+    if name.startswith("_"):
+        return "names starting with '_' are PyTorch's internals (_modules, __init__, ...)"
+    if keyword.iskeyword(name):
+        return "it is a Python keyword"
+    return ""
+
+
 class _Namer:
     """Names the children of one container: user names as given, others `{kind}{n}`."""
 
@@ -134,9 +147,10 @@ class _Namer:
         return f"{base}{n}"
 
     def claim(self, name: str, loc: Loc, out: Collector, path: Path) -> None:
-        if name in RESERVED_NAMES:
-            out.add("AS107", f"'{name}' cannot name a layer: PyTorch modules use it", loc, format_path(path),
-                    f"choose another name, e.g. '{name}_'")
+        problem = name_problem(name)
+        if problem:
+            out.add("AS107", f"'{name}' cannot name a layer: {problem}", loc, format_path(path),
+                    f"choose another name, e.g. '{name.strip('_') or 'layer'}_'")
         elif name in self.taken:
             out.add("AS110", f"duplicate layer name '{name}' in this sequence", loc, format_path(path),
                     "names become module paths and must be unique among siblings; use `name:` on a "
@@ -154,6 +168,7 @@ class _Resolver:
         self.out = Collector()
         self.expanded = 0  # items expanded so far (layers, containers, failed items), against the node limit
         self.failures = 0  # bad values seen, counted even when the Collector folds a repeat's duplicates
+        self.nesting = 0  # items open around the current one
         self.globals: dict[str, Any] = {}
 
     # -- entry -----------------------------------------------------------------------------
@@ -226,6 +241,21 @@ class _Resolver:
 
     def item(self, raw: Any, path: Path, env: Mapping[str, Any], calls: CallChain, namer: _Namer,
              stack: tuple[str, ...]) -> list[Node]:
+        """One item, with its nesting bounded: every later stage walks the tree recursively."""
+        if self.nesting >= self.limits.max_nesting:
+            self.out.add("AS002", f"items nested more than {self.limits.max_nesting} deep (groups, branches and "
+                         "blocks inside each other)", self.doc.loc(path), format_path(path),
+                         f"raise it with {Limits.flag('max_nesting')} (at most {CEILINGS['max_nesting']}) "
+                         "if this spec is trusted", calls)
+            raise _Budget
+        self.nesting += 1
+        try:
+            return self._item(raw, path, env, calls, namer, stack)
+        finally:
+            self.nesting -= 1
+
+    def _item(self, raw: Any, path: Path, env: Mapping[str, Any], calls: CallChain, namer: _Namer,
+              stack: tuple[str, ...]) -> list[Node]:
         loc = self.doc.loc(path)
         self.count(loc)  # every item counts, containers and failures too, so no expansion is unbounded
         if isinstance(raw, str):
@@ -327,9 +357,11 @@ class _Resolver:
         branches = []
         for i, (bname, body) in enumerate(named):
             bpath = kpath + ((bname,) if isinstance(args, dict) else (i,))
-            if not (isinstance(bname, str) and is_identifier(bname)) or bname in RESERVED_NAMES:
-                self.out.add("AS107", f"branch name {bname!r} must be letters, digits and _, and not a PyTorch "
-                             "module attribute",
+            if not (isinstance(bname, str) and is_identifier(bname)):
+                self.out.add("AS107", f"branch name {bname!r} must be letters, digits and _",
+                             self.doc.key_loc(bpath), format_path(bpath), related=calls)
+            elif name_problem(bname):
+                self.out.add("AS107", f"'{bname}' cannot name a branch: {name_problem(bname)}",
                              self.doc.key_loc(bpath), format_path(bpath), related=calls)
             children = self.items(body if body is not None else [], bpath, env, calls, _Namer(), stack)
             branches.append(Sequence(str(bname), tuple(children), self.doc.loc(bpath), "branch", calls))
