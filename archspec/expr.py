@@ -51,10 +51,32 @@ def is_identifier(text: str) -> bool:
     return bool(text) and text.isidentifier() and set(text) <= _IDENT_CHARS
 
 
-def evaluate(text: str, env: Mapping[str, Value]) -> Value:
+class Steps:
+    """A budget of evaluation steps (syntax nodes visited) shared by every expression of one spec:
+    each expression is short, but a repeat can evaluate it a hundred thousand times."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    def take(self, n: int) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise ExprError("AS002", f"evaluating the spec's expressions takes more than {self.limit:,} steps",
+                            "raise it with --max-expr-steps if this spec is trusted")
+
+
+def evaluate(text: str, env: Mapping[str, Value], steps: Steps | None = None) -> Value:
     if len(text) > MAX_EXPR_CHARS:
         raise ExprError("AS120", f"expression longer than {MAX_EXPR_CHARS} characters")
-    return _Evaluator(env).visit(_parse(text.strip()))
+    tree = _parse(text.strip())
+    if steps is not None:
+        steps.take(_size(tree))  # charged up front: a visit never takes more steps than the tree has nodes
+    return _Evaluator(env).visit(tree)
+
+
+@lru_cache(maxsize=4096)
+def _size(tree: ast.expr) -> int:
+    return sum(1 for _ in ast.walk(tree))
 
 
 @lru_cache(maxsize=4096)

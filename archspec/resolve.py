@@ -19,7 +19,7 @@ from typing import Any, Union
 from pydantic import ValidationError
 
 from .errors import Collector, Loc, did_you_mean
-from .expr import ExprError, evaluate, is_identifier, looks_like_expression
+from .expr import ExprError, Steps, evaluate, is_identifier, looks_like_expression
 from .layers import REGISTRY, LayerParams
 from .limits import CEILINGS, Limits
 from .load import Document, Path, format_path
@@ -169,6 +169,7 @@ class _Resolver:
         self.expanded = 0  # items expanded so far (layers, containers, failed items), against the node limit
         self.failures = 0  # bad values seen, counted even when the Collector folds a repeat's duplicates
         self.nesting = 0  # items open around the current one
+        self.steps = Steps(limits.max_expr_steps)
         self.globals: dict[str, Any] = {}
 
     # -- entry -----------------------------------------------------------------------------
@@ -217,10 +218,12 @@ class _Resolver:
         if not looks_like_expression(text):
             return raw
         try:
-            return evaluate(text, env)
+            return evaluate(text, env, self.steps)
         except ExprError as exc:
             self.failures += 1
             self.out.add(exc.code, f"{exc} in {raw!r}", self.doc.loc(path), format_path(path), exc.hint, calls)
+            if exc.code == "AS002":
+                raise _Budget from None
             return None
 
     # -- sequences and items -----------------------------------------------------------------

@@ -319,7 +319,7 @@ def test_huge_repeat_is_rejected_before_expanding(tmp_path):
     d = only(errors(tmp_path, "network:\n  - repeat: 1000000000\n    body: [relu]\n"))
     assert time.perf_counter() - start < 0.5
     assert where(d) == ("AS002", 5, 13)
-    assert "100,000 items" in d.message
+    assert "50,000 items" in d.message
     assert "--max-expanded-nodes" in d.hint
 
 
