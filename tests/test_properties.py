@@ -885,6 +885,37 @@ def _known_ceil_mode_bug(kind: str, p: dict, hw: tuple[int, int]) -> bool:
     return any(k[i] > hw[i] + 2 * pad[i] for i in (0, 1))
 
 
+def _mixed_ceil_mode(kind: str, p: dict, hw: tuple[int, int]) -> bool:
+    """ceil_mode adding a window on one axis while PyTorch drops one starting in the padding on the
+    other: PyTorch runs it, ONNX cannot express it, so the checker refuses it (AS107 at ceil_mode)."""
+    if kind == "conv2d" or not p.get("ceil_mode"):
+        return False
+    k, pad = _pair_of(p["kernel"]), _pair_of(p.get("padding", 0))
+    s = _pair_of(p.get("stride", p["kernel"]))
+    axes = []
+    for i in (0, 1):
+        top = hw[i] + 2 * pad[i] - k[i]
+        floor, onnx = top // s[i] + 1 if top >= 0 else 0, -(-top // s[i]) + 1
+        torch_ceil = onnx - 1 if (onnx - 1) * s[i] >= hw[i] + pad[i] else onnx
+        axes.append((floor, torch_ceil, onnx))
+    return any(t != f for f, t, _ in axes) and any(t != o for _, t, o in axes)
+
+
+@needs_torch
+@pytest.mark.parametrize("kind,p,chw", [
+    ("maxpool2d", {"kernel": [3, 2], "stride": 2, "padding": [1, 1], "ceil_mode": True}, (1, 2, 5)),
+    ("avgpool2d", {"kernel": [3, 1], "stride": 3, "ceil_mode": True}, (1, 5, 3)),
+])
+def test_mixed_ceil_mode_axes_are_refused_where_export_would_fail(kind, p, chw):
+    """Found by export: onnx.checker's shape inference rejected such a model after check accepted it."""
+    assert _mixed_ceil_mode(kind, p, chw[1:])
+    spec = {"archspec": 1, "name": "one", "input": {"x": list(chw)}, "network": [{kind: p}]}
+    with pytest.raises(SpecError) as info:
+        archspec.check(spec_file(dump(spec)))
+    (d,) = info.value.diagnostics
+    assert d.code == "AS107" and d.path.endswith("ceil_mode") and "ONNX" in d.message
+
+
 @needs_torch
 @pytest.mark.parametrize("kind,p,chw", [
     ("maxpool2d", {"kernel": 2, "ceil_mode": True}, (1, 1, 1)),
@@ -907,6 +938,7 @@ def test_single_layer_verdict_matches_torch(layer):
     """Accepted <=> PyTorch runs it, with the same output shape and parameter count."""
     kind, p, (c, h, w) = layer
     assume(not _known_ceil_mode_bug(kind, p, (h, w)))  # test_pool_window_over_the_edge_with_ceil_mode
+    assume(not _mixed_ceil_mode(kind, p, (h, w)))  # test_mixed_ceil_mode_axes_are_refused_where_export_would_fail
     spec = {"archspec": 1, "name": "one", "input": {"x": [c, h, w]}, "network": [{kind: p}]}
     text = dump(spec, flow=True)
     note(text)
@@ -1027,6 +1059,25 @@ def test_onnx_export_agrees_with_the_checker(spec):
     assert y.shape == (3, *report.output.shape)
 
 
+@needs_torch
+@pytest.mark.skipif(bool(_EXPORT_MISSING), reason=_EXPORT_MISSING or "export available")
+@examples(12, 0.01)
+@given(single_layer().filter(lambda layer: layer[0] != "conv2d" and layer[1].get("ceil_mode")))
+def test_ceil_mode_pools_that_check_accepts_export_and_match_torch(layer):
+    """Agreement by construction: a ceil-mode pool the checker accepts (windows over the edge,
+    kernels beyond the input, one axis adding a window) exports, and onnxruntime agrees."""
+    kind, p, chw = layer
+    spec = {"archspec": 1, "name": "one", "input": {"x": list(chw)}, "network": [{kind: p}]}
+    try:
+        report = archspec.check(spec_file(dump(spec)))
+    except SpecError:
+        assume(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = archspec.export(report, _WORKDIR / "pool.onnx", dynamic="none")  # verifies parity itself
+    assert result.checks[0].output_shape == (1, *report.output.shape)
+
+
 # --- reported bugs, each with its minimal reproduction ---------------------------------------------
 
 @needs_torch
@@ -1052,16 +1103,16 @@ def test_layer_names_that_are_module_attributes_are_rejected(network):
 def test_word_only_conditions_are_expressions(condition):
     text = (f"archspec: 1\nname: cond\ninput: {{x: [4]}}\nvars: {{flag: false, other: true}}\n"
             f"network:\n  - {{linear: {{out: 3}}, when: '{condition}'}}\n  - relu\n")
-    report = archspec.check(text)
+    report = archspec.check(archspec.load_text(text))
     kept = {"not flag": True, "flag and other": False, "flag or other": True}[condition]
     assert report.output.shape == ((3,) if kept else (4,))
 
 
 @pytest.mark.parametrize("text", ["1e5", "1.5e3", "1E5", "0o17"])
 def test_string_that_looks_like_a_yaml12_number_round_trips(text):
-    report = archspec.check(f"archspec: 1\nname: '{text}'\ninput: {{x: [4]}}\nnetwork: [relu]\n")
+    report = archspec.check(archspec.load_text(f"archspec: 1\nname: '{text}'\ninput: {{x: [4]}}\nnetwork: [relu]\n"))
     assert report.graph.doc.data["name"] == text
-    again = archspec.check(dump(report.graph.doc.data))
+    again = archspec.check(archspec.load_text(dump(report.graph.doc.data)))
     assert again.graph.doc.data == report.graph.doc.data
 
 
@@ -1069,7 +1120,7 @@ def test_string_that_looks_like_a_yaml12_number_round_trips(text):
 def test_failed_variable_used_in_an_expression(var, use):
     text = f"archspec: 1\nname: t\ninput: {{x: [4]}}\nvars: {{c: '{var}'}}\nnetwork:\n  - linear: {{out: '{use}'}}\n"
     with pytest.raises(SpecError) as info:
-        archspec.check(text)
+        archspec.check(archspec.load_text(text))
     assert info.value.diagnostics[0].code in ("AS120", "AS121")
 
 
@@ -1078,7 +1129,7 @@ def test_float_block_parameter_given_a_word(arg):
     text = ("archspec: 1\nname: t\ninput: {x: [4]}\nblocks:\n  blk:\n    params: {x: float}\n    body: [relu]\n"
             f"network:\n  - blk: {{x: {arg}}}\n")
     with pytest.raises(SpecError) as info:
-        archspec.check(text)
+        archspec.check(archspec.load_text(text))
     assert info.value.diagnostics[0].code == "AS103"
 
 

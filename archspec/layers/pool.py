@@ -50,8 +50,15 @@ class _Pool(LayerKind):
                 raise ShapeError(f"window {p.kernel[0]}x{p.kernel[1]} is larger than the padded input "
                                  f"{h + 2 * p.padding[0]}x{w + 2 * p.padding[1]}", "kernel", "AS202")
         s = p.strides
-        return (c,) + tuple(out_size(n, p.kernel[i], s[i], 2 * p.padding[i], 1, p.ceil_mode, p.padding[i])
-                            for i, n in enumerate((h, w)))
+        out = tuple(out_size(n, p.kernel[i], s[i], 2 * p.padding[i], 1, p.ceil_mode, p.padding[i])
+                    for i, n in enumerate((h, w)))
+        onnx_ceil = tuple(_ceil_keeping_last(n, p, i) for i, n in enumerate((h, w)))
+        if cls.lowered_ceil_mode(p, x) and out != onnx_ceil:
+            raise ShapeError("ceil_mode adds a last window on one axis and drops one that would start in the "
+                             "padding on the other; ONNX pooling has one ceil_mode for both axes, so the "
+                             "export could not compute this; use ceil_mode: false or change the padding",
+                             "ceil_mode", "AS107")
+        return (c,) + out
 
     @classmethod
     def cost(cls, p: PoolParams, x: Shape, y: Shape) -> Cost:
@@ -71,6 +78,12 @@ class _Pool(LayerKind):
     def brief(cls, p: PoolParams) -> str:
         stride = f", /{p.strides[0]}" if p.strides != (1, 1) else ""
         return f"{p.kernel[0]}x{p.kernel[1]} {cls.name[:3]} pool{stride}"
+
+
+def _ceil_keeping_last(n: int, p: PoolParams, axis: int) -> int:
+    """Output length in ONNX's ceil mode, which keeps a last window starting in the padding
+    (ONNX MaxPool: ceil((n + pads - k) / s) + 1)."""
+    return -(-(n + 2 * p.padding[axis] - p.kernel[axis]) // p.strides[axis]) + 1
 
 
 class MaxPool2d(_Pool):
