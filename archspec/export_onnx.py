@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from .analyze import Report, analyze
 from .errors import ArchspecError
-from .files import check_output, commit, make_public, staging
+from .files import PathError, TooLarge, check_output, commit, make_public, regular_file, staging
 from .layers import REGISTRY
 from .limits import Limits
 from .resolve import Layer, Sequence, iter_nodes, resolve
@@ -319,10 +319,9 @@ def load_weights(module: "torch.nn.Module", weights: str | os.PathLike | Mapping
         state, where = weights, "the state dict"
     else:
         where = os.fspath(weights)
-        try:
-            state = torch.load(where, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise WeightsError(f"weights file {where} does not exist") from None
+        _check_weights_file(where, module)
+        try:  # mmap: tensors map the file, so no size a crafted file claims is ever allocated
+            state = torch.load(where, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:  # pickle errors, a whole pickled module (refused by weights_only), garbage
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WeightsError(f"cannot read {where} as a PyTorch state dict (saved with "
@@ -348,10 +347,45 @@ def load_weights(module: "torch.nn.Module", weights: str | os.PathLike | Mapping
     if problems:
         raise WeightsError(f"weights {where} do not fit the module built from spec '{module.spec_name}': "
                            + "; ".join(problems))
+    typed = [f"{k} ({str(state[k].dtype).removeprefix('torch.')}, spec {str(v.dtype).removeprefix('torch.')})"
+             for k, v in expected.items()
+             if state[k].is_complex() or state[k].is_floating_point() != v.is_floating_point()]
+    if typed:  # loading would cast them silently: complex to real, integers to floats
+        raise WeightsError(f"weights {where} have tensors of the wrong type: {', '.join(typed)}")
     non_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if non_finite:
         raise WeightsError(f"weights {where} hold NaN or infinite values in: {', '.join(non_finite)}")
+    overflow = [k for k, v in expected.items() if v.is_floating_point() and state[k].numel()
+                and float(state[k].abs().max()) > torch.finfo(v.dtype).max]
+    if overflow:
+        raise WeightsError(f"weights {where} hold values beyond float32's range (+-{torch.finfo(torch.float32).max:.3g}) "
+                           f"in: {', '.join(overflow)}")
     module.load_state_dict(state, strict=True)
+
+
+def _check_weights_file(where: str, module: "torch.nn.Module") -> None:
+    """A weights file must be a regular file no larger than this module's state dict could be
+    (float64, the widest dtype accepted, plus 1 MiB of archive overhead), and a torch.save zip
+    archive whose entries claim no more than that either: checked before torch.load reads it."""
+    import zipfile
+
+    limit = sum(t.numel() * 8 for t in module.state_dict().values()) + (1 << 20)
+    try:
+        regular_file(where, limit)
+    except TooLarge as exc:
+        raise WeightsError(f"weights file {where} holds {exc.size:,} bytes, more than a state dict of spec "
+                           f"'{module.spec_name}' can take ({limit:,})") from None
+    except PathError as exc:
+        raise WeightsError(f"weights file {where} does not exist" if exc.missing else f"weights file {exc}") from None
+    try:
+        with zipfile.ZipFile(where) as archive:
+            claimed = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise WeightsError(f"cannot read {where} as a PyTorch state dict: not a torch.save archive (saved with "
+                           "torch.save(module.state_dict()), PyTorch 1.6 or later)") from None
+    if claimed > limit:
+        raise WeightsError(f"weights file {where} unpacks to {claimed:,} bytes, more than a state dict of spec "
+                           f"'{module.spec_name}' can take ({limit:,})")
 
 
 def _sidecar_note(path: Path, report: Report) -> list[str]:
@@ -534,11 +568,10 @@ def _example(report: Report, shape: tuple[int, ...], seed: int = 0) -> "torch.Te
 
 
 def vocab_size(report: Report) -> int:
-    """Token ids must index the first embedding; 2 when there is none (cannot happen for a valid spec)."""
-    for _, layer in iter_layers(report.graph.root):
-        if layer.kind == "embedding":
-            return int(layer.params.vocab)
-    return 2
+    """Example token ids must index every embedding the tokens may reach (a branch may hold a
+    smaller one than the first): the smallest vocabulary; 2 when there is none."""
+    return min((int(layer.params.vocab) for _, layer in iter_layers(report.graph.root) if layer.kind == "embedding"),
+               default=2)
 
 
 class _Log:

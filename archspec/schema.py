@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 
 from .errors import Collector, Loc, did_you_mean
 from .layers import REGISTRY
+from .layers.base import MAX_INT
 from .load import Document, Path, format_path
 
 FORMAT_VERSION = 1
@@ -42,6 +43,8 @@ def _dim(v: Any) -> Dim:
     if isinstance(v, int) and not isinstance(v, bool):
         if v < 1:
             raise ValueError(f"a dimension must be >= 1, got {v}")
+        if v > MAX_INT:
+            raise ValueError(f"a dimension must be at most {MAX_INT:,}, got {v}")
         return Dim(v)
     if isinstance(v, str) and (m := _DIM.match(v.replace(" ", ""))) and 1 <= int(m.group(2)) <= 10**9:
         return Dim(int(m.group(2)), m.group(1))

@@ -75,6 +75,11 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+# Every integer of a layer is at most this: ONNX attributes are int64 and some kernels index with
+# int32, and no real kernel, stride or width comes near it.
+MAX_INT = 2**31 - 1
+
+
 def _positive_pair(name: str, minimum: int) -> Any:
     def check(v: Any) -> tuple[int, int]:
         if _is_int(v):
@@ -83,6 +88,9 @@ def _positive_pair(name: str, minimum: int) -> Any:
             if min(v) < minimum:
                 raise PydanticCustomError("out_of_range", "{name} must be >= {minimum}, got {got}",
                                           {"name": name, "minimum": minimum, "got": list(v) if len(set(v)) > 1 else v[0]})
+            if max(v) > MAX_INT:
+                raise PydanticCustomError("out_of_range", f"{{name}} must be at most {MAX_INT:,}, got {{got}}",
+                                          {"name": name, "got": max(v)})
             return (v[0], v[1])
         raise ValueError(f"expected {name} as an integer or [height, width], got {v!r}")
 
@@ -107,6 +115,9 @@ def _padding(v: Any) -> tuple[int, int, int, int] | str:
     if isinstance(v, (list, tuple)) and all(_is_int(x) for x in v) and len(v) in (2, 4):
         if min(v) < 0:
             raise PydanticCustomError("out_of_range", "padding must be >= 0, got {got}", {"got": list(v)})
+        if max(v) > MAX_INT:
+            raise PydanticCustomError("out_of_range", f"padding must be at most {MAX_INT:,}, got {{got}}",
+                                      {"got": max(v)})
         return (v[0], v[0], v[1], v[1]) if len(v) == 2 else tuple(v)  # type: ignore[return-value]
     raise ValueError(f"expected padding as an integer, [h, w], [top, bottom, left, right], "
                      f"'same' or 'valid', got {v!r}")
@@ -118,7 +129,7 @@ Padding = Annotated[
         {"type": "integer", "minimum": 0}, {"enum": ["same", "valid"]}, {"type": "string"},
         {"type": "array", "items": {"type": ["integer", "string"]}, "minItems": 2, "maxItems": 4}]}),
 ]
-PositiveInt = Annotated[int, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_INT)]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
