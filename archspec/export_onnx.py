@@ -50,6 +50,7 @@ from .errors import ArchspecError
 from .files import PathError, TooLarge, check_output, commit, make_public, regular_file, staging
 from .layers import REGISTRY
 from .limits import Limits
+from .memory import needed, require
 from .resolve import Layer, Sequence, iter_nodes, resolve
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ def export_model(report: Report, output: Path, *, weights: str | os.PathLike | M
     inputs = (report.graph.doc.file, None if weights is None or isinstance(weights, Mapping) else weights)
     output = check_output(output, inputs=inputs)
     plan = _plan(report, dynamic)
+    require(f"exporting '{report.graph.name}'", needed(report, "export"))
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise ExportError(f"unknown exporter {exporter!r}; choose auto, dynamo or torchscript")
     exporter = choose_exporter(report) if exporter == "auto" else exporter

@@ -18,6 +18,7 @@ from torch import nn
 from .analyze import NodeReport, Report
 from .errors import InternalError
 from .files import atomic_write, check_output
+from .memory import MemoryLimitError, gigabytes, needed, require
 from .layers import MERGES, REGISTRY
 from .nn import Network
 from .nn import Parallel as TorchParallel
@@ -26,6 +27,8 @@ from .resolve import Layer, Node, Sequence
 
 def build_module(report: Report, *, device: Any = None, dtype: Any = None, seed: int | None = None) -> Network:
     graph = report.graph
+    if str(device or "cpu") != "meta":
+        require(f"building '{graph.name}'", needed(report, "build"))
     shapes = {n.path: n for n in report.nodes}
     init = graph.spec.init
     with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
@@ -70,6 +73,15 @@ class _Lowerer:
         try:
             module = kind.lower(node.params, report.input.shape, report.output.shape)
             kind.init(module, node.params, self.scheme)
+        except (MemoryError, torch.OutOfMemoryError) as exc:  # the machine's limit, not a bug
+            raise MemoryLimitError(f"building {node.kind} '{path}' ({node.loc}) ran out of memory; its parameters "
+                                   f"alone need {gigabytes(report.params * 4)}") from exc
+        except RuntimeError as exc:
+            if "allocate" not in str(exc):  # "DefaultCPUAllocator: can't allocate memory"
+                raise InternalError(f"lowering {node.kind} '{path}' ({node.loc}) failed: {exc}; "
+                                    "please report this with the spec") from exc
+            raise MemoryLimitError(f"building {node.kind} '{path}' ({node.loc}) ran out of memory; its parameters "
+                                   f"alone need {gigabytes(report.params * 4)}") from exc
         except Exception as exc:  # our bug, not the user's: say which layer
             raise InternalError(f"lowering {node.kind} '{path}' ({node.loc}) failed: {type(exc).__name__}: {exc}; "
                                 "please report this with the spec") from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from .base import Cost, LayerKind, LayerParams, PositiveInt, Shape, numel
@@ -42,8 +44,11 @@ class BatchNorm(LayerKind):
         return True
 
 
+MAX_LRN_SIZE = 255  # PyTorch pads the channels by size - 1 in a temporary; AlexNet uses 5
+
+
 class LRNParams(LayerParams):
-    size: PositiveInt = 5
+    size: Annotated[int, Field(gt=0, le=MAX_LRN_SIZE)] = 5
     alpha: float = Field(1e-4, ge=0)
     beta: float = Field(0.75, ge=0)
     k: float = Field(1.0, ge=0)
