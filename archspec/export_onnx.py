@@ -52,6 +52,7 @@ from .layers import REGISTRY
 from .limits import Limits
 from .memory import needed, require
 from .resolve import Layer, Sequence, iter_nodes, resolve
+from .runtime import Session  # first: it keeps onnxruntime from writing under the home folder
 
 if TYPE_CHECKING:
     import onnx
@@ -844,8 +845,6 @@ def _check_output_shape(path: Path, report: Report, plan: _Plan) -> None:
 def _check_parity(path: Path, module: Any, report: Report, plan: _Plan) -> list[Verification]:
     import numpy as np
     import torch
-
-    from .runtime import Session
 
     session = Session(path, device="cpu")
     results = []

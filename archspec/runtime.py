@@ -21,6 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import ArchspecError
+from .files import PathError, regular_file
+from .memory import gigabytes, needed, require
+
+# onnxruntime writes a device id and a telemetry database under ~/.cache/Microsoft/DeveloperTools
+# when it is first loaded, unless this is set before it loads; a user who wants that sets
+# ORT_DISABLE_TELEMETRY=0 (docs/api.md).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 if TYPE_CHECKING:
     import numpy as np
@@ -147,7 +154,7 @@ class Session:
         import numpy as np
 
         rng = np.random.default_rng(seed)
-        meta = json.loads(self.metadata.get("archspec.input", "null") or "null")
+        meta = self.input_metadata()
         feeds = {}
         for k, (name, shape, type_) in enumerate(self.inputs):
             dims = []
@@ -162,6 +169,8 @@ class Session:
                 else:
                     raise RunError(f"input '{name}' axis {axis} is dynamic ({d}) and the model carries no "
                                         "nominal size for it; pass --input FILE.npy")
+            nbytes = math.prod(dims) * (4 if "float" in type_ or "int32" in type_ else 8)
+            require(f"a random input '{name}' of shape {tuple(dims)}", nbytes)
             if "int64" in type_:
                 high = int(meta.get("vocab", 2)) if meta else 2
                 feeds[name] = rng.integers(0, high, size=dims, dtype=np.int64)
@@ -170,6 +179,24 @@ class Session:
             else:
                 feeds[name] = rng.standard_normal(dims).astype(np.float32)
         return feeds
+
+    def input_metadata(self) -> dict | None:
+        """archspec's `archspec.input` metadata, checked: a malformed or implausible entry (an
+        edited or hostile file) is an error here rather than a crash or a giant allocation later."""
+        text = self.metadata.get("archspec.input")
+        if not text:
+            return None
+        try:
+            meta = json.loads(text)
+            dims = meta["dims"]
+            ok = isinstance(dims, list) and all(
+                isinstance(d, dict) and all(_count(d[k]) for k in ("nominal", "size") if k in d) for d in dims)
+            ok = ok and _count(meta.get("vocab", 2))
+        except (ValueError, TypeError, KeyError, RecursionError):
+            ok = False
+        if not ok:
+            raise RunError("the model's archspec.input metadata is malformed; pass --input FILE.npy")
+        return meta
 
     def coerce(self, array: "np.ndarray", name: str | None = None) -> dict[str, "np.ndarray"]:
         """A user array for the (first) input: dtype cast, a batch axis added to a single sample,
@@ -196,6 +223,10 @@ class Session:
         elif "float" in type_:
             array = array.astype(np.float32)
         return {name: array}
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 2**31 - 1
 
 
 def _shape_text(shape: Sequence[Any]) -> str:
@@ -261,6 +292,11 @@ def run_model(model: Any, inputs: Any = None, *, device: str = "cpu", batch: int
 
     if batch < 1:
         raise RunError(f"batch must be >= 1, got {batch}")
+    if is_spec(model):
+        from .api import check
+
+        model = check(model, limits=limits)
+        require(f"running '{model.graph.name}' at batch {batch}", needed(model, "run", batch))
     session = _session_for_model(model, device, threads, limits)
     if inputs is None:
         feeds = session.example_inputs(batch, seed)
@@ -284,14 +320,38 @@ def run_model(model: Any, inputs: Any = None, *, device: str = "cpu", batch: int
 
 
 def _load_array(value: Any) -> "np.ndarray":
+    """A user's array; a .npy file is read only after its header's claimed shape and dtype are
+    checked against the bytes the file holds and the memory available."""
     import numpy as np
 
-    if isinstance(value, (str, os.PathLike)):
-        try:
-            return np.load(os.fspath(value), allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise RunError(f"cannot read input {value}: {exc}") from None
-    return np.asarray(value)
+    if not isinstance(value, (str, os.PathLike)):
+        return np.asarray(value)
+    where = os.fspath(value)
+    try:
+        size = regular_file(where)
+        with open(where, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f".npy format version {version} is not supported")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(fh, max_header_size=10_000)
+            body = size - fh.tell()
+    except PathError as exc:
+        raise RunError(f"cannot read input {exc}") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise RunError(f"cannot read input {where} as a .npy array: {exc}") from None
+    if dtype.hasobject:
+        raise RunError(f"input {where} holds Python objects; archspec reads numeric arrays only")
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed != body:
+        raise RunError(f"input {where} claims shape {shape} of {dtype} ({gigabytes(claimed)}), but holds "
+                       f"{body:,} bytes after its header")
+    require(f"input {where}", claimed)
+    try:
+        return np.load(where, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise RunError(f"cannot read input {where}: {exc}") from None
 
 
 def is_spec(model: Any) -> bool:
@@ -315,8 +375,12 @@ def _session_for_model(model: Any, device: str, threads: int | None, limits: Any
         with tempfile.TemporaryDirectory(prefix="archspec-run-") as tmp:
             export_model(report, Path(tmp) / f"{report.graph.name}.onnx")
             return Session(Path(tmp) / f"{report.graph.name}.onnx", device=device, threads=threads)
-    if not os.path.isfile(model):
-        raise RunError(f"no such model file: {model}")
+    try:
+        regular_file(model)
+    except PathError as exc:
+        if exc.missing:
+            raise RunError(f"no such model file: {model}") from None
+        raise RunError(f"cannot read model {exc}") from None
     return session_for(model, device=device, threads=threads)
 
 
