@@ -12,7 +12,7 @@ class Limits:
     max_yaml_nodes: int = 100_000
     max_expanded_nodes: int = 50_000  # items after blocks and repeats are expanded; ~1 s of checking
     max_block_depth: int = 24  # blocks invoking blocks; real networks use 2-4
-    max_expr_steps: int = 1_000_000  # syntax nodes evaluated over the whole spec; the zoo takes at most 1,024 (ResNet-152)
+    max_expr_steps: int = 200_000  # syntax nodes evaluated over the whole spec; the zoo takes at most 1,024 (ResNet-152)
     max_nesting: int = 32  # items inside items after expansion (groups, branches, blocks); ResNets use 4
     max_params: int = 10_000_000_000  # 40 GB of float32 weights
     max_macs: int = 10**14
