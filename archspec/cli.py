@@ -204,8 +204,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not batches or min(batches) < 1:
         print(f"archspec: error: --batch expects positive sizes such as 1,8, got {args.batch!r}", file=sys.stderr)
         return EXIT_USAGE
+    specs = list(_spec_files(args.specs))
+    if not specs:
+        raise UsageError("no .yaml/.yml specs found in " + ", ".join(args.specs))
     rows = []
-    for spec in _progress(list(_spec_files(args.specs)), "benchmarking"):
+    for spec in _progress(specs, "benchmarking"):
         rows += bench_model(_check(spec, _limits(args)), batches=batches, rounds=args.rounds,
                             warmup=args.warmup, threads=args.threads, device=args.device)
     print(bench_table(rows))

@@ -60,4 +60,4 @@ def require(what: str, nbytes: int) -> None:
 
 
 def gigabytes(n: int) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 10**8 else f"{n / 1e6:.1f} MB"
+    return f"{n / 1e9:.1f} GB" if n >= 10**9 else f"{n / 1e6:.1f} MB"
