@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from .analyze import Report, analyze
 from .errors import ArchspecError
-from .files import PathError, TooLarge, check_output, commit, make_public, regular_file, staging
+from .files import PathError, TooLarge, check_output, commit, make_public, read_bytes, regular_file, staging
 from .layers import REGISTRY
 from .limits import Limits
 from .memory import needed, require
@@ -395,8 +395,10 @@ def _sidecar_note(path: Path, report: Report) -> list[str]:
     """`archspec build -o` writes `<weights>.json` with the spec hash; say so when it differs."""
     meta_path = Path(str(path) + ".json")
     try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
+        meta = json.loads(read_bytes(meta_path, 1 << 16))
+    except (PathError, ValueError, RecursionError):
+        return []
+    if not isinstance(meta, dict):
         return []
     if meta.get("spec_sha256") not in (None, report.graph.sha256):
         return [f"{path.name} was saved for spec '{meta.get('spec')}' with a different sha256 "
