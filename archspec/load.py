@@ -19,7 +19,7 @@ import yaml
 
 from .errors import Collector, Diagnostic, Loc, SpecError
 from .files import STDIN, PathError, TooLarge, read_bytes
-from .limits import Limits
+from .limits import CEILINGS, Limits
 
 Path = tuple[str | int, ...]
 
@@ -242,7 +242,7 @@ class _Builder:
                 value: Any = self._scalar(ev, path)
             elif len(stack) >= self.limits.max_depth:
                 return self._fail("AS002", f"nesting deeper than {self.limits.max_depth} levels", ev,
-                                  "raise it with --max-depth if this spec is trusted")
+                                  f"raise it with --max-depth (at most {CEILINGS['max_depth']}) if this spec is trusted")
             else:
                 value = {} if isinstance(ev, yaml.MappingStartEvent) else []
             self.value_locs[path] = self.loc(ev.start_mark)

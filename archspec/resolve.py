@@ -457,7 +457,8 @@ class _Resolver:
             return None
         if len(stack) >= self.limits.max_block_depth:
             self.out.add("AS002", f"blocks nested more than {self.limits.max_block_depth} deep", loc, format_path(path),
-                         f"raise it with {Limits.flag('max_block_depth')} if this spec is trusted", calls)
+                         f"raise it with {Limits.flag('max_block_depth')} (at most {CEILINGS['max_block_depth']}) "
+                         "if this spec is trusted", calls)
             raise _Budget
         definition: BlockDef = self.spec.blocks[block]
         values = self.value(args, env, kpath, calls) if args is not None else {}
