@@ -100,7 +100,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if path not in nodes:
             from .errors import did_you_mean
 
-            raise UsageError(f"{file} has no layer or block '{path}'; {did_you_mean(path, nodes) or 'see archspec summary'}")
+            uses = [n.path for n in report.nodes if n.kind == path]  # a block defined, invoked under other names
+            hint = (f"block '{path}' is invoked as {', '.join(uses[:4])}{', ...' if len(uses) > 4 else ''}; "
+                    f"compare one of them, e.g. {file}#{uses[0]}") if uses else did_you_mean(path, nodes)
+            raise UsageError(f"{file} has no layer or block '{path}'; {hint or 'see archspec summary'}")
         rows.append((f"{report.graph.name}#{path}" if path else report.graph.name, nodes[path]))
     print(compare_table(rows))
     return EXIT_OK

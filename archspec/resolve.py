@@ -17,7 +17,7 @@ from typing import Any, Union
 
 from pydantic import ValidationError
 
-from .errors import Collector, Loc, did_you_mean
+from .errors import Collector, Loc, call_note, did_you_mean
 from .expr import ExprError, evaluate, is_identifier, looks_like_expression
 from .layers import REGISTRY, LayerParams
 from .limits import Limits
@@ -146,6 +146,7 @@ class _Namer:
 
 
 _STRUCTURAL = ("repeat", "concat", "add", "residual", "group")
+_SUBKEYS = {"residual": ("body", "shortcut", "then")}  # keys that belong under a structural kind
 
 
 class _Resolver:
@@ -257,8 +258,13 @@ class _Resolver:
         kinds = [k for k in raw if k != "name"]
         if len(kinds) != 1:
             what = "no layer kind" if not kinds else f"several layer kinds ({', '.join(map(str, kinds))})"
+            hint = "write each layer as its own list item"
+            for outer in kinds:  # `then:` written level with `residual:` instead of under it
+                strays = [k for k in kinds if k in _SUBKEYS.get(outer, ())]
+                if strays:
+                    hint = f"indent {', '.join(f'`{k}`' for k in strays)} under `{outer}`: it is a key of {outer}"
             self.out.add("AS107", f"an item must name exactly one layer kind or block, found {what}", loc,
-                         format_path(path), "write each layer as its own list item", calls)
+                         format_path(path), hint, calls)
             return []
         kind = kinds[0]
         kpath = key_path or path + (kind,)
@@ -340,7 +346,7 @@ class _Resolver:
         """body + shortcut, added, then the `then` layers. The body's and then's layers become direct
         children of the block (`layer2.block0.conv1`, as torchvision names them); the shortcut is
         `shortcut` (empty: the identity)."""
-        keys = ("body", "shortcut", "then")
+        keys = _SUBKEYS["residual"]
         if not isinstance(args, dict):
             self.out.add("AS103", "residual takes a mapping with `body` and optionally `shortcut` and `then`",
                          self.doc.loc(kpath), format_path(kpath), related=calls)
@@ -460,7 +466,7 @@ class _Resolver:
             scope[pname] = float(val) if decl.type == "float" else val
         if not ok:
             return None
-        inner_calls = ((f"in block '{block}' invoked here", loc),) + calls
+        inner_calls = ((call_note(block), loc),) + calls
         body_path = ("blocks", block, "body")
         children = self.items(definition.body, body_path, scope, inner_calls, _Namer(), stack + (block,))
         if len(children) == 1:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema
 
-from .errors import Collector, Loc, did_you_mean
+from .errors import Collector, Loc, closest, did_you_mean
 from .layers import REGISTRY
 from .load import Document, Path, format_path
 
@@ -181,13 +181,26 @@ def _fields_at(model: Any, loc: tuple) -> list[str]:
     return []
 
 
+def _data_loc(err: Any) -> tuple:
+    """pydantic appends validator names to union/function paths; keep the data path only."""
+    return tuple(p for p in err["loc"] if isinstance(p, int) or not str(p).startswith(("function-", "json-")))
+
+
 def report_validation(exc: ValidationError, doc: Document, base: Path, model: type[BaseModel] | None,
                       out: Collector, related: tuple[tuple[str, Loc], ...] = ()) -> None:
-    """Adds one diagnostic per pydantic error, located at the offending YAML node."""
-    for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
-        # pydantic appends validator names to union/function paths; keep the data path only.
-        data_loc = tuple(p for p in loc if isinstance(p, int) or not str(p).startswith(("function-", "json-")))
+    """Adds one diagnostic per pydantic error, located at the offending YAML node. A missing key
+    that an unknown near-miss key explains (`kernal` for `kernel`) is one mistake: only the
+    unknown key is reported, with its "did you mean"."""
+    errors = exc.errors(include_url=False)
+    explained = set()  # (parent data path, missing key) that a misspelt key accounts for
+    for err in errors:
+        data_loc = _data_loc(err)
+        if err["type"] == "extra_forbidden" and data_loc:
+            explained.add((data_loc[:-1], closest(str(data_loc[-1]), _fields_at(model, data_loc[:-1]))))
+    for err in errors:
+        data_loc = _data_loc(err)
+        if err["type"] == "missing" and data_loc and (data_loc[:-1], data_loc[-1]) in explained:
+            continue
         path = base + data_loc
         if path[:1] == ("input",) and path[2:3] == ("shape",) and path[:3] not in doc.value_locs:
             path = path[:2] + path[3:]  # the short form `image: [3, 224, 224]` has no `shape` key
