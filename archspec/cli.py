@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Sequence
 
 from . import __version__
 from .api import check
-from .errors import ArchspecError, Diagnostic, SpecError
+from .errors import ArchspecError, Diagnostic, MissingExtraError, SpecError, missing_extra
 from .limits import Limits
 from .render import github_diagnostic, human_diagnostic, json_results, print_summary, summary_dict
 from .schema import parse_amount
@@ -37,12 +37,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"archspec: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except MissingExtraError as exc:
+        print(f"archspec: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except SpecError as exc:
         _print_diagnostics(exc.diagnostics, getattr(args, "format", "human"))
         return EXIT_SPEC
     except ArchspecError as exc:
         print(f"archspec: error: {exc}", file=sys.stderr)
         return EXIT_SPEC
+    except ImportError as exc:  # a command whose optional extra is not installed
+        message = missing_extra(exc, f"`archspec {args.command.__name__.removeprefix('cmd_')}`")
+        if message is None:
+            raise
+        print(f"archspec: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `archspec summary ... | head`: the reader left; that is fine

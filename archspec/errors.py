@@ -81,6 +81,26 @@ class Diagnostic:
         }
 
 
+DISTRIBUTION = "archspec-compiler"  # the name to install; the index's `archspec` is another project
+# optional module -> the extra that installs it (pyproject.toml's optional-dependencies)
+EXTRAS = {"torch": "torch", "onnx": "torch", "onnxruntime": "torch", "onnxscript": "torch", "numpy": "torch",
+          "graphviz": "graph", "matplotlib": "plot"}
+
+
+def install_hint(extra: str) -> str:
+    """How to install an extra: from a clone (the documented way), and by the distribution's name."""
+    return (f"install the '{extra}' extra: pip install -e '.[{extra}]' in a clone of archspec "
+            f"(the distribution is named {DISTRIBUTION}; 'archspec' on the package index is another project)")
+
+
+def missing_extra(exc: ImportError, what: str) -> str | None:
+    """`what needs X, which is not installed: install the 'torch' extra ...`, for an optional module."""
+    root = (exc.name or "").split(".")[0]
+    if root not in EXTRAS:
+        return None
+    return f"{what} needs {root}, which is not installed; {install_hint(EXTRAS[root])}"
+
+
 class ArchspecError(Exception):
     """Base of every error archspec raises on purpose; anything else is a bug in archspec."""
 
@@ -92,6 +112,10 @@ class SpecError(ArchspecError):
         self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
         first = self.diagnostics[0] if self.diagnostics else None
         super().__init__(f"{first.loc}: error[{first.code}]: {first.message}" if first else "invalid spec")
+
+
+class MissingExtraError(ArchspecError):
+    """A command or function needs an optional extra that is not installed (a usage problem, exit 2)."""
 
 
 class InternalError(ArchspecError):

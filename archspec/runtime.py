@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from .errors import ArchspecError
+from .errors import ArchspecError, install_hint
 
 if TYPE_CHECKING:
     import numpy as np
@@ -103,7 +103,7 @@ class Session:
         available = ort.get_available_providers()
         why_not = "" if CUDA in available else (
             f"onnxruntime {ort.__version__} has no CUDA execution provider; replace it with onnxruntime-gpu: "
-            "pip uninstall onnxruntime && pip install 'archspec[gpu]'")
+            "pip uninstall onnxruntime, then " + install_hint("gpu"))
         if device == "cuda" and why_not:
             raise DeviceError(f"device 'cuda' unavailable: {why_not}")
         # cuda_options: CUDA execution provider options, e.g. {"use_tf32": "0"} for float32 matmuls
