@@ -1,4 +1,4 @@
-"""The users' workflow around the checker: templates, diagrams, and archspec as a pre-commit hook."""
+"""The users' workflow around the checker: templates and diagrams (pre-commit: test_install.py)."""
 
 from __future__ import annotations
 
@@ -95,26 +95,3 @@ def test_graph_cli_rejects_unknown_format(tmp_path: Path) -> None:
     result = run("graph", str(ROOT / "specs" / "lenet.yaml"), "-o", str(tmp_path / "x.jpg"))
     assert result.returncode == 1 and ".svg" in result.stderr
     assert not (tmp_path / "x.jpg").exists()
-
-
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is needed for pre-commit")
-def test_pre_commit_hook_passes_valid_and_blocks_invalid_specs(tmp_path: Path) -> None:
-    pre_commit = Path(sys.executable).with_name("pre-commit")
-    if not pre_commit.exists():
-        pytest.skip("pre-commit is not installed (it comes with the test extra)")
-    repo = tmp_path / "user-repo"
-    repo.mkdir()
-    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "cache"), "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    git = lambda *a: subprocess.run(["git", *a], cwd=repo, env=env, check=True, capture_output=True)  # noqa: E731
-    git("init", "-q")
-    shutil.copy(ROOT / "specs" / "lenet.yaml", repo / "good.yaml")
-    git("add", "good.yaml")
-    hook = [str(pre_commit), "try-repo", str(ROOT), "archspec-check", "--all-files"]
-    good = subprocess.run(hook, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    assert good.returncode == 0, good.stdout + good.stderr
-    (repo / "bad.yaml").write_text((ROOT / "specs" / "lenet.yaml").read_text().replace("kernel: 5", "kernal: 5"))
-    git("add", "bad.yaml")
-    bad = subprocess.run(hook, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 1
-    assert "bad.yaml" in bad.stdout and "AS101" in bad.stdout and "did you mean 'kernel'" in bad.stdout
