@@ -140,6 +140,22 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import write
+
+    files = list(_spec_files(args.paths))
+    if not files:
+        print("archspec: error: no .yaml/.yml specs found in " + ", ".join(args.paths), file=sys.stderr)
+        return EXIT_USAGE
+    limits = _limits(args)
+    missing = write([check(f, limits=limits) for f in files], Path(args.output), args.x, args.y)
+    if missing:
+        print(f"archspec: notice: left out, no {args.y if args.y in ('top1', 'top5') else args.x} recorded: "
+              + ", ".join(missing), file=sys.stderr)
+    print(f"wrote {args.output} ({len(files) - len(missing)} specs)")
+    return EXIT_OK
+
+
 TEMPLATES = ("cnn", "vgg", "resnet", "inception", "lstm")
 
 
@@ -330,6 +346,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.add_argument("-o", "--output", required=True, help="arch.svg, arch.png, arch.dot or arch.mmd")
     p.add_argument("--depth", type=int, default=None, help="collapse blocks deeper than this")
+
+    p = command("plot", cmd_plot, "Chart specs as bubbles: MACs vs. published top-1 accuracy (from each spec's "
+                "`meta:`), area = parameters (.svg, .png, .pdf; needs the plot extra).")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="specs or folders")
+    p.add_argument("-o", "--output", required=True, help="zoo.svg, zoo.png or zoo.pdf")
+    p.add_argument("--x", choices=("macs", "flops", "params", "top1", "top5"), default="macs")
+    p.add_argument("--y", choices=("top1", "top5", "macs", "flops", "params"), default="top1",
+                   help="top1/top5 need a spec's `meta: {top1: ..., source: ...}`; e.g. --x params --y macs")
 
     p = sub.add_parser("init", help="Write a new, valid, commented spec from a template.")
     p.set_defaults(command=cmd_init)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema,
+                      model_validator)
 
 from .errors import Collector, Loc, closest, did_you_mean
 from .layers import REGISTRY
@@ -112,6 +113,27 @@ class InitDecl(Frozen):
     zero_init_residual: bool = False
 
 
+Percent = Annotated[float, Field(ge=0, le=100, strict=False)]
+
+
+class Meta(Frozen):
+    """What a spec records beside the architecture: a published accuracy, which `archspec plot`
+    draws and which must name its source, and the class names that `archspec run` labels with."""
+
+    top1: Percent | None = None
+    top5: Percent | None = None
+    dataset: str = ""
+    source: str = ""
+    labels: list[str] | Annotated[str, Field(description="a file with one class name per line, "
+                                             "relative to the spec")] | None = None
+
+    @model_validator(mode="after")
+    def _cited(self) -> Meta:
+        if (self.top1 is not None or self.top5 is not None) and not self.source.strip():
+            raise ValueError("an accuracy needs its source: add `source:` (a paper, or the weights' page)")
+        return self
+
+
 class Spec(Frozen):
     archspec: int
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)]
@@ -125,6 +147,7 @@ class Spec(Frozen):
                                  description="the model output's name in exported ONNX models")] = "output"
     budget: Budget | None = None
     init: InitDecl = InitDecl()
+    meta: Meta | None = None
 
 
 # --- pydantic errors -> located diagnostics ---------------------------------------------------
