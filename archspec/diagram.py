@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .analyze import Report
-from .errors import ArchspecError, install_hint
+from .errors import ArchspecError, MissingExtraError, install_hint
 from .layers import REGISTRY, TensorType
 from .render import human_units
 from .resolve import Layer, Node, Sequence
@@ -151,7 +151,7 @@ def write(report: Report, output: Path, depth: int | None = None) -> None:
     try:
         import graphviz
     except ImportError:
-        raise ArchspecError(f"SVG/PNG need the graphviz package: {install_hint('graph')}; and Graphviz's "
+        raise MissingExtraError(f"SVG/PNG need the graphviz package: {install_hint('graph')}; and Graphviz's "
                             "`dot` program: apt-get install graphviz (Debian/Ubuntu) or brew install graphviz "
                             "(macOS); .dot and .mmd need nothing") from None
     try:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .analyze import Report
 from .errors import ArchspecError
@@ -56,20 +57,29 @@ def points(reports: Sequence[Report], x: str = "macs", y: str = "top1") -> tuple
 
 def write(reports: Sequence[Report], output: Path, x: str = "macs", y: str = "top1") -> list[str]:
     """Draws the chart to .svg/.png/.pdf; returns the specs left out for want of a value."""
+    from .files import atomic_write
+
     suffix = output.suffix.lower()
     if suffix not in FORMATS:
         raise ArchspecError(f"cannot plot to '{output.name}': use one of {', '.join(FORMATS)}")
+    fig, missing = figure(reports, x, y)
+    fmt = suffix[1:]
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "archspec"}):  # text stays text; stable ids
+        atomic_write(output, lambda fh: fig.savefig(fh, format=fmt, metadata=_metadata(fmt)))
+    return missing
+
+
+def figure(reports: Sequence[Report], x: str = "macs", y: str = "top1") -> tuple[Any, list[str]]:
+    """The chart as a matplotlib Figure (no pyplot, no global backend), and the specs left out."""
     pts, missing = points(reports, x, y)
     if not pts:
         raise ArchspecError(f"no spec records {y if y not in COUNTS else x}; accuracies come from a spec's "
                             "`meta: {top1: ..., source: ...}`; for counts only: --x params --y macs")
-    import matplotlib  # the `plot` extra
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # the `plot` extra
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    from .files import atomic_write
-
-    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "archspec"})  # text stays text; stable ids
     fig = Figure(figsize=(8, 5.5), layout="constrained")
     ax = fig.add_subplot()
     biggest = max(p.params for p in pts) or 1
@@ -96,9 +106,7 @@ def write(reports: Sequence[Report], output: Path, x: str = "macs", y: str = "to
     if sources:  # each spec cites its own; the picture names where they come from
         cited = "; ".join(sources) if len(sources) <= 2 else ", ".join(urls) or f"{len(sources)} sources"
         fig.text(0.01, 0.005, f"accuracy as cited in the specs' meta.source: {cited}", fontsize=6, alpha=0.7)
-    fmt = suffix[1:]
-    atomic_write(output, lambda fh: fig.savefig(fh, format=fmt, metadata=_metadata(fmt)))
-    return missing
+    return fig, missing
 
 
 def _metadata(fmt: str) -> dict:
