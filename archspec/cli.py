@@ -169,15 +169,25 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"archspec: error: {target} exists; use --force to overwrite it", file=sys.stderr)
         return EXIT_USAGE
     name = "".join(c if c.isalnum() or c == "_" else "_" for c in target.stem) or "model"
+    from .editor_schema import installed_schema
+
     text = files("archspec.templates").joinpath(f"{args.template}.yaml").read_text(encoding="utf-8")
+    schema, folder = installed_schema(), target.resolve().parent
+    if os.path.splitdrive(str(schema))[0] == os.path.splitdrive(str(folder))[0] and \
+            Path(os.path.commonpath([schema, folder])) != Path(folder.anchor):
+        schema = Path(os.path.relpath(schema, folder))  # a checkout's spec: the path survives moving the checkout
+    text = text.replace("$schema=SCHEMA", f"$schema={schema.as_posix()}", 1)
     atomic_write_text(target, text.replace("name: NAME", f"name: {name}"))
     print(f"wrote {target}; next: archspec summary {target}")
     return EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .editor_schema import json_schema_text
+    from .editor_schema import installed_schema, json_schema_text
 
+    if args.path:
+        print(installed_schema())
+        return EXIT_OK
     text = json_schema_text()
     if args.output:
         from .files import atomic_write_text
@@ -355,15 +365,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--y", choices=("top1", "top5", "macs", "flops", "params"), default="top1",
                    help="top1/top5 need a spec's `meta: {top1: ..., source: ...}`; e.g. --x params --y macs")
 
-    p = sub.add_parser("init", help="Write a new, valid, commented spec from a template.")
+    text = "Write a new, valid, commented spec from a template; its first line points editors at the schema."
+    p = sub.add_parser("init", help=text, description=text)
     p.set_defaults(command=cmd_init)
     p.add_argument("path")
     p.add_argument("--template", choices=TEMPLATES, default="cnn")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
-    p = sub.add_parser("schema", help="Print (or write with -o) the JSON Schema of the spec format, for editors.")
+    text = ("Print (or write with -o) the JSON Schema of the spec format, for editors' completion and "
+            "checking as you type (yaml-language-server).")
+    p = sub.add_parser("schema", help=text, description=text)
     p.set_defaults(command=cmd_schema)
-    p.add_argument("-o", "--output", default=None)
+    p.add_argument("-o", "--output", default=None, help="write the schema to this file")
+    p.add_argument("--path", action="store_true", help="print the path of the schema installed with archspec")
 
     p = command("build", cmd_build, "Build the PyTorch module; optionally save its initial state dict.")
     p.add_argument("spec")

@@ -8,6 +8,7 @@ and boolean type also admits a string; the checker evaluates and validates those
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from .layers import REGISTRY
@@ -108,3 +109,9 @@ def json_schema() -> dict:
 
 def json_schema_text() -> str:
     return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def installed_schema() -> Path:
+    """The schema file installed with the package (package data, kept current by tools/gen_docs.py),
+    which `archspec init` points new specs at: no web address to serve."""
+    return Path(__file__).resolve().parent / "templates" / "archspec-v1.schema.json"

@@ -13,6 +13,7 @@ import pytest
 import archspec
 from archspec.cli import TEMPLATES
 from archspec.diagram import draw, to_dot, to_mermaid
+from archspec.editor_schema import installed_schema, json_schema_text
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "archspec.cli"]
@@ -28,6 +29,8 @@ def test_init_writes_a_valid_commented_spec(template: str, tmp_path: Path) -> No
     assert run("init", str(target), "--template", template).returncode == 0
     text = target.read_text()
     assert text.startswith("# yaml-language-server: $schema=") and f"name: my_{template}" in text
+    schema = Path(text.splitlines()[0].split("$schema=", 1)[1])  # relative to the spec, or absolute
+    assert (target.parent / schema).read_text() == json_schema_text()
     report = archspec.check(target)
     module = archspec.build(report, seed=0).eval()
     import torch
@@ -95,3 +98,16 @@ def test_graph_cli_rejects_unknown_format(tmp_path: Path) -> None:
     result = run("graph", str(ROOT / "specs" / "lenet.yaml"), "-o", str(tmp_path / "x.jpg"))
     assert result.returncode == 1 and ".svg" in result.stderr
     assert not (tmp_path / "x.jpg").exists()
+
+
+def test_installed_schema_is_current_and_printed_by_schema_path() -> None:
+    assert installed_schema().read_text() == json_schema_text(), "run: python tools/gen_docs.py"
+    done = run("schema", "--path")
+    assert done.returncode == 0 and Path(done.stdout.strip()) == installed_schema()
+
+
+@pytest.mark.parametrize("command", ["init", "schema"])
+def test_every_command_has_a_description(command: str) -> None:
+    top = run("--help").stdout
+    assert any(line.split()[:1] == [command] and len(line.split()) > 2 for line in top.splitlines())
+    assert run(command, "--help").stdout.split("\n\n")[1].strip()  # the paragraph after usage
