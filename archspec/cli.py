@@ -218,7 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if is_spec(model):
         model = check(model, limits=_limits(args))
     result = run_model(model, args.input, device=args.device, batch=args.batch, threads=args.threads,
-                       seed=args.seed)
+                       seed=args.seed, labels=args.labels)
     if result.notice:
         print(f"archspec: notice: {result.notice}", file=sys.stderr)
     print(result.summary(top=args.top))
@@ -409,6 +409,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="cuda fails when onnxruntime cannot use CUDA; auto falls back to the CPU with a notice")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
     p.add_argument("--top", type=int, default=5, help="top-k classes shown for classifier outputs")
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="class names, one per line (default: the spec's `meta: {labels: ...}`)")
     p.add_argument("--seed", type=int, default=0)
 
     p = command("bench", cmd_bench, "Latency and throughput: PyTorch eager vs onnxruntime (Markdown table).")

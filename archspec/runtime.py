@@ -88,6 +88,7 @@ class Session:
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[optimization]
         opts.intra_op_num_threads = self.threads
+        opts.log_severity_level = 4  # fatal only: a failed run is reported once, by archspec, not also as ORT's log line
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3  # errors only: the CUDA fallback warning is detected and reported below
@@ -193,6 +194,13 @@ class Session:
             if not np.issubdtype(array.dtype, np.integer):
                 raise RunError(f"input '{name}' takes integer token ids, got {array.dtype}")
             array = array.astype(np.int64)
+            meta = json.loads(self.metadata.get("archspec.input", "null") or "null")
+            vocab = meta.get("vocab") if meta and name == meta.get("name") else None
+            bad = np.flatnonzero((array < 0) | (array >= vocab)) if vocab else ()
+            if len(bad):
+                at = np.unravel_index(bad[0], array.shape)
+                raise RunError(f"input '{name}' has token id {array[at]} at {tuple(map(int, at))}, outside the "
+                               f"vocabulary 0..{vocab - 1}" + (f" ({len(bad)} such ids)" if len(bad) > 1 else ""))
         elif "float" in type_:
             array = array.astype(np.float32)
         return {name: array}
@@ -227,6 +235,7 @@ class RunResult:
     device: str
     seconds: float  # the inference call alone
     notice: str = ""
+    labels: tuple[str, ...] | None = None  # class names of a classifier's output
 
     def summary(self, top: int = 5, samples: int = 4) -> str:
         import numpy as np
@@ -236,10 +245,14 @@ class RunResult:
         for name, y in self.outputs.items():
             lines.append(f"output '{name}': {'x'.join(map(str, y.shape))} {y.dtype}")
             if y.ndim == 2 and y.shape[1] > 1 and np.issubdtype(y.dtype, np.floating):
-                k = min(top, y.shape[1])
+                classes = y.shape[1]
+                k = min(top, classes)
+                ranked = f"top {k} of {classes} classes" if k < classes else f"all {classes} classes"
+                lines.append(f"  {ranked} by output value, per sample (class{' label' * bool(self.labels)}: value)")
+                name_of = (lambda j: f"{j} {self.labels[j]}") if self.labels else str
                 for i in range(min(samples, y.shape[0])):
                     idx = np.argsort(-y[i], kind="stable")[:k]
-                    lines.append(f"  [{i}] top-{k}: " + "  ".join(f"{j}:{y[i, j]:.4g}" for j in idx))
+                    lines.append(f"  [{i}] " + "  ".join(f"{name_of(j)}: {y[i, j]:.4g}" for j in idx))
                 if y.shape[0] > samples:
                     lines.append(f"  ... {y.shape[0] - samples} more")
             else:
@@ -251,12 +264,16 @@ class RunResult:
 
 
 def run_model(model: Any, inputs: Any = None, *, device: str = "cpu", batch: int = 1, threads: int | None = None,
-              seed: int = 0, limits: Any = None) -> RunResult:
+              seed: int = 0, limits: Any = None, labels: str | os.PathLike | Sequence[str] | None = None) -> RunResult:
     """Runs an ONNX file (or a spec, exported to a temporary folder first) with onnxruntime.
 
     inputs: None for random inputs of the model's shape (`batch` samples), a numpy array or a
     .npy path for the first input (one sample or a batch), or a dict of arrays by input name.
+    labels: class names (or a file of them, one per line) for the top-k; by default those the spec
+    names in `meta: {labels: ...}`, which exported models carry.
     """
+    from .labels import check_count, read_labels
+
     import numpy as np
 
     if batch < 1:
@@ -279,8 +296,19 @@ def run_model(model: Any, inputs: Any = None, *, device: str = "cpu", batch: int
     except Exception as exc:
         raise RunError(f"onnxruntime failed: {str(exc).strip().splitlines()[0]}") from exc
     seconds = time.perf_counter() - t0
+    if isinstance(labels, (str, os.PathLike)):
+        names: tuple[str, ...] | None = read_labels(labels)
+        what = f"labels file {labels}"
+    elif labels is not None:
+        names, what = tuple(map(str, labels)), "the labels given"
+    else:
+        names = tuple(json.loads(session.metadata["archspec.labels"])) if "archspec.labels" in session.metadata else None
+        what = "the model's labels"
+    first = np.asarray(next(iter(outputs.values())))
+    if names is not None and first.ndim == 2:
+        check_count(names, first.shape[1], what)
     return RunResult({k: np.asarray(v) for k, v in outputs.items()}, {k: tuple(v.shape) for k, v in feeds.items()},
-                     session.providers, session.device, seconds, session.notice)
+                     session.providers, session.device, seconds, session.notice, names)
 
 
 def _load_array(value: Any) -> "np.ndarray":
