@@ -226,7 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .runtime import bench_model, bench_table
+    from .runtime import bench_model, bench_notes, bench_table
 
     try:
         batches = [int(b) for b in args.batch.split(",") if b.strip()]
@@ -240,6 +240,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows += bench_model(check(spec, limits=_limits(args)), batches=batches, rounds=args.rounds,
                             warmup=args.warmup, threads=args.threads, device=args.device)
     print(bench_table(rows))
+    for note in bench_notes(rows):
+        print(f"archspec: notice: {note}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -364,6 +364,16 @@ class Timing:
     def iqr(self) -> float:
         return self.q3 - self.q1
 
+    @property
+    def spread(self) -> float:
+        """IQR relative to the median: how far one typical call may sit from another."""
+        return self.iqr / self.median if self.median > 0 else math.inf
+
+
+# A timing whose IQR exceeds this share of its median is too noisy to compare: pyperf warns when the
+# standard deviation passes 10% of the mean, and for normal noise the IQR is 1.35 standard deviations.
+NOISY_SPREAD = 0.135
+
 
 @dataclass(frozen=True)
 class BenchRow:
@@ -387,6 +397,17 @@ class BenchRow:
     @property
     def speedup(self) -> float:
         return self.torch.median / self.ort.median
+
+    @property
+    def speedup_range(self) -> tuple[float, float]:
+        """The ratio's uncertainty, from the quartiles: slowest-typical torch over fastest-typical ORT
+        and the reverse, so the interval holds every ratio of two typical calls."""
+        return self.torch.q1 / self.ort.q3, self.torch.q3 / self.ort.q1
+
+    @property
+    def noisy(self) -> tuple[str, ...]:
+        return tuple(name for name, t in (("torch eager", self.torch), ("onnxruntime", self.ort))
+                     if t.spread > NOISY_SPREAD)
 
 
 def _quartiles(xs: Sequence[float]) -> tuple[float, float, float]:
@@ -499,9 +520,32 @@ def bench_table(rows: Sequence[BenchRow]) -> str:
             f"{_units(r.macs)} | "
             f"{r.torch.median * 1e3:.3f} ({r.torch.iqr * 1e3:.3f}) | "
             f"{r.ort.median * 1e3:.3f} ({r.ort.iqr * 1e3:.3f}) | "
-            f"{r.speedup:.2f}x | {r.throughput(r.torch):,.0f} | {r.throughput(r.ort):,.0f} | "
+            f"{_ratio(r)} | {r.throughput(r.torch):,.0f} | {r.throughput(r.ort):,.0f} | "
             f"{r.gflops(r.torch):.1f} | {r.gflops(r.ort):.1f} |")
     return "\n".join(lines)
+
+
+def _ratio(r: BenchRow) -> str:
+    """`2.13x (1.90-2.40)`, and `noisy` when a spread is too wide for the ratio to mean much."""
+    low, high = r.speedup_range
+    return f"{r.speedup:.2f}x ({low:.2f}-{high:.2f}){' noisy' if r.noisy else ''}"
+
+
+def bench_notes(rows: Sequence[BenchRow]) -> list[str]:
+    """What a reader must know before trusting the table: which timings are too spread out, and what to do."""
+    notes = []
+    for r in rows:
+        for name in r.noisy:
+            t = r.torch if name == "torch eager" else r.ort
+            notes.append(f"{r.spec} batch {r.batch}: {name}'s spread is too wide to trust: IQR {t.iqr * 1e3:.3g} ms "
+                         f"is {t.spread:.0%} of the median {t.median * 1e3:.3g} ms (trusted up to {NOISY_SPREAD:.1%})")
+        low, high = r.speedup_range
+        if low < 1 < high:
+            notes.append(f"{r.spec} batch {r.batch}: neither is clearly faster (speedup {low:.2f}-{high:.2f})")
+    if notes:
+        notes.append("for steadier timings: --threads 1 (no contention between the two runtimes' pools), "
+                     "more --rounds, and an otherwise idle machine")
+    return notes
 
 
 def _units(n: int) -> str:
