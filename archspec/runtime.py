@@ -88,7 +88,11 @@ class Session:
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[optimization]
         opts.intra_op_num_threads = self.threads
-        opts.log_severity_level = 4  # fatal only: a failed run is reported once, by archspec, not also as ORT's log line
+        # fatal only, for the session and its runs: a failed run is reported once, by archspec, not also
+        # as onnxruntime's coloured log line before it
+        opts.log_severity_level = 4
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3  # errors only: the CUDA fallback warning is detected and reported below
@@ -134,12 +138,13 @@ class Session:
     def run(self, feeds: Mapping[str, "np.ndarray"] | "np.ndarray") -> dict[str, "np.ndarray"]:
         if not isinstance(feeds, Mapping):
             feeds = {self.inputs[0][0]: feeds}
-        return dict(zip(self.outputs, self._session.run(None, dict(feeds))))
+        return dict(zip(self.outputs, self._session.run(None, dict(feeds), self._run_options)))
 
     def run_fn(self, feeds: Mapping[str, "np.ndarray"]) -> Callable[[], Any]:
         """A zero-argument call for timing loops (no dict rebuilding per call)."""
         sess, feeds = self._session, dict(feeds)
-        return lambda: sess.run(None, feeds)
+        options = self._run_options
+        return lambda: sess.run(None, feeds, options)
 
     # Inputs ------------------------------------------------------------------------------
     def example_inputs(self, batch: int = 1, seed: int = 0) -> dict[str, "np.ndarray"]:
