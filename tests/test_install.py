@@ -125,3 +125,21 @@ def test_documented_pre_commit_config(released: Path, tmp_path: Path) -> None:
     bad = subprocess.run(hook, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "specs/bad.yaml" in bad.stdout and "AS101" in bad.stdout and "did you mean 'kernel'" in bad.stdout
+
+
+def test_install_hints_name_real_extras_of_this_distribution() -> None:
+    """Error hints say `pip install -e '.[EXTRA]'` and name the distribution: both must exist."""
+    import tomllib
+
+    from archspec.errors import DISTRIBUTION, EXTRAS, install_hint
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == DISTRIBUTION and project["scripts"] == {"archspec": "archspec.cli:main"}
+    for extra in {*EXTRAS.values(), "gpu"}:
+        assert extra in project["optional-dependencies"], extra
+        assert f"pip install -e '.[{extra}]'" in install_hint(extra)
+    for module, extra in EXTRAS.items():  # each module is what its extra installs
+        assert any(dep.split(">")[0].split("=")[0].replace("-gpu", "") == module
+                   for dep in project["optional-dependencies"][extra]), (module, extra)
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        assert not re.search(r"pip install ['\"]?archspec(\[|['\"]?\s|$)", doc.read_text(), re.M), doc
