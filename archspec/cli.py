@@ -169,14 +169,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"archspec: error: {target} exists; use --force to overwrite it", file=sys.stderr)
         return EXIT_USAGE
     name = "".join(c if c.isalnum() or c == "_" else "_" for c in target.stem) or "model"
-    from .editor_schema import installed_schema
+    from .editor_schema import schema_reference
 
     text = files("archspec.templates").joinpath(f"{args.template}.yaml").read_text(encoding="utf-8")
-    schema, folder = installed_schema(), target.resolve().parent
-    if os.path.splitdrive(str(schema))[0] == os.path.splitdrive(str(folder))[0] and \
-            Path(os.path.commonpath([schema, folder])) != Path(folder.anchor):
-        schema = Path(os.path.relpath(schema, folder))  # a checkout's spec: the path survives moving the checkout
-    text = text.replace("$schema=SCHEMA", f"$schema={schema.as_posix()}", 1)
+    text = text.replace("$schema=SCHEMA", f"$schema={schema_reference(target)}", 1)
     atomic_write_text(target, text.replace("name: NAME", f"name: {name}"))
     print(f"wrote {target}; next: archspec summary {target}")
     return EXIT_OK

@@ -17,7 +17,7 @@ from typing import Any, Union
 
 from pydantic import ValidationError
 
-from .errors import Collector, Loc, call_note, did_you_mean
+from .errors import Collector, Loc, call_note, closest, did_you_mean
 from .expr import ExprError, evaluate, is_identifier, looks_like_expression
 from .layers import REGISTRY, LayerParams
 from .limits import Limits
@@ -438,6 +438,7 @@ class _Resolver:
             return None
         scope = dict(self.globals)
         ok = True
+        misspelt = {closest(k, definition.params) for k in values if k != "name" and k not in definition.params}
         for key, val in values.items():
             if key == "name":
                 continue
@@ -452,6 +453,9 @@ class _Resolver:
                 val = values[pname]
             elif decl.default is not None:
                 val = decl.default
+            elif pname in misspelt:  # `chanels: 4` is reported once, as the unknown key with its hint
+                ok = False
+                continue
             else:
                 self.out.add("AS102", f"block '{block}' needs parameter '{pname}' ({decl.type})",
                              self.doc.loc(kpath), format_path(kpath), related=calls)
