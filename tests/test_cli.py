@@ -258,4 +258,4 @@ def test_github_format_escapes_the_file_name(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, _ = main(capsys, "check", "--format", "github", "a,b.yaml")
     assert code == 1
-    assert out.splitlines()[0].startswith("::error file=a%2Cb.yaml,line=5,col=13,")
+    assert out.splitlines()[0].startswith("::error file=a%2Cb.yaml,line=5,col=22,")
