@@ -195,14 +195,16 @@ class _Walker:
         return y, total, act
 
     def _changer(self, a: tuple[int, ...], b: tuple[int, ...], spans: list[range]) -> NodeReport | None:
-        """The last layer, in any branch, that changed the first axis on which two branch outputs differ."""
+        """The layer that made two branch outputs differ: the last one to change the first axis on which
+        they differ, when exactly one branch changed it (otherwise the merge itself is the place)."""
         axis = next((i for i, (m, n) in enumerate(zip(a, b)) if m != n), None)
         if axis is None:
             return None
-        found = [r for span in spans for r in (self.reports[i] for i in span if i in self.reports)
-                 if r.leaf and len(r.input.shape) > axis and len(r.output.shape) > axis
-                 and r.input.shape[axis] != r.output.shape[axis]]
-        return found[-1] if found else None
+        found = [[r for r in (self.reports[i] for i in span if i in self.reports)
+                  if r.leaf and len(r.input.shape) > axis and len(r.output.shape) > axis
+                  and r.input.shape[axis] != r.output.shape[axis]] for span in spans]
+        changed = [f for f in found if f]
+        return changed[0][-1] if len(changed) == 1 else None
 
     def layer(self, node: Layer, x: TensorType, path: str,
               producer: tuple[str, Loc] | None) -> tuple[TensorType, Cost]:
