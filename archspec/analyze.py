@@ -99,9 +99,10 @@ def check_budgets(report: Report, limits: Limits) -> None:
 
     for key in ("params", "macs", "activation_bytes"):
         cap = getattr(limits, f"max_{key}")
-        if totals[key] > cap:
-            out.add("AS002", f"{key} {totals[key]:,} exceed the limit of {cap:,}", where,
-                    hint=f"raise it with {Limits.flag('max_' + key)} if this spec is trusted", related=largest(key))
+        if totals[key] > cap:  # a limit comes from the command line, not the spec: point at the largest layer
+            share = largest(key)
+            out.add("AS002", f"{key} {totals[key]:,} exceed the limit of {cap:,}", share[0][1] if share else where,
+                    hint=f"raise it with {Limits.flag('max_' + key)} if this spec is trusted", related=share)
     budget = report.graph.spec.budget
     if budget is not None:
         for key, cap in budget.model_dump().items():
@@ -151,7 +152,9 @@ class _Walker:
     def parallel(self, node: Parallel, x: TensorType, path: str, depth: int,
                  producer: tuple[str, Loc] | None) -> tuple[TensorType, Cost, int]:
         outputs, total, act, failed = [], Cost(), 0, False
+        spans: dict[str, range] = {}  # the report slots of each branch's layers
         for branch in node.branches:
+            start = self.order
             try:
                 if branch.name == node.inline:  # its layers are named directly under this node
                     y, cost, branch_act = self.sequence(branch, x, path, depth, producer)
@@ -161,6 +164,7 @@ class _Walker:
                 failed = True  # keep analysing the other branches: report all their errors
                 continue
             outputs.append((branch, y))
+            spans[branch.name] = range(start, self.order)
             total, act = _add(total, cost), act + branch_act
         if failed:
             raise _Stop
@@ -170,7 +174,12 @@ class _Walker:
             out_shape = merge.infer(shapes)
         except ShapeError as exc:
             culprit = outputs[int(exc.field)][0] if exc.field and exc.field.isdigit() else node.branches[0]
-            self.out.add(exc.code, str(exc), node.loc, self.src(node), related=(
+            first, other = outputs[0][1].shape, dict(outputs)[culprit].shape
+            where, path = node.loc, self.src(node)
+            changer = self._changer(first, other, [spans[b.name] for b, _ in outputs])
+            if changer is not None:  # the layer that made the branches differ, where the fix goes
+                where, path = changer.loc, ""
+            self.out.add(exc.code, str(exc), where, path, merge.fix_hint(x.shape, first, other), related=(
                 (f"branch '{outputs[0][0].name}' ends with {outputs[0][1]}", outputs[0][0].loc),
                 (f"branch '{culprit.name}' ends with {dict(outputs)[culprit]}", culprit.loc),
             ) + node.calls)
@@ -184,6 +193,18 @@ class _Walker:
                                               (f"the {node.label} merge '{path}'", node.loc))
             total, act = _add(total, cost), act + then_act
         return y, total, act
+
+    def _changer(self, a: tuple[int, ...], b: tuple[int, ...], spans: list[range]) -> NodeReport | None:
+        """The layer that made two branch outputs differ: the last one to change the first axis on which
+        they differ, when exactly one branch changed it (otherwise the merge itself is the place)."""
+        axis = next((i for i, (m, n) in enumerate(zip(a, b)) if m != n), None)
+        if axis is None:
+            return None
+        found = [[r for r in (self.reports[i] for i in span if i in self.reports)
+                  if r.leaf and len(r.input.shape) > axis and len(r.output.shape) > axis
+                  and r.input.shape[axis] != r.output.shape[axis]] for span in spans]
+        changed = [f for f in found if f]
+        return changed[0][-1] if len(changed) == 1 else None
 
     def layer(self, node: Layer, x: TensorType, path: str,
               producer: tuple[str, Loc] | None) -> tuple[TensorType, Cost]:

@@ -12,7 +12,7 @@ from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Any, Union
 
 from .analyze import Report, analyze
-from .errors import ArchspecError, SpecError
+from .errors import ArchspecError, MissingExtraError, SpecError, missing_extra
 from .limits import Limits
 from .load import Document, load_file, load_text
 from .resolve import Graph, resolve
@@ -73,16 +73,13 @@ def run(model: str | os.PathLike, inputs: Any = None, **options: Any) -> Any:
     return run_model(model, inputs, **options)
 
 
-_OPTIONAL = {"torch", "onnx", "onnxruntime", "onnxscript", "numpy"}
-
-
 @contextmanager
 def _needs_torch(what: str) -> Iterator[None]:
     """The checker installs without torch; say how to get it instead of a bare ImportError."""
     try:
         yield
     except ImportError as exc:
-        if (exc.name or "").split(".")[0] not in _OPTIONAL:
+        message = missing_extra(exc, f"`{what}`")
+        if message is None:
             raise
-        raise ArchspecError(f"`{what}` needs {exc.name}, which is not installed: "
-                            "pip install 'archspec[torch]'") from None
+        raise MissingExtraError(message) from None

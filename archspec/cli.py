@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 from . import __version__
 from .api import check
-from .errors import ArchspecError, Diagnostic, SpecError
+from .errors import ArchspecError, Diagnostic, MissingExtraError, SpecError, missing_extra
 from .files import STDIN, PathError
 from .limits import Limits
 from .render import github_diagnostic, human_diagnostic, json_results, print_summary, summary_dict
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"archspec: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except PathError as exc:  # a path on the command line that cannot be used as asked
+    except (PathError, MissingExtraError) as exc:  # a path that cannot be used as asked; a missing extra
         print(f"archspec: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except SpecError as exc:
@@ -50,6 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ArchspecError as exc:
         print(f"archspec: error: {exc}", file=sys.stderr)
         return EXIT_SPEC
+    except ImportError as exc:  # a command whose optional extra is not installed
+        message = missing_extra(exc, f"`archspec {args.command.__name__.removeprefix('cmd_')}`")
+        if message is None:
+            raise
+        print(f"archspec: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `archspec summary ... | head`: the reader left; that is fine
@@ -109,7 +115,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if path not in nodes:
             from .errors import did_you_mean
 
-            raise UsageError(f"{file} has no layer or block '{path}'; {did_you_mean(path, nodes) or 'see archspec summary'}")
+            uses = [n.path for n in report.nodes if n.kind == path]  # a block defined, invoked under other names
+            hint = (f"block '{path}' is invoked as {', '.join(uses[:4])}{', ...' if len(uses) > 4 else ''}; "
+                    f"compare one of them, e.g. {file}#{uses[0]}") if uses else did_you_mean(path, nodes)
+            raise UsageError(f"{file} has no layer or block '{path}'; {hint or 'see archspec summary'}")
         rows.append((f"{report.graph.name}#{path}" if path else report.graph.name, nodes[path]))
     print(compare_table(rows))
     return EXIT_OK
@@ -141,6 +150,22 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import write
+
+    files = list(_spec_files(args.paths))
+    if not files:
+        print("archspec: error: no .yaml/.yml specs found in " + ", ".join(args.paths), file=sys.stderr)
+        return EXIT_USAGE
+    limits = _limits(args)
+    missing = write([check(f, limits=limits) for f in files], Path(args.output), args.x, args.y)
+    if missing:
+        print(f"archspec: notice: left out, no {args.y if args.y in ('top1', 'top5') else args.x} recorded: "
+              + ", ".join(missing), file=sys.stderr)
+    print(f"wrote {args.output} ({len(files) - len(missing)} specs)")
+    return EXIT_OK
+
+
 TEMPLATES = ("cnn", "vgg", "resnet", "inception", "lstm")
 
 
@@ -151,15 +176,21 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     target = Path(args.path)
     name = "".join(c if c.isalnum() or c == "_" else "_" for c in target.stem) or "model"
+    from .editor_schema import schema_reference
+
     text = files("archspec.templates").joinpath(f"{args.template}.yaml").read_text(encoding="utf-8")
+    text = text.replace("$schema=SCHEMA", f"$schema={schema_reference(target)}", 1)
     atomic_write_text(target, text.replace("name: NAME", f"name: {name}"), force=args.force)
     print(f"wrote {target}; next: archspec summary {target}")
     return EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .editor_schema import json_schema_text
+    from .editor_schema import installed_schema, json_schema_text
 
+    if args.path:
+        print(installed_schema())
+        return EXIT_OK
     text = json_schema_text()
     if args.output:
         from .files import atomic_write_text
@@ -187,7 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if is_spec(model):
         model = _check(model, _limits(args))
     result = run_model(model, args.input, device=args.device, batch=args.batch, threads=args.threads,
-                       seed=args.seed)
+                       seed=args.seed, labels=args.labels)
     if result.notice:
         print(f"archspec: notice: {result.notice}", file=sys.stderr)
     print(result.summary(top=args.top))
@@ -195,7 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .runtime import bench_model, bench_table
+    from .runtime import bench_model, bench_notes, bench_table
 
     try:
         batches = [int(b) for b in args.batch.split(",") if b.strip()]
@@ -212,6 +243,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows += bench_model(_check(spec, _limits(args)), batches=batches, rounds=args.rounds,
                             warmup=args.warmup, threads=args.threads, device=args.device)
     print(bench_table(rows))
+    for note in bench_notes(rows):
+        print(f"archspec: notice: {note}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -350,15 +383,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="arch.svg, arch.png, arch.dot or arch.mmd")
     p.add_argument("--depth", type=_int_in(0), default=None, help="collapse blocks deeper than this")
 
-    p = sub.add_parser("init", help="Write a new, valid, commented spec from a template.")
+    p = command("plot", cmd_plot, "Chart specs as bubbles: MACs vs. published top-1 accuracy (from each spec's "
+                "`meta:`), area = parameters (.svg, .png, .pdf; needs the plot extra).")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="specs or folders")
+    p.add_argument("-o", "--output", required=True, help="zoo.svg, zoo.png or zoo.pdf")
+    p.add_argument("--x", choices=("macs", "flops", "params", "top1", "top5"), default="macs")
+    p.add_argument("--y", choices=("top1", "top5", "macs", "flops", "params"), default="top1",
+                   help="top1/top5 need a spec's `meta: {top1: ..., source: ...}`; e.g. --x params --y macs")
+
+    text = "Write a new, valid, commented spec from a template; its first line points editors at the schema."
+    p = sub.add_parser("init", help=text, description=text)
     p.set_defaults(command=cmd_init)
     p.add_argument("path")
     p.add_argument("--template", choices=TEMPLATES, default="cnn")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
-    p = sub.add_parser("schema", help="Print (or write with -o) the JSON Schema of the spec format, for editors.")
+    text = ("Print (or write with -o) the JSON Schema of the spec format, for editors' completion and "
+            "checking as you type (yaml-language-server).")
+    p = sub.add_parser("schema", help=text, description=text)
     p.set_defaults(command=cmd_schema)
-    p.add_argument("-o", "--output", default=None)
+    p.add_argument("-o", "--output", default=None, help="write the schema to this file")
+    p.add_argument("--path", action="store_true", help="print the path of the schema installed with archspec")
 
     p = command("build", cmd_build, "Build the PyTorch module; optionally save its initial state dict.")
     p.add_argument("spec")
@@ -390,6 +435,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="cuda fails when onnxruntime cannot use CUDA; auto falls back to the CPU with a notice")
     p.add_argument("--threads", type=_int_in(1, 4096), default=None, help="intra-op threads (default: physical cores)")
     p.add_argument("--top", type=_int_in(0), default=5, help="top-k classes shown for classifier outputs")
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="class names, one per line (default: the spec's `meta: {labels: ...}`)")
     p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
 
     p = command("bench", cmd_bench, "Latency and throughput: PyTorch eager vs onnxruntime (Markdown table).")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .analyze import Report
-from .errors import ArchspecError
+from .errors import ArchspecError, MissingExtraError, install_hint
 from .layers import REGISTRY, TensorType
 from .render import human_units
 from .resolve import Layer, Node, Sequence
@@ -153,9 +153,9 @@ def write(report: Report, output: Path, depth: int | None = None, inputs: tuple[
     try:
         import graphviz
     except ImportError:
-        raise ArchspecError("SVG/PNG need the graphviz package: pip install 'archspec[graph]' "
-                            "(and the `dot` program: apt-get install graphviz / brew install graphviz); "
-                            ".dot and .mmd need nothing") from None
+        raise MissingExtraError(f"SVG/PNG need the graphviz package: {install_hint('graph')}; and Graphviz's "
+                            "`dot` program: apt-get install graphviz (Debian/Ubuntu) or brew install graphviz "
+                            "(macOS); .dot and .mmd need nothing") from None
     try:
         data = graphviz.Source(dot).pipe(format=suffix[1:])
     except graphviz.ExecutableNotFound:

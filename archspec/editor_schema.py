@@ -8,6 +8,8 @@ and boolean type also admits a string; the checker evaluates and validates those
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 from .layers import REGISTRY
@@ -108,3 +110,19 @@ def json_schema() -> dict:
 
 def json_schema_text() -> str:
     return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def installed_schema() -> Path:
+    """The schema file installed with the package (package data, kept current by tools/gen_docs.py),
+    which `archspec init` points new specs at: no web address to serve."""
+    return Path(__file__).resolve().parent / "templates" / "archspec-v1.schema.json"
+
+
+def schema_reference(spec: Path) -> str:
+    """The installed schema as a spec's modeline names it: relative to the spec when both share a
+    folder below the root (a spec in a checkout: the path survives moving the checkout), else absolute."""
+    schema, folder = installed_schema(), Path(spec).resolve().parent
+    if os.path.splitdrive(schema)[0] == os.path.splitdrive(folder)[0] and \
+            Path(os.path.commonpath([schema, folder])) != Path(folder.anchor):
+        return Path(os.path.relpath(schema, folder)).as_posix()
+    return schema.as_posix()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Stable error codes, documented in docs/errors.md. Never renumber; only append.
 CODES: dict[str, str] = {
@@ -81,6 +81,26 @@ class Diagnostic:
         }
 
 
+DISTRIBUTION = "archspec-compiler"  # the name to install; the index's `archspec` is another project
+# optional module -> the extra that installs it (pyproject.toml's optional-dependencies)
+EXTRAS = {"torch": "torch", "onnx": "torch", "onnxruntime": "torch", "onnxscript": "torch", "numpy": "torch",
+          "graphviz": "graph", "matplotlib": "plot"}
+
+
+def install_hint(extra: str) -> str:
+    """How to install an extra: from a clone (the documented way), and by the distribution's name."""
+    return (f"install the '{extra}' extra: pip install -e '.[{extra}]' in a clone of archspec "
+            f"(the distribution is named {DISTRIBUTION}; 'archspec' on the package index is another project)")
+
+
+def missing_extra(exc: ImportError, what: str) -> str | None:
+    """`what needs X, which is not installed: install the 'torch' extra ...`, for an optional module."""
+    root = (exc.name or "").split(".")[0]
+    if root not in EXTRAS:
+        return None
+    return f"{what} needs {root}, which is not installed; {install_hint(EXTRAS[root])}"
+
+
 class ArchspecError(Exception):
     """Base of every error archspec raises on purpose; anything else is a bug in archspec."""
 
@@ -95,6 +115,10 @@ class SpecError(ArchspecError):
         super().__init__(f"{first.loc}: error[{first.code}]: {first.message}" if first else "invalid spec")
 
 
+class MissingExtraError(ArchspecError):
+    """A command or function needs an optional extra that is not installed (a usage problem, exit 2)."""
+
+
 class InternalError(ArchspecError):
     """A failure that is archspec's bug, not the user's; names the layer and its source line."""
 
@@ -102,31 +126,55 @@ class InternalError(ArchspecError):
 MAX_DIAGNOSTICS = 100  # per stage and file
 
 
+def call_note(block: str) -> str:
+    """The note that says which invocation of a block a diagnostic inside its body came from."""
+    return f"in block '{block}' invoked here"
+
+
+def _is_call_note(note: str) -> bool:
+    return note.startswith("in block '") and note.endswith("' invoked here")
+
+
 @dataclass
 class Collector:
-    """Accumulates the diagnostics of one stage; `raise_if_any` ends the stage."""
+    """Accumulates the diagnostics of one stage; `raise_if_any` ends the stage.
+
+    A mistake inside a block definition is hit once per invocation: those diagnostics differ only
+    in their call notes, so they fold into one, at the definition, with every invocation as a note."""
 
     diagnostics: list[Diagnostic] = field(default_factory=list)
-    _seen: set[Diagnostic] = field(default_factory=set)
+    _index: dict[tuple, int] = field(default_factory=dict)
 
     def add(self, code: str, message: str, loc: Loc, path: str = "", hint: str = "",
             related: tuple[tuple[str, Loc], ...] = ()) -> None:
+        key = (code, message, loc, path, hint, tuple(r for r in related if not _is_call_note(r[0])))
+        if key in self._index:
+            i = self._index[key]
+            old = self.diagnostics[i]
+            new = tuple(r for r in related if r not in old.related)
+            if new:
+                self.diagnostics[i] = replace(old, related=old.related + new)
+            return
         if len(self.diagnostics) >= MAX_DIAGNOSTICS:  # a hostile file must not become a log bomb
             if len(self.diagnostics) == MAX_DIAGNOSTICS:
                 self.diagnostics.append(Diagnostic("AS002", f"more than {MAX_DIAGNOSTICS} errors; stopped reporting",
                                                    loc, hint="fix these first"))
             return
-        d = Diagnostic(code, message, loc, path, hint, related)
-        if d not in self._seen:  # a block body or repeat may hit the same problem many times
-            self._seen.add(d)
-            self.diagnostics.append(d)
+        self._index[key] = len(self.diagnostics)
+        self.diagnostics.append(Diagnostic(code, message, loc, path, hint, related))
 
     def raise_if_any(self) -> None:
         if self.diagnostics:
             raise SpecError(self.diagnostics)
 
 
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The closest valid name to a misspelt one, or None when nothing is close."""
+    close = difflib.get_close_matches(str(word), sorted(set(choices)), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`did you mean 'kernel'?` for the closest valid name, or '' when nothing is close."""
-    close = difflib.get_close_matches(str(word), sorted(set(choices)), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else ""
+    close = closest(word, choices)
+    return f"did you mean '{close}'?" if close else ""

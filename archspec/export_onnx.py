@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 from .analyze import Report, analyze
 from .errors import ArchspecError
 from .files import PathError, TooLarge, check_output, commit, make_public, read_bytes, regular_file, staging
+from .labels import spec_labels
 from .layers import REGISTRY
 from .limits import Limits
 from .memory import needed, require
@@ -655,6 +656,9 @@ def _annotate(model: "onnx.ModelProto", report: Report, exporter: str, weights: 
         "archspec.exporter": exporter, "archspec.input": json.dumps(inp), "archspec.weights": source,
         "archspec.output_shape": json.dumps(list(report.output.shape)),
     }
+    labels = spec_labels(report)
+    if labels is not None:  # `archspec run` names the top classes
+        meta["archspec.labels"] = json.dumps(list(labels))
     kept = [p for p in model.metadata_props if p.key not in meta]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)

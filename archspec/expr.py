@@ -110,7 +110,10 @@ class _Evaluator:
             return self.env[node.id]
         if node.id in ("true", "false"):
             return node.id == "true"
-        raise ExprError("AS121", f"unknown variable '{node.id}'", did_you_mean(node.id, self.env))
+        # `idx` for a repeat's `i` is too short a match for difflib; a shared prefix says it
+        prefixed = sorted((n for n in self.env if node.id.startswith(n) or n.startswith(node.id)), key=len)
+        hint = did_you_mean(node.id, self.env) or (f"did you mean '{prefixed[-1]}'?" if prefixed else "")
+        raise ExprError("AS121", f"unknown variable '{node.id}'", hint)
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> Value:
         value = self.visit(node.operand)

@@ -31,11 +31,17 @@ def build_module(report: Report, *, device: Any = None, dtype: Any = None, seed:
         require(f"building '{graph.name}'", needed(report, "build"))
     shapes = {n.path: n for n in report.nodes}
     init = graph.spec.init
-    with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
+    target = torch.device(device or "cpu")
+    # A seed must give the same weights on every machine: draw them from the CPU generator, then
+    # move them (each CUDA device has its own generator and its own random streams).
+    place = torch.device("cpu") if seed is not None and target.type != "meta" else target
+    with torch.random.fork_rng(devices=[]), place:
         if seed is not None:
             torch.manual_seed(seed)
         lowerer = _Lowerer(shapes, init.scheme, init.zero_init_residual)
         net = Network(lowerer.children(graph.root.children, ""), name=graph.name, input_name=graph.input.name, sha256=graph.sha256)
+    if place != target:
+        net = net.to(target)
     if dtype is not None:
         net = net.to(dtype=dtype)
     return net

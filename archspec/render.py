@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
@@ -125,9 +127,15 @@ def print_summary(report: Report, depth: int | None = None, file: TextIO | None 
                  n.kind, str(n.output), f"{n.params:,}"] + ([f"{n.weights:,}"] if weights else []) + [f"{n.macs:,}"]
         table.add_row(*cells)
     console = Console(file=file, highlight=False, soft_wrap=False, width=max(100, Console(file=file).width))
-    console.print(table)
-    console.print(f"params {human_units(t.params)}  MACs {human_units(t.macs)}  FLOPs {human_units(t.flops)}  "
-                  f"activations {human_units(t.activation_bytes)}B per sample (batch 1)")
+    with console.capture() as captured:
+        console.print(table)
+        console.print(f"params {human_units(t.params)}  MACs {human_units(t.macs)}  FLOPs {human_units(t.flops)}  "
+                      f"activations {human_units(t.activation_bytes)}B per sample (batch 1)")
+    # rich pads every line to the table's width; drop the padding, keep any closing colour codes
+    (file or sys.stdout).write(_TRAILING.sub(r"\1", captured.get()))
+
+
+_TRAILING = re.compile(r"[ \t]+((?:\x1b\[[0-9;]*m)*)$", re.M)
 
 
 def _shape(shape: tuple[int, ...]) -> str:

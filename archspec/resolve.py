@@ -18,7 +18,7 @@ from typing import Any, Union
 
 from pydantic import ValidationError
 
-from .errors import Collector, Loc, did_you_mean
+from .errors import Collector, Loc, call_note, closest, did_you_mean
 from .expr import ExprError, Steps, evaluate, is_identifier, looks_like_expression
 from .layers import REGISTRY, LayerParams
 from .limits import CEILINGS, Limits
@@ -160,6 +160,7 @@ class _Namer:
 
 
 _STRUCTURAL = ("repeat", "concat", "add", "residual", "group")
+_SUBKEYS = {"residual": ("body", "shortcut", "then")}  # keys that belong under a structural kind
 
 
 class _Resolver:
@@ -290,8 +291,13 @@ class _Resolver:
         kinds = [k for k in raw if k != "name"]
         if len(kinds) != 1:
             what = "no layer kind" if not kinds else f"several layer kinds ({', '.join(map(str, kinds))})"
+            hint = "write each layer as its own list item"
+            for outer in kinds:  # `then:` written level with `residual:` instead of under it
+                strays = [k for k in kinds if k in _SUBKEYS.get(outer, ())]
+                if strays:
+                    hint = f"indent {', '.join(f'`{k}`' for k in strays)} under `{outer}`: it is a key of {outer}"
             self.out.add("AS107", f"an item must name exactly one layer kind or block, found {what}", loc,
-                         format_path(path), "write each layer as its own list item", calls)
+                         format_path(path), hint, calls)
             return []
         kind = kinds[0]
         kpath = key_path or path + (kind,)
@@ -375,7 +381,7 @@ class _Resolver:
         """body + shortcut, added, then the `then` layers. The body's and then's layers become direct
         children of the block (`layer2.block0.conv1`, as torchvision names them); the shortcut is
         `shortcut` (empty: the identity)."""
-        keys = ("body", "shortcut", "then")
+        keys = _SUBKEYS["residual"]
         if not isinstance(args, dict):
             self.out.add("AS103", "residual takes a mapping with `body` and optionally `shortcut` and `then`",
                          self.doc.loc(kpath), format_path(kpath), related=calls)
@@ -468,6 +474,7 @@ class _Resolver:
             return None
         scope = dict(self.globals)
         ok = True
+        misspelt = {closest(k, definition.params) for k in values if k != "name" and k not in definition.params}
         for key, val in values.items():
             if key == "name":
                 continue
@@ -482,6 +489,9 @@ class _Resolver:
                 val = values[pname]
             elif decl.default is not None:
                 val = decl.default
+            elif pname in misspelt:  # `chanels: 4` is reported once, as the unknown key with its hint
+                ok = False
+                continue
             else:
                 self.out.add("AS102", f"block '{block}' needs parameter '{pname}' ({decl.type})",
                              self.doc.loc(kpath), format_path(kpath), related=calls)
@@ -496,7 +506,7 @@ class _Resolver:
             scope[pname] = float(val) if decl.type == "float" else val
         if not ok:
             return None
-        inner_calls = ((f"in block '{block}' invoked here", loc),) + calls
+        inner_calls = ((call_note(block), loc),) + calls
         body_path = ("blocks", block, "body")
         children = self.items(definition.body, body_path, scope, inner_calls, _Namer(), stack + (block,))
         if len(children) == 1:

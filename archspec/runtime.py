@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from .errors import ArchspecError
+from .errors import ArchspecError, install_hint
 from .files import PathError, regular_file
 from .memory import gigabytes, needed, require
 
@@ -95,6 +95,11 @@ class Session:
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[optimization]
         opts.intra_op_num_threads = self.threads
+        # fatal only, for the session and its runs: a failed run is reported once, by archspec, not also
+        # as onnxruntime's coloured log line before it
+        opts.log_severity_level = 4
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3  # errors only: the CUDA fallback warning is detected and reported below
@@ -110,7 +115,7 @@ class Session:
         available = ort.get_available_providers()
         why_not = "" if CUDA in available else (
             f"onnxruntime {ort.__version__} has no CUDA execution provider; replace it with onnxruntime-gpu: "
-            "pip uninstall onnxruntime && pip install 'archspec[gpu]'")
+            "pip uninstall onnxruntime, then " + install_hint("gpu"))
         if device == "cuda" and why_not:
             raise DeviceError(f"device 'cuda' unavailable: {why_not}")
         # cuda_options: CUDA execution provider options, e.g. {"use_tf32": "0"} for float32 matmuls
@@ -140,12 +145,13 @@ class Session:
     def run(self, feeds: Mapping[str, "np.ndarray"] | "np.ndarray") -> dict[str, "np.ndarray"]:
         if not isinstance(feeds, Mapping):
             feeds = {self.inputs[0][0]: feeds}
-        return dict(zip(self.outputs, self._session.run(None, dict(feeds))))
+        return dict(zip(self.outputs, self._session.run(None, dict(feeds), self._run_options)))
 
     def run_fn(self, feeds: Mapping[str, "np.ndarray"]) -> Callable[[], Any]:
         """A zero-argument call for timing loops (no dict rebuilding per call)."""
         sess, feeds = self._session, dict(feeds)
-        return lambda: sess.run(None, feeds)
+        options = self._run_options
+        return lambda: sess.run(None, feeds, options)
 
     # Inputs ------------------------------------------------------------------------------
     def example_inputs(self, batch: int = 1, seed: int = 0) -> dict[str, "np.ndarray"]:
@@ -220,6 +226,13 @@ class Session:
             if not np.issubdtype(array.dtype, np.integer):
                 raise RunError(f"input '{name}' takes integer token ids, got {array.dtype}")
             array = array.astype(np.int64)
+            meta = json.loads(self.metadata.get("archspec.input", "null") or "null")
+            vocab = meta.get("vocab") if meta and name == meta.get("name") else None
+            bad = np.flatnonzero((array < 0) | (array >= vocab)) if vocab else ()
+            if len(bad):
+                at = np.unravel_index(bad[0], array.shape)
+                raise RunError(f"input '{name}' has token id {array[at]} at {tuple(map(int, at))}, outside the "
+                               f"vocabulary 0..{vocab - 1}" + (f" ({len(bad)} such ids)" if len(bad) > 1 else ""))
         elif "float" in type_:
             array = array.astype(np.float32)
         return {name: array}
@@ -258,6 +271,7 @@ class RunResult:
     device: str
     seconds: float  # the inference call alone
     notice: str = ""
+    labels: tuple[str, ...] | None = None  # class names of a classifier's output
 
     def summary(self, top: int = 5, samples: int = 4) -> str:
         import numpy as np
@@ -267,10 +281,14 @@ class RunResult:
         for name, y in self.outputs.items():
             lines.append(f"output '{name}': {'x'.join(map(str, y.shape))} {y.dtype}")
             if y.ndim == 2 and y.shape[1] > 1 and np.issubdtype(y.dtype, np.floating):
-                k = min(top, y.shape[1])
+                classes = y.shape[1]
+                k = min(top, classes)
+                ranked = f"top {k} of {classes} classes" if k < classes else f"all {classes} classes"
+                lines.append(f"  {ranked} by output value, per sample (class{' label' * bool(self.labels)}: value)")
+                name_of = (lambda j: f"{j} {self.labels[j]}") if self.labels else str
                 for i in range(min(samples, y.shape[0])):
                     idx = np.argsort(-y[i], kind="stable")[:k]
-                    lines.append(f"  [{i}] top-{k}: " + "  ".join(f"{j}:{y[i, j]:.4g}" for j in idx))
+                    lines.append(f"  [{i}] " + "  ".join(f"{name_of(j)}: {y[i, j]:.4g}" for j in idx))
                 if y.shape[0] > samples:
                     lines.append(f"  ... {y.shape[0] - samples} more")
             else:
@@ -282,12 +300,16 @@ class RunResult:
 
 
 def run_model(model: Any, inputs: Any = None, *, device: str = "cpu", batch: int = 1, threads: int | None = None,
-              seed: int = 0, limits: Any = None) -> RunResult:
+              seed: int = 0, limits: Any = None, labels: str | os.PathLike | Sequence[str] | None = None) -> RunResult:
     """Runs an ONNX file (or a spec, exported to a temporary folder first) with onnxruntime.
 
     inputs: None for random inputs of the model's shape (`batch` samples), a numpy array or a
     .npy path for the first input (one sample or a batch), or a dict of arrays by input name.
+    labels: class names (or a file of them, one per line) for the top-k; by default those the spec
+    names in `meta: {labels: ...}`, which exported models carry.
     """
+    from .labels import check_count, read_labels
+
     import numpy as np
 
     if batch < 1:
@@ -315,8 +337,19 @@ def run_model(model: Any, inputs: Any = None, *, device: str = "cpu", batch: int
     except Exception as exc:
         raise RunError(f"onnxruntime failed: {str(exc).strip().splitlines()[0]}") from exc
     seconds = time.perf_counter() - t0
+    if isinstance(labels, (str, os.PathLike)):
+        names: tuple[str, ...] | None = read_labels(labels)
+        what = f"labels file {labels}"
+    elif labels is not None:
+        names, what = tuple(map(str, labels)), "the labels given"
+    else:
+        names = tuple(json.loads(session.metadata["archspec.labels"])) if "archspec.labels" in session.metadata else None
+        what = "the model's labels"
+    first = np.asarray(next(iter(outputs.values())))
+    if names is not None and first.ndim == 2:
+        check_count(names, first.shape[1], what)
     return RunResult({k: np.asarray(v) for k, v in outputs.items()}, {k: tuple(v.shape) for k, v in feeds.items()},
-                     session.providers, session.device, seconds, session.notice)
+                     session.providers, session.device, seconds, session.notice, names)
 
 
 def _load_array(value: Any) -> "np.ndarray":
@@ -400,6 +433,16 @@ class Timing:
     def iqr(self) -> float:
         return self.q3 - self.q1
 
+    @property
+    def spread(self) -> float:
+        """IQR relative to the median: how far one typical call may sit from another."""
+        return self.iqr / self.median if self.median > 0 else math.inf
+
+
+# A timing whose IQR exceeds this share of its median is too noisy to compare: pyperf warns when the
+# standard deviation passes 10% of the mean, and for normal noise the IQR is 1.35 standard deviations.
+NOISY_SPREAD = 0.135
+
 
 @dataclass(frozen=True)
 class BenchRow:
@@ -423,6 +466,17 @@ class BenchRow:
     @property
     def speedup(self) -> float:
         return self.torch.median / self.ort.median
+
+    @property
+    def speedup_range(self) -> tuple[float, float]:
+        """The ratio's uncertainty, from the quartiles: slowest-typical torch over fastest-typical ORT
+        and the reverse, so the interval holds every ratio of two typical calls."""
+        return self.torch.q1 / self.ort.q3, self.torch.q3 / self.ort.q1
+
+    @property
+    def noisy(self) -> tuple[str, ...]:
+        return tuple(name for name, t in (("torch eager", self.torch), ("onnxruntime", self.ort))
+                     if t.spread > NOISY_SPREAD)
 
 
 def _quartiles(xs: Sequence[float]) -> tuple[float, float, float]:
@@ -535,9 +589,32 @@ def bench_table(rows: Sequence[BenchRow]) -> str:
             f"{_units(r.macs)} | "
             f"{r.torch.median * 1e3:.3f} ({r.torch.iqr * 1e3:.3f}) | "
             f"{r.ort.median * 1e3:.3f} ({r.ort.iqr * 1e3:.3f}) | "
-            f"{r.speedup:.2f}x | {r.throughput(r.torch):,.0f} | {r.throughput(r.ort):,.0f} | "
+            f"{_ratio(r)} | {r.throughput(r.torch):,.0f} | {r.throughput(r.ort):,.0f} | "
             f"{r.gflops(r.torch):.1f} | {r.gflops(r.ort):.1f} |")
     return "\n".join(lines)
+
+
+def _ratio(r: BenchRow) -> str:
+    """`2.13x (1.90-2.40)`, and `noisy` when a spread is too wide for the ratio to mean much."""
+    low, high = r.speedup_range
+    return f"{r.speedup:.2f}x ({low:.2f}-{high:.2f}){' noisy' if r.noisy else ''}"
+
+
+def bench_notes(rows: Sequence[BenchRow]) -> list[str]:
+    """What a reader must know before trusting the table: which timings are too spread out, and what to do."""
+    notes = []
+    for r in rows:
+        for name in r.noisy:
+            t = r.torch if name == "torch eager" else r.ort
+            notes.append(f"{r.spec} batch {r.batch}: {name}'s spread is too wide to trust: IQR {t.iqr * 1e3:.3g} ms "
+                         f"is {t.spread:.0%} of the median {t.median * 1e3:.3g} ms (trusted up to {NOISY_SPREAD:.1%})")
+        low, high = r.speedup_range
+        if low < 1 < high:
+            notes.append(f"{r.spec} batch {r.batch}: neither is clearly faster (speedup {low:.2f}-{high:.2f})")
+    if notes:
+        notes.append("for steadier timings: --threads 1 (no contention between the two runtimes' pools), "
+                     "more --rounds, and an otherwise idle machine")
+    return notes
 
 
 def _units(n: int) -> str:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema,
+                      model_validator)
 
-from .errors import Collector, Loc, did_you_mean
+from .errors import Collector, Loc, closest, did_you_mean
 from .layers import REGISTRY
 from .layers.base import MAX_INT
 from .load import Document, Path, format_path
@@ -115,6 +116,27 @@ class InitDecl(Frozen):
     zero_init_residual: bool = False
 
 
+Percent = Annotated[float, Field(ge=0, le=100, strict=False)]
+
+
+class Meta(Frozen):
+    """What a spec records beside the architecture: a published accuracy, which `archspec plot`
+    draws and which must name its source, and the class names that `archspec run` labels with."""
+
+    top1: Percent | None = None
+    top5: Percent | None = None
+    dataset: str = ""
+    source: str = ""
+    labels: list[str] | Annotated[str, Field(description="a file with one class name per line, "
+                                             "relative to the spec")] | None = None
+
+    @model_validator(mode="after")
+    def _cited(self) -> Meta:
+        if (self.top1 is not None or self.top5 is not None) and not self.source.strip():
+            raise ValueError("an accuracy needs its source: add `source:` (a paper, or the weights' page)")
+        return self
+
+
 class Spec(Frozen):
     archspec: int
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)]
@@ -128,6 +150,7 @@ class Spec(Frozen):
                                  description="the model output's name in exported ONNX models")] = "output"
     budget: Budget | None = None
     init: InitDecl = InitDecl()
+    meta: Meta | None = None
 
 
 # --- pydantic errors -> located diagnostics ---------------------------------------------------
@@ -184,13 +207,26 @@ def _fields_at(model: Any, loc: tuple) -> list[str]:
     return []
 
 
+def _data_loc(err: Any) -> tuple:
+    """pydantic appends validator names to union/function paths; keep the data path only."""
+    return tuple(p for p in err["loc"] if isinstance(p, int) or not str(p).startswith(("function-", "json-")))
+
+
 def report_validation(exc: ValidationError, doc: Document, base: Path, model: type[BaseModel] | None,
                       out: Collector, related: tuple[tuple[str, Loc], ...] = ()) -> None:
-    """Adds one diagnostic per pydantic error, located at the offending YAML node."""
-    for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
-        # pydantic appends validator names to union/function paths; keep the data path only.
-        data_loc = tuple(p for p in loc if isinstance(p, int) or not str(p).startswith(("function-", "json-")))
+    """Adds one diagnostic per pydantic error, located at the offending YAML node. A missing key
+    that an unknown near-miss key explains (`kernal` for `kernel`) is one mistake: only the
+    unknown key is reported, with its "did you mean"."""
+    errors = exc.errors(include_url=False)
+    explained = set()  # (parent data path, missing key) that a misspelt key accounts for
+    for err in errors:
+        data_loc = _data_loc(err)
+        if err["type"] == "extra_forbidden" and data_loc:
+            explained.add((data_loc[:-1], closest(str(data_loc[-1]), _fields_at(model, data_loc[:-1]))))
+    for err in errors:
+        data_loc = _data_loc(err)
+        if err["type"] == "missing" and data_loc and (data_loc[:-1], data_loc[-1]) in explained:
+            continue
         path = base + data_loc
         if path[:1] == ("input",) and path[2:3] == ("shape",) and path[:3] not in doc.value_locs:
             path = path[:2] + path[3:]  # the short form `image: [3, 224, 224]` has no `shape` key

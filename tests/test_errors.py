@@ -43,16 +43,12 @@ def only(diags: list[archspec.Diagnostic]) -> archspec.Diagnostic:
 # --- unknown names ----------------------------------------------------------------------------------
 
 def test_unknown_key_suggests_kernel(tmp_path):
-    diags = errors(tmp_path, "network:\n  - conv2d: {out: 4, kernal: 3}\n")
-    by_code = {d.code: d for d in diags}
-    assert set(by_code) == {"AS101", "AS102"}
-    d = by_code["AS101"]
+    # one mistake, one diagnostic: the missing 'kernel' is explained by 'kernal'
+    d = only(errors(tmp_path, "network:\n  - conv2d: {out: 4, kernal: 3}\n"))
     assert where(d) == ("AS101", 5, 22)
     assert d.message == "unknown key 'kernal'"
     assert d.hint == "did you mean 'kernel'?"
     assert d.path == "network[0].conv2d.kernal"
-    assert where(by_code["AS102"]) == ("AS102", 5, 13)
-    assert by_code["AS102"].message == "missing required key 'kernel'"
 
 
 def test_unknown_key_in_block_style_mapping(tmp_path):
@@ -66,7 +62,7 @@ def test_unknown_top_level_key(tmp_path):
     d = next(d for d in diags if d.code == "AS101")
     assert where(d) == ("AS101", 4, 1)
     assert d.hint == "did you mean 'network'?"
-    assert any(where(d) == ("AS102", 1, 1) and "'network'" in d.message for d in diags)
+    assert not any(d.code == "AS102" for d in diags)  # explained by the misspelling
 
 
 def test_unknown_budget_key(tmp_path):
@@ -135,10 +131,9 @@ def test_unknown_block_argument(tmp_path):
 
 
 def test_misspelt_block_argument(tmp_path):
-    diags = errors(tmp_path, BLOCK + "network:\n  - cbr: {chanels: 4}\n")
-    assert [where(d) for d in diags] == [("AS101", 11, 11), ("AS102", 11, 10)]
-    assert diags[0].hint == "did you mean 'channels'?"
-    assert diags[1].message == "block 'cbr' needs parameter 'channels' (int)"
+    d = only(errors(tmp_path, BLOCK + "network:\n  - cbr: {chanels: 4}\n"))
+    assert where(d) == ("AS101", 11, 11)
+    assert d.hint == "did you mean 'channels'?"  # not also "needs parameter 'channels'"
 
 
 def test_missing_block_argument(tmp_path):
@@ -419,7 +414,7 @@ def test_errors_from_several_layers_come_in_one_spec_error(tmp_path):
         """
     diags = errors(tmp_path, body)
     assert [where(d) for d in diags] == [
-        ("AS102", 5, 13), ("AS101", 5, 22), ("AS104", 7, 19), ("AS105", 8, 5), ("AS103", 9, 19)]
+        ("AS101", 5, 22), ("AS104", 7, 19), ("AS105", 8, 5), ("AS103", 9, 19)]
 
 
 def test_shape_errors_in_every_branch_are_reported(tmp_path):
@@ -453,7 +448,7 @@ def test_validation_error_inside_a_block_names_the_call_site(tmp_path):
           - cbr: {c: 4}
         """
     diags = errors(tmp_path, body)
-    assert [where(d) for d in diags] == [("AS102", 8, 17), ("AS101", 8, 26)]
+    assert [where(d) for d in diags] == [("AS101", 8, 26)]
     for d in diags:
         assert d.path.startswith("blocks.cbr.body[0].conv2d")
         assert [(n, l.line, l.col) for n, l in d.related] == [("in block 'cbr' invoked here", 11, 5)]
@@ -500,7 +495,7 @@ def test_nested_blocks_report_the_whole_call_chain(tmp_path):
 
 def test_runner_limit_names_its_flag(tmp_path):
     d = only(errors(tmp_path, "network:\n  - conv2d: {out: 64, kernel: 3}\n", limits=Limits(max_params=100)))
-    assert where(d) == ("AS002", 5, 3)
+    assert where(d) == ("AS002", 5, 5)  # a limit is no line of the spec: the largest layer, where a fix starts
     assert d.message == "params 1,792 exceed the limit of 100"
     assert "--max-params" in d.hint
 

@@ -297,7 +297,7 @@ try:  # the checker's properties above run without torch; the differential ones 
     from torch.utils.flop_counter import FlopCounterMode
 except ImportError:  # pragma: no cover
     torch = None
-needs_torch = pytest.mark.skipif(torch is None, reason="needs torch (pip install 'archspec[torch]')")
+needs_torch = pytest.mark.skipif(torch is None, reason="needs torch (the torch extra)")
 
 
 def example_input(report: Report, batch: int, device: str = "cpu") -> "torch.Tensor":

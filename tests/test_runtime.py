@@ -110,7 +110,7 @@ def test_run_random_batch_matches_torch(lenet) -> None:
         want = archspec.build(report, seed=0).eval()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
     text = result.summary(top=3)
-    assert "output 'output': 3x10 float32" in text and text.count("top-3:") == 3
+    assert "output 'output': 3x10 float32" in text and text.count("top 3 of 10 classes") == 1 and text.count("\n  [") == 3
 
 
 def test_run_input_file_single_sample_and_errors(lenet, tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_cli_run(lenet) -> None:
     _, path = lenet
     r = cli("run", path, "--random", "--batch", "2", "--top", "3")
     assert r.returncode == 0, r.stderr
-    assert "inputs: image 2x1x28x28" in r.stdout and r.stdout.count("top-3:") == 2
+    assert "inputs: image 2x1x28x28" in r.stdout and r.stdout.count("top 3 of 10 classes") == 1 and r.stdout.count("\n  [") == 2
     if not HAS_CUDA:
         r = cli("run", path, "--device", "cuda")
         assert r.returncode == 1 and r.stdout == ""

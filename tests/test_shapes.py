@@ -247,7 +247,7 @@ def test_concat_of_different_spatial_sizes(tmp_path):
             - conv2d: {out: 2, kernel: 1}
     """
     d, = errors(tmp_path, [3, 8, 8], body)
-    assert where(d) == ("AS201", 6, 7)
+    assert where(d) == ("AS201", 7, 11)  # the only layer that changed the spatial size: branch a's 3x3 conv
     assert "2x6x6" in d.message and "2x8x8" in d.message
     assert [(loc.line, loc.col) for _, loc in d.related] == [(7, 9), (9, 9)]
     assert "branch 'a' ends with 2x6x6" in d.related[0][0]
@@ -261,7 +261,7 @@ def test_add_of_mismatched_shapes(tmp_path):
           - - conv2d: {out: 3, kernel: 1}
     """
     d, = errors(tmp_path, [3, 8, 8], body)
-    assert where(d) == ("AS201", 6, 7)
+    assert where(d) == ("AS201", 6, 11)  # the only layer that changed the channels
     assert d.message == "cannot add branch outputs 2x8x8 and 3x8x8"
 
 
@@ -281,7 +281,8 @@ def test_residual_with_projection_shortcut(tmp_path):
 def test_residual_identity_shortcut_shape_mismatch(tmp_path):
     body = "  - residual:\n      body:\n        - conv2d: {out: 8, kernel: 3, padding: 1}\n"
     d, = errors(tmp_path, [4, 8, 8], body)
-    assert where(d) == ("AS201", 6, 7)
+    assert where(d) == ("AS201", 7, 11)  # the body's conv that widened it, with a projection suggested
+    assert d.hint.startswith("project the shortcut") and "out: 8, kernel: 1, bias: false" in d.hint
     assert "8x8x8" in d.message and "4x8x8" in d.message
 
 

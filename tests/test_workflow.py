@@ -1,4 +1,4 @@
-"""The users' workflow around the checker: templates, diagrams, and archspec as a pre-commit hook."""
+"""The users' workflow around the checker: templates and diagrams (pre-commit: test_install.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 import archspec
 from archspec.cli import TEMPLATES
 from archspec.diagram import draw, to_dot, to_mermaid
+from archspec.editor_schema import installed_schema, json_schema_text
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "archspec.cli"]
@@ -28,6 +29,8 @@ def test_init_writes_a_valid_commented_spec(template: str, tmp_path: Path) -> No
     assert run("init", str(target), "--template", template).returncode == 0
     text = target.read_text()
     assert text.startswith("# yaml-language-server: $schema=") and f"name: my_{template}" in text
+    schema = Path(text.splitlines()[0].split("$schema=", 1)[1])  # relative to the spec, or absolute
+    assert (target.parent / schema).read_text() == json_schema_text()
     report = archspec.check(target)
     module = archspec.build(report, seed=0).eval()
     import torch
@@ -97,24 +100,14 @@ def test_graph_cli_rejects_unknown_format(tmp_path: Path) -> None:
     assert not (tmp_path / "x.jpg").exists()
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is needed for pre-commit")
-def test_pre_commit_hook_passes_valid_and_blocks_invalid_specs(tmp_path: Path) -> None:
-    pre_commit = Path(sys.executable).with_name("pre-commit")
-    if not pre_commit.exists():
-        pytest.skip("pre-commit is not installed (it comes with the test extra)")
-    repo = tmp_path / "user-repo"
-    repo.mkdir()
-    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "cache"), "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    git = lambda *a: subprocess.run(["git", *a], cwd=repo, env=env, check=True, capture_output=True)  # noqa: E731
-    git("init", "-q")
-    shutil.copy(ROOT / "specs" / "lenet.yaml", repo / "good.yaml")
-    git("add", "good.yaml")
-    hook = [str(pre_commit), "try-repo", str(ROOT), "archspec-check", "--all-files"]
-    good = subprocess.run(hook, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    assert good.returncode == 0, good.stdout + good.stderr
-    (repo / "bad.yaml").write_text((ROOT / "specs" / "lenet.yaml").read_text().replace("kernel: 5", "kernal: 5"))
-    git("add", "bad.yaml")
-    bad = subprocess.run(hook, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 1
-    assert "bad.yaml" in bad.stdout and "AS101" in bad.stdout and "did you mean 'kernel'" in bad.stdout
+def test_installed_schema_is_current_and_printed_by_schema_path() -> None:
+    assert installed_schema().read_text() == json_schema_text(), "run: python tools/gen_docs.py"
+    done = run("schema", "--path")
+    assert done.returncode == 0 and Path(done.stdout.strip()) == installed_schema()
+
+
+@pytest.mark.parametrize("command", ["init", "schema"])
+def test_every_command_has_a_description(command: str) -> None:
+    top = run("--help").stdout
+    assert any(line.split()[:1] == [command] and len(line.split()) > 2 for line in top.splitlines())
+    assert run(command, "--help").stdout.split("\n\n")[1].strip()  # the paragraph after usage

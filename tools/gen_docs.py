@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from archspec.editor_schema import json_schema_text
+from archspec.editor_schema import installed_schema, json_schema_text
 from archspec.files import atomic_write_text
 from archspec.reference import DOCS
 
@@ -11,4 +11,5 @@ ROOT = Path(__file__).resolve().parent.parent
 for rel, render in DOCS.items():
     atomic_write_text(ROOT / rel, render())
 atomic_write_text(ROOT / "schema" / "archspec-v1.schema.json", json_schema_text())
-print("wrote", ", ".join([*DOCS, "schema/archspec-v1.schema.json"]))
+atomic_write_text(installed_schema(), json_schema_text())
+print("wrote", ", ".join([*DOCS, "schema/archspec-v1.schema.json", str(installed_schema().relative_to(ROOT))]))

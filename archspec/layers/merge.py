@@ -33,6 +33,11 @@ class Merge:
     def lower(cls, shapes: list[Shape]):
         raise NotImplementedError
 
+    @classmethod
+    def fix_hint(cls, x: Shape, a: Shape, b: Shape) -> str:
+        """A suggested fix when branch outputs `a` and `b` (of input `x`) cannot merge."""
+        return ""
+
 
 class Concat(Merge):
     name = "concat"
@@ -69,6 +74,19 @@ class Add(Merge):
     @classmethod
     def cost(cls, shapes: list[Shape], y: Shape) -> Cost:
         return Cost(flops=(len(shapes) - 1) * numel(y))
+
+    @classmethod
+    def fix_hint(cls, x: Shape, a: Shape, b: Shape) -> str:
+        """An identity shortcut that no longer matches the body: project it as ResNet does (He et al.
+        2016, option B: a strided 1x1 convolution, then batch norm)."""
+        if len(x) != 3 or x not in (a, b):
+            return ""
+        y = b if a == x else a
+        if len(y) != 3 or x[1] % y[1] or x[2] % y[2] or x[1] // y[1] != x[2] // y[2]:
+            return ""
+        stride = x[1] // y[1]
+        return ("project the shortcut to the body's shape: `shortcut: [{conv2d: {out: %d, kernel: 1%s, "
+                "bias: false}}, batchnorm]`" % (y[0], f", stride: {stride}" if stride > 1 else ""))
 
     @classmethod
     def lower(cls, shapes: list[Shape]):
