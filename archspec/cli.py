@@ -113,10 +113,31 @@ def cmd_build(args: argparse.Namespace) -> int:
     module = build(report, seed=args.seed)
     print_summary(report, args.depth)
     if args.output:
-        from .lower import save_state
+        if args.output.endswith(".safetensors"):
+            from .weights import save_weights
 
-        save_state(module, report, Path(args.output))
-        print(f"wrote {args.output} (and {args.output}.json with the spec's hash)")
+            save_weights(module, args.output)
+            print(f"wrote {args.output}")
+        else:
+            from .lower import save_state
+
+            save_state(module, report, Path(args.output))
+            print(f"wrote {args.output} (and {args.output}.json with the spec's hash)")
+    return EXIT_OK
+
+
+def cmd_weights_import(args: argparse.Namespace) -> int:
+    from .weights import import_checkpoint, read_map, write_weights
+
+    report = check(args.spec, limits=_limits(args))
+    result = import_checkpoint(report, args.checkpoint, read_map(args.map) if args.map else None)
+    write_weights(args.output, result.tensors, {"archspec.spec": report.graph.name,
+                                                "archspec.spec_sha256": report.graph.sha256,
+                                                "archspec.source": Path(args.checkpoint).name})
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"wrote {args.output}: {len(result.tensors)} tensors of spec '{report.graph.name}' "
+          f"from {len({c for _, c in result.pairs})} of {args.checkpoint}")
     return EXIT_OK
 
 
@@ -331,7 +352,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("build", cmd_build, "Build the PyTorch module; optionally save its initial state dict.")
     p.add_argument("spec")
-    p.add_argument("-o", "--output", default=None, help="write the state dict here (torch.save)")
+    p.add_argument("-o", "--output", default=None, help="write the state dict here (.safetensors, else torch.save)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--depth", type=int, default=1)
     p.add_argument("--format", choices=("human",), default="human")
@@ -340,7 +361,8 @@ def _parser() -> argparse.ArgumentParser:
                 "onnxruntime = PyTorch at two sizes of each dynamic axis.")
     p.add_argument("spec")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write (atomically)")
-    p.add_argument("--weights", default=None, help="a torch.save(module.state_dict()) file of the built module")
+    p.add_argument("--weights", default=None, help="a .safetensors, torch.save(module.state_dict()) or .npz file "
+                   "of the built module (see `archspec weights import` for foreign checkpoints)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--dynamic", default=None, metavar="AXES",
                    help="comma-separated dynamic axes, e.g. batch,time (default: batch and every symbolic "
@@ -348,6 +370,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
                    help="torch.onnx exporter (default: chosen from the layer kinds)")
     p.add_argument("--verbose", action="store_true", help="show the exporters' own output")
+
+    weights = sub.add_parser("weights", help="Pretrained weights: import a torchvision/timm checkpoint.")
+    weights_sub = weights.add_subparsers(metavar="ACTION")
+    p = weights_sub.add_parser("import", help="Map a checkpoint (.pth/.pt, weights_only; .safetensors; .npz) onto "
+                               "a spec's keys, structurally with shapes checked; write .safetensors.")
+    p.set_defaults(command=cmd_weights_import)
+    with_limits.append(p)
+    p.add_argument("spec")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True, help="the .safetensors file to write (atomically)")
+    p.add_argument("--map", default=None, metavar="FILE.yaml", help="the correspondence for hard cases: "
+                   "{map: {spec.prefix: checkpoint.prefix}, ignore: [AuxLogits.*]}")
 
     p = command("run", cmd_run, "Run an ONNX model (or a spec, exported first) with onnxruntime.")
     p.add_argument("model", metavar="MODEL", help="a .onnx file, or a .yaml spec")
