@@ -398,7 +398,10 @@ def import_checkpoint(report: Report, checkpoint: str | os.PathLike, mapping: Im
         notes.append(f"ignored {len(ignored)} checkpoint tensors as the map says ({_brief(ignored)})")
     left_spec = [e for e in spec if e.key not in pairs and e.role != NBT]
     left_ckpt = [e for e in ckpt if e.key not in taken and e.key not in ignored and e.role != NBT]
-    if not ordered:
+    if {e.key: e.shape for e in left_spec} == {e.key: e.shape for e in left_ckpt}:
+        rank = {e.key: i for i, e in enumerate(left_spec)}  # the checkpoint already has the spec's keys
+        left_ckpt.sort(key=lambda e: rank[e.key])
+    elif not ordered:
         left_spec.sort(key=lambda e: _natural(e.key))
         left_ckpt.sort(key=lambda e: _natural(e.key))
         notes.append("a .safetensors file does not keep module order: both sides were paired in natural key order")
