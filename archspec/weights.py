@@ -459,8 +459,9 @@ def _explicit(spec_key: str, ck_key: str, shapes: Mapping[str, tuple[int, ...]],
     else:
         found = {k: ck_key + k[len(spec_key):] for k in shapes if k.startswith(spec_key + ".")}
         if not found:
+            prefixes = {k.rsplit(".", n)[0] for k in shapes for n in range(k.count(".") + 1)}
             raise WeightsError(f"the map names spec key '{spec_key}', which the spec does not have; "
-                               f"{did_you_mean(spec_key, shapes) or 'see archspec weights import --help'}")
+                               f"{did_you_mean(spec_key, prefixes) or 'see archspec summary for its keys'}")
     for s, c in found.items():
         if c not in state:
             if s.endswith(NBT):
