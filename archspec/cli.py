@@ -141,6 +141,20 @@ def cmd_weights_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_eject(args: argparse.Namespace) -> int:
+    from .api import _needs_torch
+    from .files import atomic_write_text
+
+    report = check(args.spec, limits=_limits(args))
+    with _needs_torch("eject"):
+        from .eject import eject_source
+
+    atomic_write_text(Path(args.output), eject_source(report))
+    print(f"wrote {args.output}: standalone PyTorch for spec '{report.graph.name}' "
+          f"(import it and call build(), or instantiate its classes)")
+    return EXIT_OK
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     from .diagram import write
 
@@ -382,6 +396,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the .safetensors file to write (atomically)")
     p.add_argument("--map", default=None, metavar="FILE.yaml", help="the correspondence for hard cases: "
                    "{map: {spec.prefix: checkpoint.prefix}, ignore: [AuxLogits.*]}")
+
+    p = command("eject", cmd_eject, "Write the network as standalone, readable PyTorch source (imports only "
+                "torch): one class per block, state-dict keys and outputs equal to archspec.build's.")
+    p.add_argument("spec")
+    p.add_argument("-o", "--output", required=True, help="the .py file to write")
 
     p = command("run", cmd_run, "Run an ONNX model (or a spec, exported first) with onnxruntime.")
     p.add_argument("model", metavar="MODEL", help="a .onnx file, or a .yaml spec")

@@ -60,7 +60,7 @@ def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise WeightsError(f"weights file {name} does not exist") from None
     except OSError as exc:
         raise WeightsError(f"cannot read weights file {name}: {exc.strerror or exc}") from None
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         with _zip(name) as zf:
             members = zf.namelist()
         if members and all(m.endswith(".npy") for m in members):
@@ -145,7 +145,7 @@ def _read_npz(name: str) -> dict[str, np.ndarray]:
             with zf.open(info) as member:
                 try:
                     version = np.lib.format.read_magic(member)
-                    shape, fortran, dtype = (np.lib.format.read_array_header_1_0(member) if version == (1, 0)
+                    shape, _, dtype = (np.lib.format.read_array_header_1_0(member) if version == (1, 0)
                                              else np.lib.format.read_array_header_2_0(member))
                 except ValueError as exc:
                     raise WeightsError(f"{name}: member {info.filename} is not a .npy array: {exc}") from None
