@@ -184,6 +184,7 @@ class _Slot:
     expr: str = ""  # the spec's expression written there, if any
     fallback: str = ""  # a name to give it when it becomes an argument
     out: str = ""  # the source it becomes
+    derived: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # child-class expressions
 
 
 def _camel(name: str) -> str:
@@ -199,8 +200,9 @@ def _ident(name: str) -> str:
 class _Class:
     """The merged source skeleton of one class over its uses, and the slots it needs."""
 
-    def __init__(self, name: str, uses: list[Box]):
+    def __init__(self, name: str, uses: list[Box], expressions: dict[str, tuple[str, ...]]):
         self.name, self.uses = name, uses
+        self.expressions = expressions  # class -> the spec expressions its source uses (those classed so far)
         self.slots: list[_Slot] = []
         self.args: list[str] = []
         self.entries: list[tuple[str, Any]] = []
@@ -254,7 +256,12 @@ class _Class:
             return []
         if any(i and [a for a, _ in i.call] != [a for a, _ in first.call] for i in items):
             raise _NotGeneral(cname)
-        return [(a, self.slot([dict(i.call).get(a) if i else None for i in items], fallback=a)) for a, _ in first.call]
+        args = [(a, self.slot([dict(i.call).get(a) if i else None for i in items], fallback=a)) for a, _ in first.call]
+        slots = dict(args)
+        for _, slot in args:  # the child's own expressions of its arguments, in the parent's terms
+            slot.derived = [(e, {n: slots[n] for n in re.findall(r"[A-Za-z_]\w*", e) if n in slots})
+                            for e in self.expressions.get(first.cls, ())]
+        return args
 
     def leaf(self, items: list[Leaf | None], path: str) -> list[tuple[str, _Slot, Any]]:
         names: list[str] = []
@@ -262,6 +269,9 @@ class _Class:
             for a in i.args if i else ():
                 if a not in names:
                     names.append(a)
+        first = next(i for i in items if i)
+        signature = list(first.args)[:first.positional] + list(first.defaults)
+        names.sort(key=lambda a: signature.index(a) if a in signature else len(signature))
         out = []
         for a in names:
             if any(i and a not in i.args and a not in i.defaults for i in items):
@@ -323,6 +333,12 @@ class _Class:
             same = next((g for g, vec in groups.items() if fits(vec, s.values)
                          and all(v is not None for v, w in zip(vec, s.values) if w is not None)), None)
             same_expr = next((e.out for e in self.slots if e.expr and e.out == e.expr and e.values == s.values), None)
+            for expr, mapping in s.derived:
+                if all(m.out and is_identifier(m.out) for m in mapping.values()):
+                    text = re.sub(r"[A-Za-z_]\w*", lambda t: mapping[t.group(0)].out if t.group(0) in mapping
+                                  else t.group(0), expr)
+                    if self.expression_holds(_Slot(s.values, expr=text), groups, constants):
+                        same_expr = same_expr or text
             if same is None and same_expr:
                 s.out = same_expr  # bn3's features: the conv3's `width * expansion`
                 continue
@@ -451,13 +467,14 @@ def eject_source(report: Report) -> str:
     collect(root, 0)
     classes: list[_Class] = []
     constants = _constants(report)
+    expressions: dict[str, tuple[str, ...]] = {}
     for key, uses in by_key.items():  # post-order: a class's parts are classed before it
         variants: list[list[Box]] = [uses]
         while variants:
             group = variants.pop(0)
             base = _camel(report.graph.name) if key == "network" else _camel(key)
             name = _unique(base, {c.name for c in classes})
-            cls = _Class(name, group)
+            cls = _Class(name, group, expressions)
             try:
                 cls.entries = cls.merge(group, "")
             except _NotGeneral:
@@ -469,6 +486,7 @@ def eject_source(report: Report) -> str:
                 variants = list(split.values()) + variants if len(split) > 1 else [[u] for u in group] + variants
                 continue
             cls.assign(constants)
+            expressions[name] = tuple(dict.fromkeys(x.out for x in cls.slots if x.expr and x.out == x.expr))
             for use in group:
                 use.cls = name
             classes.append(cls)
@@ -501,7 +519,7 @@ def _render(report: Report, classes: list[_Class], helpers: set[type], constants
     used = {n for c in classes for s in c.slots if s.expr and s.out == s.expr for n in re.findall(r"[A-Za-z_]\w*", s.expr)}
     written = [f"{n} = {v!r}" for n, v in constants.items() if n in used and not any(n in c.args for c in classes)]
     if written:
-        out += ["", "# the spec's vars", *written, ""]
+        out += ["# the spec's vars", *written, ""]
     order = [archspec_nn.PaddedConv2d, archspec_nn.GlobalPool, archspec_nn._Recurrent, archspec_nn.RNN,
              archspec_nn.GRU, archspec_nn.LSTM]
     needed = set(helpers)
@@ -583,7 +601,7 @@ def _wrap(line: str, width: int = 116) -> str:
         body = textwrap.fill(stripped[3:-3], width - len(indent), initial_indent=indent + '"""',
                              subsequent_indent=indent, break_on_hyphens=False)
         return body + f"\n{indent}" + '"""'
-    m = re.match(r"(\s*)(.*?\()(.*)\)(:?)$", line)
+    m = re.match(r"(\s*)(.*?\()(.*)\)([:,]?)$", line)
     if not m or m.group(3).count("(") != m.group(3).count(")"):
         return line
     parts, depth, cur = [], 0, ""
@@ -597,7 +615,8 @@ def _wrap(line: str, width: int = 116) -> str:
         cur += ch
     parts.append(cur.strip())
     inner = indent + "    "
-    return f"{indent}{m.group(2)}\n" + "".join(f"{inner}{p},\n" for p in parts if p) + f"{indent}){m.group(4)}"
+    return (f"{indent}{m.group(2)}\n" + "".join(_wrap(f"{inner}{p},", width) + "\n" for p in parts if p)
+            + f"{indent}){m.group(4)}")
 
 
 def _tidy(lines: list[str]) -> list[str]:
