@@ -91,3 +91,11 @@ def test_resnet50_reads_like_its_spec(tmp_path: Path):
     assert "        for i in range(1, blocks):\n" in text
     assert "self.layer3 = Stage(blocks=6, width=256, stride=2, in_channels=512)" in text
     assert "archspec" not in text.replace("`archspec eject`", "").replace("`archspec.build`", "")
+
+
+def test_docs_show_the_current_ejected_block(tmp_path: Path):
+    """docs/weights.md shows ResNet-50's bottleneck as eject writes it today."""
+    path, _ = eject(ROOT / "specs/resnet50.yaml", tmp_path)
+    docs = (ROOT / "docs/weights.md").read_text()
+    shown = docs.split("```python\nclass Bottleneck", 1)[1].split("```", 1)[0]
+    assert "class Bottleneck" + shown in path.read_text()

@@ -132,7 +132,8 @@ def refusals(tmp: Path) -> list[tuple[str, bool, str]]:
         r = cli("weights", "import", str(ROOT / "specs/resnet18.yaml"), str(tmp / ckpt), "-o", str(tmp / "x.safetensors"))
         marked = [line.strip() for line in r.stderr.splitlines() if line.lstrip().startswith(">")]
         ok = r.returncode == 1 and len(marked) == 1 and "|" in marked[0] and not (tmp / "x.safetensors").exists()
-        out.append((what, ok, r.stderr.splitlines()[0].split(": ", 2)[-1] if r.stderr else "(no message)"))
+        first = r.stderr.splitlines()[0].split(": ", 2)[-1] if r.stderr else "(no message)"
+        out.append((what, ok, first.replace(str(tmp) + "/", "")))
         out.append(("", ok, marked[0] if marked else ""))
     return out
 
@@ -151,7 +152,8 @@ def markdown(rows: list[Row], refused: list[tuple[str, bool, str]]) -> str:
                          f"| {r.spec} | {r.source} | {r.result} | | | | |")
     lines += ["", "| mismatched checkpoint | refused with the side-by-side diagnostic | message |", "|---|---|---|"]
     for what, ok, message in refused:
-        lines.append(f"| {what} | {'yes' if ok else 'NO'} | `{message}` |")
+        escaped = message.replace("|", "\\|")  # a pipe inside a table cell
+        lines.append(f"| {what} | {'yes' if ok else 'NO'} | `{escaped}` |")
     return "\n".join(lines) + "\n"
 
 
