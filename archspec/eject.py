@@ -25,7 +25,7 @@ from . import nn as archspec_nn
 from .analyze import Report
 from .expr import ExprError, evaluate, is_identifier, looks_like_expression
 from .lower import build_module
-from .resolve import Layer, Node, Parallel, Sequence
+from .resolve import Layer, Node, Sequence
 
 _SKIP_ARGS = {"self", "device", "dtype", "mode"}  # `mode` is fixed by nn.LSTM/GRU/RNN themselves
 _SIZE_ARGS = ("in_channels", "in_features", "num_features", "input_size")
@@ -54,6 +54,7 @@ class Box:
     children: list[Any]  # Leaf | Box, in registration (state-dict) order
     role: dict[str, str] = field(default_factory=dict)  # child -> body | branch | then (parallels only)
     merge: tuple[Any, ...] = ()  # ("cat", dim) or ("add",) for a parallel
+    inline: bool = False  # a parallel whose first branch (a residual body, maybe empty) runs in place
     when: dict[str, str] = field(default_factory=dict)  # child -> the `when:` condition written for it
     cls: str = ""  # the class chosen for it
     call: list[tuple[str, Any]] = field(default_factory=list)  # its constructor arguments
@@ -150,7 +151,7 @@ class _Tree:
         if isinstance(node, Sequence):
             kids = [self.item(c, c.name, module.get_submodule(c.name)) for c in node.children]
             return Box(name, key, kids, when={c.name: self.when(c) for c in node.children if self.when(c)})
-        box = Box(name, key or node.label, [])
+        box = Box(name, key or node.label, [], inline=node.inline is not None)
         for b in node.branches:
             if b.name == node.inline:
                 for c in b.children:
@@ -457,14 +458,14 @@ def eject_source(report: Report) -> str:
     root = tree.root()
     by_key: dict[str, list[Box]] = {}
 
-    def collect(box: Box, depth: int) -> None:
+    def collect(box: Box) -> None:
         for c in box.children:
             if isinstance(c, Box):
-                collect(c, depth + 1)
+                collect(c)
         if box.key:
             by_key.setdefault(box.key, []).append(box)
 
-    collect(root, 0)
+    collect(root)
     classes: list[_Class] = []
     constants = _constants(report)
     expressions: dict[str, tuple[str, ...]] = {}
@@ -568,7 +569,7 @@ def _forward(cls: _Class) -> list[str]:
     branches = [n for n, _ in cls.entries if role.get(n) == "branch"]
     then = [n for n, _ in cls.entries if role.get(n) == "then"]
     outs = []
-    if body or any(r == "body" for r in role.values()) or _inline(cls):
+    if use.inline:
         lines.append("        out = x")
         for n in body:
             lines.append(f"        out = self.{n}(out)" if n not in guards else
@@ -583,10 +584,6 @@ def _forward(cls: _Class) -> list[str]:
         lines.append(f"        out = self.{n}(out)")
     lines.append("        return out")
     return lines
-
-
-def _inline(cls: _Class) -> bool:
-    return any("body" in u.role.values() for u in cls.uses)
 
 
 def _wrap(line: str, width: int = 116) -> str:
