@@ -386,6 +386,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="show the exporters' own output")
 
     weights = sub.add_parser("weights", help="Pretrained weights: import a torchvision/timm checkpoint.")
+    weights.set_defaults(command=lambda args: weights.print_help() or EXIT_USAGE)
     weights_sub = weights.add_subparsers(metavar="ACTION")
     p = weights_sub.add_parser("import", help="Map a checkpoint (.pth/.pt, weights_only; .safetensors; .npz) onto "
                                "a spec's keys, structurally with shapes checked; write .safetensors.")
