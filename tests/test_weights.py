@@ -247,3 +247,16 @@ def test_safetensors_checkpoint_pairs_in_natural_key_order(tmp_path: Path):
     write_weights(tmp_path / "r18.safetensors", tv.resnet18().state_dict())
     with pytest.raises(WeightsError, match=r"import the PyTorch \(\.pth\) file, which keeps module order"):
         archspec.load_weights(ROOT / "specs/resnet18.yaml", tmp_path / "r18.safetensors")
+
+
+def test_build_cli_writes_safetensors_that_export_notes_when_the_spec_changed(tmp_path: Path, capsys):
+    from archspec.weights import sidecar_note
+
+    spec = tmp_path / "tiny.yaml"
+    shutil.copy2(CORPUS / "tiny.yaml", spec)
+    assert main(["build", str(spec), "-o", str(tmp_path / "w.safetensors")]) == 0
+    report = archspec.check(spec)
+    assert read_metadata(tmp_path / "w.safetensors")["archspec.spec_sha256"] == report.graph.sha256
+    assert sidecar_note(tmp_path / "w.safetensors", "tiny", report.graph.sha256) == []
+    note = sidecar_note(tmp_path / "w.safetensors", "tiny", "0" * 64)
+    assert len(note) == 1 and note[0].startswith("w.safetensors was saved for spec 'tiny' with a different sha256")
