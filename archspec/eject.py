@@ -56,6 +56,7 @@ class Box:
     merge: tuple[Any, ...] = ()  # ("cat", dim) or ("add",) for a parallel
     inline: bool = False  # a parallel whose first branch (a residual body, maybe empty) runs in place
     when: dict[str, str] = field(default_factory=dict)  # child -> the `when:` condition written for it
+    written: dict[str, Any] = field(default_factory=dict)  # a block's arguments as its invocation writes them
     cls: str = ""  # the class chosen for it
     call: list[tuple[str, Any]] = field(default_factory=list)  # its constructor arguments
 
@@ -118,6 +119,7 @@ class _Tree:
         self.blocks = set(report.graph.spec.blocks)
         self.module = build_module(report, device="meta")
         self.helpers: set[type] = set()
+        self.paths: dict[Any, tuple[Any, ...]] | None = None  # source location -> YAML path
 
     def root(self) -> Box:
         box = Box(self.graph.name, "network", [])
@@ -134,6 +136,20 @@ class _Tree:
             return {}
         return data if isinstance(data, dict) else {}
 
+    def invocation(self, node: Node, block: str) -> dict[str, Any]:
+        """The arguments written where a block is used (`{bottleneck: {width: width, ...}}`)."""
+        if self.paths is None:
+            self.paths = {}
+            for path, loc in self.graph.doc.value_locs.items():
+                if loc not in self.paths or len(path) < len(self.paths[loc]):
+                    self.paths[loc] = path
+        loc = node.loc if isinstance(node, Sequence) else (node.calls[0][1] if node.calls else None)
+        data: Any = self.graph.doc.data
+        for part in self.paths.get(loc, ("-",)):
+            data = data.get(part) if isinstance(data, dict) else data[part] if isinstance(data, list) else None
+        args = data.get(block) if isinstance(data, dict) else None
+        return args if isinstance(args, dict) else {}
+
     def when(self, node: Node) -> str:
         if isinstance(node, Layer):
             cond = self.written(node).get("when")
@@ -148,10 +164,12 @@ class _Tree:
             written = self.written(node).get(node.kind)
             return Leaf(name, ctor, args, positional, defaults, node, written if isinstance(written, dict) else {})
         key = node.label if node.label in self.blocks else None
+        written = self.invocation(node, key) if key else {}
         if isinstance(node, Sequence):
             kids = [self.item(c, c.name, module.get_submodule(c.name)) for c in node.children]
-            return Box(name, key, kids, when={c.name: self.when(c) for c in node.children if self.when(c)})
-        box = Box(name, key or node.label, [], inline=node.inline is not None)
+            return Box(name, key, kids, when={c.name: self.when(c) for c in node.children if self.when(c)},
+                       written=written)
+        box = Box(name, key or node.label, [], inline=node.inline is not None, written=written)
         for b in node.branches:
             if b.name == node.inline:
                 for c in b.children:
@@ -257,7 +275,16 @@ class _Class:
             return []
         if any(i and [a for a, _ in i.call] != [a for a, _ in first.call] for i in items):
             raise _NotGeneral(cname)
-        args = [(a, self.slot([dict(i.call).get(a) if i else None for i in items], fallback=a)) for a, _ in first.call]
+        args = []
+        for a, _ in first.call:
+            values = [dict(i.call).get(a) if i else None for i in items]
+            raws = {repr(i.written.get(a)) for i in items if i}
+            raw = next((i.written.get(a) for i in items if i), None) if len(raws) == 1 else None
+            name = expr = ""
+            if isinstance(raw, str) and raw not in values:  # written as the parent's parameter or expression
+                name = raw if is_identifier(raw) else ""
+                expr = raw if not name and looks_like_expression(raw) else ""
+            args.append((a, self.slot(values, name=name, expr=expr, fallback=a)))
         slots = dict(args)
         for _, slot in args:  # the child's own expressions of its arguments, in the parent's terms
             slot.derived = [(e, {n: slots[n] for n in re.findall(r"[A-Za-z_]\w*", e) if n in slots})
@@ -295,7 +322,7 @@ class _Class:
             for fname, raw in item.written.items():
                 if not (fname == arg or fname in arg.split("_")):
                     continue
-                if isinstance(raw, str) and (is_identifier(raw) or looks_like_expression(raw)):
+                if isinstance(raw, str) and raw != value and (is_identifier(raw) or looks_like_expression(raw)):
                     if _simple(getattr(item.node.params, fname, None)) == value:
                         here.add(raw)
             found = here if found is None else found & here

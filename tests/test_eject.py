@@ -85,7 +85,7 @@ def test_resnet50_reads_like_its_spec(tmp_path: Path):
     assert "class Bottleneck(nn.Module):" in text and "class Stage(nn.Sequential):" in text
     assert "class Resnet50(nn.Sequential):" in text
     assert "    def __init__(self, width, stride, project, in_channels):" in text
-    assert "    def __init__(self, blocks, width, stride, in_channels):" in text
+    assert "    def __init__(self, width, blocks, stride, in_channels):" in text
     assert "self.conv3 = nn.Conv2d(width, width * expansion, 1, bias=False)" in text
     assert '        if project:\n            self.shortcut.add_module(\n                "conv",\n' in text
     assert "        for i in range(1, blocks):\n" in text
