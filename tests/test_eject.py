@@ -89,7 +89,7 @@ def test_resnet50_reads_like_its_spec(tmp_path: Path):
     assert "self.conv3 = nn.Conv2d(width, width * expansion, 1, bias=False)" in text
     assert '        if project:\n            self.shortcut.add_module(\n                "conv",\n' in text
     assert "        for i in range(1, blocks):\n" in text
-    assert "self.layer3 = Stage(blocks=6, width=256, stride=2, in_channels=512)" in text
+    assert "self.layer3 = Stage(width=256, blocks=6, stride=2, in_channels=512)" in text
     assert "archspec" not in text.replace("`archspec eject`", "").replace("`archspec.build`", "")
 
 
