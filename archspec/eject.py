@@ -235,11 +235,19 @@ class _Class:
     def merge(self, boxes: list[Box | None], path: str) -> list[tuple[str, Any]]:
         """Children merged by name over the uses; (name, entry) in registration order."""
         kids = [_collapse(box.children) if box else [] for box in boxes]
-        order: list[str] = []
+        order: list[str] = []  # every use's children, in each use's order (a child a use lacks goes where others have it)
         for children in kids:
+            at = 0
             for c in children:
-                if c.name not in order:
-                    order.append(c.name)
+                if c.name in order:
+                    at = order.index(c.name) + 1
+                else:
+                    order.insert(at, c.name)
+                    at += 1
+        for children in kids:
+            positions = [order.index(c.name) for c in children]
+            if positions != sorted(positions):
+                raise _NotGeneral(path)
         entries = []
         for cname in order:
             items = [next((c for c in children if c.name == cname), None) if box else None
