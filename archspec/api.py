@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Any, Union
@@ -49,12 +49,39 @@ def check(spec: SpecLike, *, limits: Limits | None = None, input_shape: tuple[in
 
 
 def build(spec: SpecLike, *, device: Any = None, dtype: Any = None, seed: int | None = None,
-          limits: Limits | None = None) -> torch.nn.Module:
-    """Compiles a spec into a trainable torch.nn.Module whose submodule names mirror the spec."""
+          limits: Limits | None = None, weights: str | os.PathLike | Mapping[str, Any] | None = None) -> torch.nn.Module:
+    """Compiles a spec into a trainable torch.nn.Module whose submodule names mirror the spec.
+    weights: a `.safetensors`/state-dict/`.npz` file or a mapping of arrays under the spec's keys
+    (e.g. `load_weights(spec, "resnet18.pth")`), loaded strictly."""
     with _needs_torch("build"):
         from .lower import build_module
 
-    return build_module(check(spec, limits=limits), device=device, dtype=dtype, seed=seed)
+    module = build_module(check(spec, limits=limits), device=device, dtype=dtype, seed=seed)
+    if weights is not None:
+        from .weights import load_into
+
+        load_into(module, weights)
+    return module
+
+
+def load_weights(spec: SpecLike, checkpoint: str | os.PathLike, *, mapping: str | os.PathLike | None = None,
+                 limits: Limits | None = None) -> dict[str, Any]:
+    """A torchvision/timm-style checkpoint mapped onto the spec's keys (numpy arrays, spec order),
+    structurally and with shapes checked; refuses (WeightsError) anything ambiguous.
+    mapping: a YAML file stating the correspondence for the hard cases (see `archspec.weights`)."""
+    with _needs_torch("load_weights"):
+        from .weights import import_checkpoint, read_map
+
+        return import_checkpoint(check(spec, limits=limits), checkpoint,
+                                 read_map(mapping) if mapping is not None else None).tensors
+
+
+def save_weights(module: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Writes a module's state dict as `.safetensors` (with the spec's hash for archspec modules)."""
+    with _needs_torch("save_weights"):
+        from .weights import save_weights as save
+
+        save(module, path)
 
 
 def export(spec: SpecLike, output: str | os.PathLike, **options: Any) -> Any:

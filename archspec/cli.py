@@ -135,10 +135,47 @@ def cmd_build(args: argparse.Namespace) -> int:
     module = build(report, seed=args.seed)
     print_summary(report, args.depth)
     if args.output:
-        from .lower import save_state
+        if args.output.endswith(".safetensors"):
+            from .weights import save_weights
 
-        save_state(module, report, Path(args.output), inputs=(args.spec,))
-        print(f"wrote {args.output} (and {args.output}.json with the spec's hash)")
+            save_weights(module, args.output)
+            print(f"wrote {args.output}")
+        else:
+            from .lower import save_state
+
+            save_state(module, report, Path(args.output), inputs=(args.spec,))
+            print(f"wrote {args.output} (and {args.output}.json with the spec's hash)")
+    return EXIT_OK
+
+
+def cmd_weights_import(args: argparse.Namespace) -> int:
+    from .files import check_output
+    from .weights import import_checkpoint, read_map, write_weights
+
+    report = _check(args.spec, _limits(args))
+    check_output(args.output, inputs=(args.spec, args.checkpoint))
+    result = import_checkpoint(report, args.checkpoint, read_map(args.map) if args.map else None)
+    write_weights(args.output, result.tensors, {"archspec.spec": report.graph.name,
+                                                "archspec.spec_sha256": report.graph.sha256,
+                                                "archspec.source": Path(args.checkpoint).name})
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"wrote {args.output}: {len(result.tensors)} tensors of spec '{report.graph.name}' "
+          f"from {len({c for _, c in result.pairs})} of {args.checkpoint}")
+    return EXIT_OK
+
+
+def cmd_eject(args: argparse.Namespace) -> int:
+    from .api import _needs_torch
+    from .files import atomic_write_text
+
+    report = _check(args.spec, _limits(args))
+    with _needs_torch("eject"):
+        from .eject import eject_source
+
+    atomic_write_text(Path(args.output), eject_source(report), inputs=(args.spec,))
+    print(f"wrote {args.output}: standalone PyTorch for spec '{report.graph.name}' "
+          f"(import it and call build(), or instantiate its classes)")
     return EXIT_OK
 
 
@@ -407,7 +444,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("build", cmd_build, "Build the PyTorch module; optionally save its initial state dict.")
     p.add_argument("spec")
-    p.add_argument("-o", "--output", default=None, help="write the state dict here (torch.save)")
+    p.add_argument("-o", "--output", default=None, help="write the state dict here (.safetensors, else torch.save)")
     p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
     p.add_argument("--depth", type=_int_in(0), default=1)
     p.add_argument("--format", choices=("human",), default="human")
@@ -416,7 +453,8 @@ def _parser() -> argparse.ArgumentParser:
                 "onnxruntime = PyTorch at two sizes of each dynamic axis.")
     p.add_argument("spec")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write (atomically)")
-    p.add_argument("--weights", default=None, help="a torch.save(module.state_dict()) file of the built module")
+    p.add_argument("--weights", default=None, help="a .safetensors, torch.save(module.state_dict()) or .npz file "
+                   "of the built module (see `archspec weights import` for foreign checkpoints)")
     p.add_argument("--opset", type=_int_in(1, 1000), default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--dynamic", default=None, metavar="AXES",
                    help="comma-separated dynamic axes, e.g. batch,time (default: batch and every symbolic "
@@ -424,6 +462,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
                    help="torch.onnx exporter (default: chosen from the layer kinds)")
     p.add_argument("--verbose", action="store_true", help="show the exporters' own output")
+
+    weights = sub.add_parser("weights", help="Pretrained weights: import a torchvision/timm checkpoint.")
+    weights.set_defaults(command=lambda args: weights.print_help() or EXIT_USAGE)
+    weights_sub = weights.add_subparsers(metavar="ACTION")
+    p = weights_sub.add_parser("import", help="Map a checkpoint (.pth/.pt, weights_only; .safetensors; .npz) onto "
+                               "a spec's keys, structurally with shapes checked; write .safetensors.")
+    p.set_defaults(command=cmd_weights_import)
+    with_limits.append(p)
+    p.add_argument("spec")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True, help="the .safetensors file to write (atomically)")
+    p.add_argument("--map", default=None, metavar="FILE.yaml", help="the correspondence for hard cases: "
+                   "{map: {spec.prefix: checkpoint.prefix}, ignore: [AuxLogits.*]}")
+
+    p = command("eject", cmd_eject, "Write the network as standalone, readable PyTorch source (imports only "
+                "torch): one class per block, state-dict keys and outputs equal to archspec.build's.")
+    p.add_argument("spec")
+    p.add_argument("-o", "--output", required=True, help="the .py file to write")
 
     p = command("run", cmd_run, "Run an ONNX model (or a spec, exported first) with onnxruntime.")
     p.add_argument("model", metavar="MODEL", help="a .onnx file, or a .yaml spec")

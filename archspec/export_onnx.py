@@ -54,6 +54,7 @@ from .limits import Limits
 from .memory import needed, require
 from .resolve import Layer, Sequence, iter_nodes, resolve
 from .runtime import Session  # first: it keeps onnxruntime from writing under the home folder
+from .weights import WeightsError, load_into, sidecar_note
 
 if TYPE_CHECKING:
     import onnx
@@ -71,10 +72,6 @@ _STRIP_NODE_METADATA = ("pkg.torch.onnx.stack_trace",)  # absolute paths of the 
 
 class ExportError(ArchspecError):
     """The export failed or its verification did; nothing was written."""
-
-
-class WeightsError(ExportError):
-    """A weights file does not fit the module built from the spec; names every offending tensor."""
 
 
 @dataclass(frozen=True)
@@ -142,8 +139,9 @@ def export_model(report: Report, output: Path, *, weights: str | os.PathLike | M
                  verbose: bool = False, check: bool = True, seed: int = 0, exporter: str = "auto") -> ExportResult:
     """Exports the spec's module to `output` and verifies it (see the module docstring).
 
-    weights: a `torch.save(module.state_dict())` file of the module `archspec.build` returns (or
-    such a dict); without it the module keeps its seeded initial weights.
+    weights: a `.safetensors`, `torch.save(module.state_dict())` or `.npz` file of the module
+    `archspec.build` returns, or such a dict (read by `archspec.weights`); without it the module
+    keeps its seeded initial weights.
     dynamic: axis names to keep dynamic, e.g. "batch,time"; default every axis that can be
     (batch, and each input axis the spec declares symbolic as `name=nominal`); False or "none"
     for a fully static model (batch 1).
@@ -163,7 +161,7 @@ def export_model(report: Report, output: Path, *, weights: str | os.PathLike | M
     module = _module(report, weights, seed)
     notes = list(plan.notes)
     if weights is not None and not isinstance(weights, Mapping):
-        notes += _sidecar_note(Path(weights), report)
+        notes += sidecar_note(Path(weights), report.graph.name, report.graph.sha256)
 
     with staging(output) as tmpdir:
         with torch.no_grad():
@@ -310,102 +308,8 @@ def _module(report: Report, weights: Any, seed: int) -> "torch.nn.Module":
 
     module = build_module(report, seed=seed)
     if weights is not None:
-        load_weights(module, weights)
+        load_into(module, weights)
     return module.eval()
-
-
-def load_weights(module: "torch.nn.Module", weights: str | os.PathLike | Mapping[str, Any]) -> None:
-    """Loads a plain state dict strictly; a missing, unexpected or mis-shaped tensor is a
-    WeightsError naming every one of them."""
-    import torch
-
-    if isinstance(weights, Mapping):
-        state, where = weights, "the state dict"
-    else:
-        where = os.fspath(weights)
-        _check_weights_file(where, module)
-        try:  # mmap: tensors map the file, so no size a crafted file claims is ever allocated
-            state = torch.load(where, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as exc:  # pickle errors, a whole pickled module (refused by weights_only), garbage
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WeightsError(f"cannot read {where} as a PyTorch state dict (saved with "
-                               f"torch.save(module.state_dict())): {first}") from None
-    if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
-        raise WeightsError(f"{where} holds a {type(state).__name__}, not a state dict; save it with "
-                           "torch.save(module.state_dict())")
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    extra = [k for k in state if k not in expected]
-    not_tensor = [k for k in state if k in expected and not isinstance(state[k], torch.Tensor)]
-    shaped = [f"{k} (file {tuple(state[k].shape)}, spec {tuple(expected[k].shape)})" for k in expected
-              if k in state and k not in not_tensor and tuple(state[k].shape) != tuple(expected[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)}: " + ", ".join(missing))
-    if extra:
-        problems.append(f"unexpected {len(extra)}: " + ", ".join(extra))
-    if shaped:
-        problems.append(f"wrong shape {len(shaped)}: " + ", ".join(shaped))
-    if not_tensor:
-        problems.append(f"not tensors {len(not_tensor)}: " + ", ".join(not_tensor))
-    if problems:
-        raise WeightsError(f"weights {where} do not fit the module built from spec '{module.spec_name}': "
-                           + "; ".join(problems))
-    typed = [f"{k} ({str(state[k].dtype).removeprefix('torch.')}, spec {str(v.dtype).removeprefix('torch.')})"
-             for k, v in expected.items()
-             if state[k].is_complex() or state[k].is_floating_point() != v.is_floating_point()]
-    if typed:  # loading would cast them silently: complex to real, integers to floats
-        raise WeightsError(f"weights {where} have tensors of the wrong type: {', '.join(typed)}")
-    non_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if non_finite:
-        raise WeightsError(f"weights {where} hold NaN or infinite values in: {', '.join(non_finite)}")
-    overflow = [k for k, v in expected.items() if v.is_floating_point() and state[k].numel()
-                and float(state[k].abs().max()) > torch.finfo(v.dtype).max]
-    if overflow:
-        raise WeightsError(f"weights {where} hold values beyond float32's range (+-{torch.finfo(torch.float32).max:.3g}) "
-                           f"in: {', '.join(overflow)}")
-    module.load_state_dict(state, strict=True)
-
-
-def _check_weights_file(where: str, module: "torch.nn.Module") -> None:
-    """A weights file must be a regular file no larger than this module's state dict could be
-    (float64, the widest dtype accepted, plus 1 MiB of archive overhead), and a torch.save zip
-    archive whose entries claim no more than that either: checked before torch.load reads it."""
-    import zipfile
-
-    limit = sum(t.numel() * 8 for t in module.state_dict().values()) + (1 << 20)
-    try:
-        regular_file(where, limit)
-    except TooLarge as exc:
-        raise WeightsError(f"weights file {where} holds {exc.size:,} bytes, more than a state dict of spec "
-                           f"'{module.spec_name}' can take ({limit:,})") from None
-    except PathError as exc:
-        raise WeightsError(f"weights file {where} does not exist" if exc.missing else f"weights file {exc}") from None
-    try:
-        with zipfile.ZipFile(where) as archive:
-            claimed = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise WeightsError(f"cannot read {where} as a PyTorch state dict: not a torch.save archive (saved with "
-                           "torch.save(module.state_dict()), PyTorch 1.6 or later)") from None
-    if claimed > limit:
-        raise WeightsError(f"weights file {where} unpacks to {claimed:,} bytes, more than a state dict of spec "
-                           f"'{module.spec_name}' can take ({limit:,})")
-
-
-def _sidecar_note(path: Path, report: Report) -> list[str]:
-    """`archspec build -o` writes `<weights>.json` with the spec hash; say so when it differs."""
-    meta_path = Path(str(path) + ".json")
-    try:
-        meta = json.loads(read_bytes(meta_path, 1 << 16))
-    except (PathError, ValueError, RecursionError):
-        return []
-    if not isinstance(meta, dict):
-        return []
-    if meta.get("spec_sha256") not in (None, report.graph.sha256):
-        return [f"{path.name} was saved for spec '{meta.get('spec')}' with a different sha256 "
-                f"({str(meta.get('spec_sha256'))[:12]}, this spec {report.graph.sha256[:12]}); tensor names and "
-                "shapes match, so it was used"]
-    return []
 
 
 # -- running the exporters ------------------------------------------------------------------

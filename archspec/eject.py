@@ -1,0 +1,660 @@
+"""`archspec eject`: the compiled network as standalone, readable PyTorch source.
+
+One class per spec block (and per kind of residual/concat written outside a block), the network
+as a class, loops for repeated blocks; the file imports only torch. Constructor arguments are
+found by generalising over every place a block is used: a value that differs between uses, or
+that the spec writes as a block parameter, becomes an argument named after that parameter; a
+value the spec writes as an expression of parameters (`channels * 4`) is written as that
+expression; a value that never changes stays a literal. Layers are written from the module the
+kind's own `lower` rule builds (its constructor's arguments read back from the module), so the
+ejected model has `archspec.build`'s state-dict keys, in the same order, and its outputs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import keyword
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from . import nn as archspec_nn
+from .analyze import Report
+from .expr import ExprError, evaluate, is_identifier, looks_like_expression
+from .lower import build_module
+from .resolve import Layer, Node, Sequence
+
+_SKIP_ARGS = {"self", "device", "dtype", "mode"}  # `mode` is fixed by nn.LSTM/GRU/RNN themselves
+_SIZE_ARGS = ("in_channels", "in_features", "num_features", "input_size")
+_NO = object()  # no default
+
+
+# -- the concrete tree: one per use of a block --------------------------------------------------
+
+@dataclass
+class Leaf:
+    name: str
+    ctor: str  # nn.Conv2d, or a helper class copied into the file
+    args: OrderedDict[str, Any]  # constructor arguments that differ from their defaults
+    positional: int  # how many of them are written positionally (the required ones)
+    defaults: dict[str, Any]  # the constructor's defaults, for a use that leaves one out
+    node: Layer
+    written: dict[str, Any]  # the layer's parameters as the spec writes them
+
+
+@dataclass
+class Box:
+    """A container: a class (`key` set: a block, or a residual/concat) or an inline nn.Sequential."""
+
+    name: str
+    key: str | None
+    children: list[Any]  # Leaf | Box, in registration (state-dict) order
+    role: dict[str, str] = field(default_factory=dict)  # child -> body | branch | then (parallels only)
+    merge: tuple[Any, ...] = ()  # ("cat", dim) or ("add",) for a parallel
+    inline: bool = False  # a parallel whose first branch (a residual body, maybe empty) runs in place
+    when: dict[str, str] = field(default_factory=dict)  # child -> the `when:` condition written for it
+    written: dict[str, Any] = field(default_factory=dict)  # a block's arguments as its invocation writes them
+    cls: str = ""  # the class chosen for it
+    call: list[tuple[str, Any]] = field(default_factory=list)  # its constructor arguments
+
+
+def _ctor(module: nn.Module) -> tuple[str, OrderedDict[str, Any], int, dict[str, Any]]:
+    """The constructor call that rebuilds `module`: named parameters of __init__ through the MRO,
+    values read back from the module's attributes, defaults left out."""
+    cls = type(module)
+    name = f"nn.{cls.__name__}" if cls.__module__.startswith("torch.nn") else cls.__name__
+    args: OrderedDict[str, Any] = OrderedDict()
+    defaults: dict[str, Any] = {}
+    required: list[tuple[str, Any]] = []
+    seen: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in klass.__dict__ or klass is nn.Module:
+            continue
+        sig = inspect.signature(klass.__dict__["__init__"])
+        variadic = False
+        for p in sig.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                variadic = True
+                continue
+            if p.name in _SKIP_ARGS or p.name in seen or p.name.startswith("_"):
+                continue
+            seen.add(p.name)
+            if p.name == "bias" and not isinstance(getattr(module, "bias", None), bool):
+                value = module.bias is not None
+            elif hasattr(module, p.name):
+                value = getattr(module, p.name)
+            else:
+                continue
+            value = _simple(value)
+            if p.default is p.empty and p.kind == p.POSITIONAL_OR_KEYWORD:
+                required.append((p.name, value))  # written positionally, first, in signature order
+            elif p.default is p.empty:
+                args[p.name] = value
+            else:
+                defaults[p.name] = _simple(p.default)
+                if defaults[p.name] != value or type(defaults[p.name]) is not type(value):
+                    args[p.name] = value
+        if not variadic:
+            break
+    return name, OrderedDict(required + list(args.items())), len(required), defaults
+
+
+def _simple(value: Any) -> Any:
+    """(3, 3) -> 3, as one writes a square kernel."""
+    if isinstance(value, list):
+        value = tuple(value)
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
+        return value[0]
+    return value
+
+
+class _Tree:
+    """Walks the resolved graph beside the built module, into Leaf/Box trees."""
+
+    def __init__(self, report: Report):
+        self.graph = report.graph
+        self.blocks = set(report.graph.spec.blocks)
+        self.module = build_module(report, device="meta")
+        self.helpers: set[type] = set()
+        self.paths: dict[Any, tuple[Any, ...]] | None = None  # source location -> YAML path
+
+    def root(self) -> Box:
+        box = Box(self.graph.name, "network", [])
+        box.children = [self.item(c, c.name, self.module.get_submodule(c.name)) for c in self.graph.root.children]
+        box.when = {c.name: self.when(c) for c in self.graph.root.children if self.when(c)}
+        return box
+
+    def written(self, node: Layer) -> dict[str, Any]:
+        data: Any = self.graph.doc.data
+        try:
+            for part in node.yaml_path:
+                data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def invocation(self, node: Node, block: str) -> dict[str, Any]:
+        """The arguments written where a block is used (`{bottleneck: {width: width, ...}}`)."""
+        if self.paths is None:
+            self.paths = {}
+            for path, loc in self.graph.doc.value_locs.items():
+                if loc not in self.paths or len(path) < len(self.paths[loc]):
+                    self.paths[loc] = path
+        loc = node.loc if isinstance(node, Sequence) else (node.calls[0][1] if node.calls else None)
+        data: Any = self.graph.doc.data
+        for part in self.paths.get(loc, ("-",)):
+            data = data.get(part) if isinstance(data, dict) else data[part] if isinstance(data, list) else None
+        args = data.get(block) if isinstance(data, dict) else None
+        return args if isinstance(args, dict) else {}
+
+    def when(self, node: Node) -> str:
+        if isinstance(node, Layer):
+            cond = self.written(node).get("when")
+            return cond if isinstance(cond, str) and is_identifier(cond) else ""
+        return ""
+
+    def item(self, node: Node, name: str, module: nn.Module) -> Leaf | Box:
+        if isinstance(node, Layer):
+            if type(module).__module__ == archspec_nn.__name__:
+                self.helpers.add(type(module))
+            ctor, args, positional, defaults = _ctor(module)
+            written = self.written(node).get(node.kind)
+            return Leaf(name, ctor, args, positional, defaults, node, written if isinstance(written, dict) else {})
+        key = node.label if node.label in self.blocks else None
+        written = self.invocation(node, key) if key else {}
+        if isinstance(node, Sequence):
+            kids = [self.item(c, c.name, module.get_submodule(c.name)) for c in node.children]
+            return Box(name, key, kids, when={c.name: self.when(c) for c in node.children if self.when(c)},
+                       written=written)
+        box = Box(name, key or node.label, [], inline=node.inline is not None, written=written)
+        for b in node.branches:
+            if b.name == node.inline:
+                for c in b.children:
+                    box.children.append(self.item(c, c.name, module.get_submodule(c.name)))
+                    box.role[c.name] = "body"
+                    if self.when(c):
+                        box.when[c.name] = self.when(c)
+            else:
+                box.children.append(self.item(b, b.name, module.get_submodule(b.name)))
+                box.role[b.name] = "branch"
+        for c in node.then:
+            box.children.append(self.item(c, c.name, module.get_submodule(c.name)))
+            box.role[c.name] = "then"
+        merge = module.merge
+        box.merge = ("cat", merge.dim) if hasattr(merge, "dim") else ("add",)
+        return box
+
+
+# -- generalising the uses of one class ---------------------------------------------------------
+
+class _NotGeneral(Exception):
+    """The uses of a block differ in structure; they get one class each kind of structure."""
+
+
+@dataclass
+class _Slot:
+    """One value in a class's source, across its uses (None where a use does not reach it)."""
+
+    values: list[Any]
+    name: str = ""  # the spec's parameter written there, if any
+    expr: str = ""  # the spec's expression written there, if any
+    fallback: str = ""  # a name to give it when it becomes an argument
+    out: str = ""  # the source it becomes
+    derived: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # child-class expressions
+
+
+def _camel(name: str) -> str:
+    text = "".join(p[:1].upper() + p[1:] for p in re.split(r"[^0-9A-Za-z]+", name) if p)
+    return text if text and not text[0].isdigit() else f"Block{text}"
+
+
+def _ident(name: str) -> str:
+    name = re.sub(r"\W", "_", name)
+    return f"{name}_" if keyword.iskeyword(name) or name in ("self", "nn", "torch", "F", "x") else name
+
+
+class _Class:
+    """The merged source skeleton of one class over its uses, and the slots it needs."""
+
+    def __init__(self, name: str, uses: list[Box], expressions: dict[str, tuple[str, ...]]):
+        self.name, self.uses = name, uses
+        self.expressions = expressions  # class -> the spec expressions its source uses (those classed so far)
+        self.slots: list[_Slot] = []
+        self.args: list[str] = []
+        self.entries: list[tuple[str, Any]] = []
+
+    def slot(self, values: list[Any], name: str = "", expr: str = "", fallback: str = "") -> _Slot:
+        s = _Slot(values, name, expr, fallback)
+        self.slots.append(s)
+        return s
+
+    # pass 1: a skeleton of the body with a slot for every value
+    def merge(self, boxes: list[Box | None], path: str) -> list[tuple[str, Any]]:
+        """Children merged by name over the uses; (name, entry) in registration order."""
+        kids = [_collapse(box.children) if box else [] for box in boxes]
+        order: list[str] = []  # every use's children, in each use's order (a child a use lacks goes where others have it)
+        for children in kids:
+            at = 0
+            for c in children:
+                if c.name in order:
+                    at = order.index(c.name) + 1
+                else:
+                    order.insert(at, c.name)
+                    at += 1
+        for children in kids:
+            positions = [order.index(c.name) for c in children]
+            if positions != sorted(positions):
+                raise _NotGeneral(path)
+        entries = []
+        for cname in order:
+            items = [next((c for c in children if c.name == cname), None) if box else None
+                     for box, children in zip(boxes, kids)]
+            present = [i is not None for i in items]
+            kinds = {(type(i).__name__, getattr(i, "ctor", None) or getattr(i, "cls", None)) for i in items if i}
+            if len(kinds) != 1:
+                raise _NotGeneral(cname)
+            guard = None
+            if not all(p for p, b in zip(present, boxes) if b):
+                conds = {b.when.get(cname, "") for b, i in zip(boxes, items) if b and i}
+                cond = conds.pop() if len(conds) == 1 else ""
+                guard = self.slot([p if b else None for p, b in zip(present, boxes)], name=cond,
+                                  fallback=f"with_{path}{cname}")
+            first = next(i for i in items if i)
+            if isinstance(first, _Run):
+                firsts = [i.first if i else None for i in items]
+                rests = [i.rest[0] if i and i.rest else None for i in items]
+                count = self.slot([len(i.rest) + 1 if i else None for i in items], fallback=f"{cname}s")
+                entries.append((cname, ("run", guard, first.first.cls, self.inst_args(firsts, f"{cname}0"),
+                                        self.inst_args(rests, cname), count)))
+            elif isinstance(first, Leaf):
+                entries.append((cname, ("leaf", guard, first.ctor, self.leaf(items, f"{path}{cname}"), first.positional)))
+            elif first.cls:
+                entries.append((cname, ("inst", guard, first.cls, self.inst_args(items, cname))))
+            else:
+                entries.append((cname, ("seq", guard, self.merge(items, f"{path}{cname}_"))))
+        return entries
+
+    def inst_args(self, items: list[Box | None], cname: str) -> list[tuple[str, _Slot]]:
+        first = next((i for i in items if i), None)
+        if first is None:
+            return []
+        if any(i and [a for a, _ in i.call] != [a for a, _ in first.call] for i in items):
+            raise _NotGeneral(cname)
+        args = []
+        for a, _ in first.call:
+            values = [dict(i.call).get(a) if i else None for i in items]
+            raws = {repr(i.written.get(a)) for i in items if i}
+            raw = next((i.written.get(a) for i in items if i), None) if len(raws) == 1 else None
+            name = expr = ""
+            if isinstance(raw, str) and raw not in values:  # written as the parent's parameter or expression
+                name = raw if is_identifier(raw) else ""
+                expr = raw if not name and looks_like_expression(raw) else ""
+            args.append((a, self.slot(values, name=name, expr=expr, fallback=a)))
+        slots = dict(args)
+        for _, slot in args:  # the child's own expressions of its arguments, in the parent's terms
+            slot.derived = [(e, {n: slots[n] for n in re.findall(r"[A-Za-z_]\w*", e) if n in slots})
+                            for e in self.expressions.get(first.cls, ())]
+        return args
+
+    def leaf(self, items: list[Leaf | None], path: str) -> list[tuple[str, _Slot, Any]]:
+        names: list[str] = []
+        for i in items:
+            for a in i.args if i else ():
+                if a not in names:
+                    names.append(a)
+        first = next(i for i in items if i)
+        signature = list(first.args)[:first.positional] + list(first.defaults)
+        names.sort(key=lambda a: signature.index(a) if a in signature else len(signature))
+        out = []
+        for a in names:
+            if any(i and a not in i.args and a not in i.defaults for i in items):
+                raise _NotGeneral(path)
+            values = [i.args.get(a, i.defaults.get(a)) if i else None for i in items]
+            name, expr = self.written_for(items, values, a)
+            fallback = a if a in _SIZE_ARGS and not self.slots else f"{path}_{a}"
+            out.append((a, self.slot(values, name, expr, fallback), next((x.defaults.get(a, _NO) for x in items if x), _NO)))
+        return out
+
+    @staticmethod
+    def written_for(items: list[Leaf | None], values: list[Any], arg: str) -> tuple[str, str]:
+        """The spec's own parameter (or expression) written for constructor argument `arg` (the
+        field of that name: out -> out_channels, kernel -> kernel_size), when it holds at every use."""
+        found: set[str] | None = None
+        for item, value in zip(items, values):
+            if item is None:
+                continue
+            here = set()
+            for fname, raw in item.written.items():
+                if not (fname == arg or fname in arg.split("_")):
+                    continue
+                if isinstance(raw, str) and raw != value and (is_identifier(raw) or looks_like_expression(raw)):
+                    if _simple(getattr(item.node.params, fname, None)) == value:
+                        here.add(raw)
+            found = here if found is None else found & here
+        candidates = sorted(found or ())
+        idents = [c for c in candidates if is_identifier(c)]
+        if idents:
+            return idents[0], ""
+        return "", candidates[0] if candidates else ""
+
+    # pass 2: slots -> literals, arguments and expressions
+    def assign(self, constants: dict[str, Any]) -> None:
+        """constants: the spec's `vars`, which the file defines at module level."""
+        groups: dict[str, list[Any]] = {}
+
+        def fits(vec: list[Any], values: list[Any]) -> bool:
+            return all(a is None or b is None or (a == b and type(a) is type(b)) for a, b in zip(vec, values))
+
+        def join(name: str, values: list[Any]) -> None:
+            old = groups.setdefault(name, [None] * len(values))
+            groups[name] = [a if a is not None else b for a, b in zip(old, values)]
+
+        known = lambda s: [v for v in s.values if v is not None]  # noqa: E731
+        for s in self.slots:  # the spec's parameters
+            if s.name and fits(groups.get(s.name, [None] * len(s.values)), s.values):
+                s.out = _ident(s.name)
+                join(s.out, s.values)
+        for s in self.slots:  # never changes: a literal
+            if not s.out and len({repr(v) for v in known(s)}) <= 1:
+                s.out = repr(known(s)[0]) if known(s) else "None"
+        for s in self.slots:  # the spec's expressions of its parameters
+            if not s.out and s.expr and self.expression_holds(s, groups, constants):
+                s.out = s.expr
+        for s in self.slots:  # what remains: share an argument with an equal one, or get its own
+            if s.out:
+                continue
+            same = next((g for g, vec in groups.items() if fits(vec, s.values)
+                         and all(v is not None for v, w in zip(vec, s.values) if w is not None)), None)
+            same_expr = next((e.out for e in self.slots if e.expr and e.out == e.expr and e.values == s.values), None)
+            for expr, mapping in s.derived:
+                if all(m.out and is_identifier(m.out) for m in mapping.values()):
+                    text = re.sub(r"[A-Za-z_]\w*", lambda t: mapping[t.group(0)].out if t.group(0) in mapping
+                                  else t.group(0), expr)
+                    if self.expression_holds(_Slot(s.values, expr=text), groups, constants):
+                        same_expr = same_expr or text
+            if same is None and same_expr:
+                s.out = same_expr  # bn3's features: the conv3's `width * expansion`
+                continue
+            name = same or _unique(_ident(s.fallback), groups)
+            s.out = name
+            join(name, s.values)
+        self.args = list(groups)
+        for use_index, use in enumerate(self.uses):
+            use.call = [(g, groups[g][use_index]) for g in self.args]
+
+    @staticmethod
+    def expression_holds(s: _Slot, groups: dict[str, list[Any]], constants: dict[str, Any]) -> bool:
+        for i, value in enumerate(s.values):
+            if value is None:
+                continue
+            env = {**constants, **{g: vec[i] for g, vec in groups.items() if vec[i] is not None}}
+            try:
+                if evaluate(s.expr, env) != value:
+                    return False
+            except ExprError:
+                return False
+        return True
+
+
+def _unique(name: str, taken: dict[str, Any]) -> str:
+    out, k = name, 2
+    while out in taken:
+        out, k = f"{name}{k}", k + 1
+    return out
+
+
+# -- writing the source -------------------------------------------------------------------------
+
+@dataclass
+class _Run:
+    """Uses of one class named prefix0, prefix1, ... whose arguments after the first are equal: a loop."""
+
+    name: str  # the prefix
+    first: Box
+    rest: list[Box]
+
+
+def _collapse(children: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    i = 0
+    while i < len(children):
+        c = children[i]
+        m = re.fullmatch(r"(.*?)0", c.name)
+        j = i + 1
+        if m and isinstance(c, Box) and c.cls:
+            while (j < len(children) and isinstance(children[j], Box) and children[j].name == f"{m.group(1)}{j - i}"
+                   and children[j].cls == c.cls and children[j].call == children[i + 1].call):
+                j += 1
+        if j - i >= 2 or (m and isinstance(c, Box) and c.cls and m.group(1)):
+            out.append(_Run(m.group(1), c, children[i + 1:j]))
+        else:
+            out.extend(children[i:j])
+        i = j
+    return out
+
+
+def _call(ctor: str, args: list[tuple[Any, ...]], positional: int = 0) -> str:
+    """`args`: (name, slot) or, for layers, (name, slot, the constructor's default), left out when met."""
+    parts = []
+    for k, (a, s, *default) in enumerate(args):
+        if k >= positional and default and default[0] is not _NO and s.out == repr(default[0]):
+            continue
+        parts.append(s.out if k < positional else f"{a}={s.out}")
+    return f"{ctor}({', '.join(parts)})"
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def body(self, entries: list[tuple[str, Any]], target: str, indent: str) -> None:
+        """Registers children on `target` (self or a Sequential) in order."""
+        guard = None
+        for name, entry in entries:
+            pad = indent
+            if entry[1] is not None:
+                if entry[1].out != guard:
+                    self.lines.append(f"{indent}if {entry[1].out}:")
+                pad += "    "
+            guard = entry[1].out if entry[1] is not None else None
+            if entry[0] == "run":
+                _, _, cls, first, rest, count = entry
+                self.lines.append(f"{pad}{self.register(target, name + '0', _call(cls, first))}")
+                if count.out == "1":
+                    continue
+                self.lines.append(f"{pad}for i in range(1, {count.out}):")
+                self.lines.append(f'{pad}    {target}.add_module(f"{name}{{i}}", {_call(cls, rest)})')
+            elif entry[0] == "seq":
+                self.lines.append(f"{pad}{self.register(target, name, 'nn.Sequential()')}")
+                self.body(entry[2], f"{target}.{name}" if name.isidentifier() else f'{target}.get_submodule("{name}")',
+                          pad)
+            else:
+                self.lines.append(f"{pad}{self.register(target, name, self.expr(entry))}")
+
+    @staticmethod
+    def register(target: str, name: str, value: str) -> str:
+        if target == "self" and name.isidentifier() and not keyword.iskeyword(name):
+            return f"self.{name} = {value}"
+        return f'{target}.add_module("{name}", {value})'
+
+    @staticmethod
+    def expr(entry: Any) -> str:
+        if entry[0] == "leaf":
+            return _call(entry[2], entry[3], entry[4])
+        return _call(entry[2], entry[3])
+
+
+def eject_source(report: Report) -> str:
+    """The standalone PyTorch source of the spec's network (see the module docstring)."""
+    tree = _Tree(report)
+    root = tree.root()
+    by_key: dict[str, list[Box]] = {}
+
+    def collect(box: Box) -> None:
+        for c in box.children:
+            if isinstance(c, Box):
+                collect(c)
+        if box.key:
+            by_key.setdefault(box.key, []).append(box)
+
+    collect(root)
+    classes: list[_Class] = []
+    constants = _constants(report)
+    expressions: dict[str, tuple[str, ...]] = {}
+    for key, uses in by_key.items():  # post-order: a class's parts are classed before it
+        variants: list[list[Box]] = [uses]
+        while variants:
+            group = variants.pop(0)
+            base = _camel(report.graph.name) if key == "network" else _camel(key)
+            name = _unique(base, {c.name for c in classes})
+            cls = _Class(name, group, expressions)
+            try:
+                cls.entries = cls.merge(group, "")
+            except _NotGeneral:
+                if len(group) == 1:
+                    raise
+                split: dict[str, list[Box]] = {}
+                for use in group:
+                    split.setdefault(_signature(use), []).append(use)
+                variants = list(split.values()) + variants if len(split) > 1 else [[u] for u in group] + variants
+                continue
+            cls.assign(constants)
+            expressions[name] = tuple(dict.fromkeys(x.out for x in cls.slots if x.expr and x.out == x.expr))
+            for use in group:
+                use.cls = name
+            classes.append(cls)
+    return _render(report, classes, tree.helpers, constants)
+
+
+def _signature(box: Box) -> str:
+    return "|".join(f"{c.name}:{getattr(c, 'ctor', '') or c.cls or _signature(c)}" for c in box.children)
+
+
+def _constants(report: Report) -> dict[str, Any]:
+    """The spec's `vars`, evaluated in order as resolve does."""
+    out: dict[str, Any] = {}
+    for name, raw in report.graph.spec.vars.items():
+        try:
+            out[name] = evaluate(raw, out) if isinstance(raw, str) and looks_like_expression(raw) else raw
+        except ExprError:
+            continue
+    return out
+
+
+def _render(report: Report, classes: list[_Class], helpers: set[type], constants: dict[str, Any]) -> str:
+    g = report.graph
+    out = [f'"""{g.name}: {g.description or "ejected by archspec"}.', "",
+           f"Written by `archspec eject` from {g.doc.file} (sha256 {g.sha256[:12]}); standalone PyTorch:",
+           "the state-dict keys and outputs equal those of `archspec.build` on the same spec.", '"""', "",
+           "from __future__ import annotations", ""]
+    uses_f = any("F." in inspect.getsource(h) for h in helpers)
+    out += ["import torch"] + (["import torch.nn.functional as F"] if uses_f else []) + ["from torch import nn", ""]
+    used = {n for c in classes for s in c.slots if s.expr and s.out == s.expr for n in re.findall(r"[A-Za-z_]\w*", s.expr)}
+    written = [f"{n} = {v!r}" for n, v in constants.items() if n in used and not any(n in c.args for c in classes)]
+    if written:
+        out += ["# the spec's vars", *written, ""]
+    order = [archspec_nn.PaddedConv2d, archspec_nn.GlobalPool, archspec_nn._Recurrent, archspec_nn.RNN,
+             archspec_nn.GRU, archspec_nn.LSTM]
+    needed = set(helpers)
+    if needed & {archspec_nn.RNN, archspec_nn.GRU, archspec_nn.LSTM}:
+        needed.add(archspec_nn._Recurrent)
+    for h in order:
+        if h in needed:
+            out += ["", inspect.getsource(h).rstrip(), ""]
+    blocks = g.spec.blocks
+    for cls in classes:
+        w = _Writer()
+        key = cls.uses[0].key or ""
+        parallel = bool(cls.uses[0].merge)
+        base = "nn.Module" if parallel else "nn.Sequential"
+        doc = blocks[key].doc if key in blocks and getattr(blocks[key], "doc", "") else ""
+        what = f"Block '{key}' of the spec" if key in blocks else ("The network" if key == "network" else
+                                                                    f"A {key} written in the spec")
+        out += ["", "", f"class {cls.name}({base}):", f'    """{what}{": " + doc if doc else "."}"""', ""]
+        args = "".join(f", {a}" for a in cls.args)
+        out.append(f"    def __init__(self{args}):")
+        out.append("        super().__init__()")
+        w.body(cls.entries, "self", "        ")
+        if parallel:
+            w.lines += _forward(cls)
+        out += w.lines
+    net = classes[-1]
+    call = ", ".join(f"{a}={v!r}" for a, v in net.uses[0].call)
+    out += ["", "", "def build() -> nn.Module:", f'    """The network of {g.doc.file}, as `archspec.build` makes it."""',
+            f"    return {net.name}({call})", ""]
+    text = "\n".join(_wrap(line) for line in _tidy(out)).rstrip() + "\n"
+    if "torch." not in text.replace("import torch.nn", ""):
+        text = text.replace("import torch\n", "", 1)
+    return text
+
+
+def _forward(cls: _Class) -> list[str]:
+    """A parallel's forward: the body in place, branches beside it, merged, then the `then` layers."""
+    use = cls.uses[0]
+    role = {}
+    for u in cls.uses:
+        role.update(u.role)
+    merge = use.merge
+    guards = {name: e[1].out for name, e in cls.entries if e[1] is not None}
+    lines = ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
+    body = [n for n, _ in cls.entries if role.get(n) == "body"]
+    branches = [n for n, _ in cls.entries if role.get(n) == "branch"]
+    then = [n for n, _ in cls.entries if role.get(n) == "then"]
+    outs = []
+    if use.inline:
+        lines.append("        out = x")
+        for n in body:
+            lines.append(f"        out = self.{n}(out)" if n not in guards else
+                         f"        out = self.{n}(out) if hasattr(self, {n!r}) else out")
+        outs.append("out")
+    outs += [f"self.{n}(x)" for n in branches]
+    if merge[0] == "cat":
+        lines.append(f"        out = torch.cat([{', '.join(outs)}], {merge[1]})")
+    else:
+        lines.append(f"        out = {' + '.join(outs)}")
+    for n in then:
+        lines.append(f"        out = self.{n}(out)")
+    lines.append("        return out")
+    return lines
+
+
+def _wrap(line: str, width: int = 116) -> str:
+    """A long call gets one argument per line; a long docstring is wrapped."""
+    if len(line) <= width:
+        return line
+    indent = line[: len(line) - len(line.lstrip())]
+    stripped = line.strip()
+    if stripped.startswith('"""') and stripped.endswith('"""'):
+        import textwrap
+
+        body = textwrap.fill(stripped[3:-3], width - len(indent), initial_indent=indent + '"""',
+                             subsequent_indent=indent, break_on_hyphens=False)
+        return body + f"\n{indent}" + '"""'
+    m = re.match(r"(\s*)(.*?\()(.*)\)([:,]?)$", line)
+    if not m or m.group(3).count("(") != m.group(3).count(")"):
+        return line
+    parts, depth, cur = [], 0, ""
+    for ch in m.group(3):
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+            continue
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        cur += ch
+    parts.append(cur.strip())
+    inner = indent + "    "
+    return (f"{indent}{m.group(2)}\n" + "".join(_wrap(f"{inner}{p},", width) + "\n" for p in parts if p)
+            + f"{indent}){m.group(4)}")
+
+
+def _tidy(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    for line in "\n".join(lines).splitlines():
+        if not line.strip() and out and not out[-1].strip() and len(out) > 1 and not out[-2].strip():
+            continue
+        out.append(line.rstrip())
+    return out

@@ -1,0 +1,101 @@
+"""`archspec eject`: every zoo spec becomes standalone PyTorch source that imports only torch, passes
+ruff, and equals `archspec.build` in state-dict keys (names, order, shapes) and, with the same
+weights, in outputs."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+import archspec
+from archspec.cli import main
+from archspec.export_onnx import vocab_size
+
+ROOT = Path(__file__).resolve().parent.parent
+ZOO = sorted((ROOT / "specs").glob("*.yaml"))
+BIG = {"vgg11", "vgg11_bn", "vgg11_lrn", "vgg13", "vgg16", "vgg16_c", "vgg19", "resnet101", "resnet152", "alexnet"}
+TOLERANCE = 1e-5  # relative to max(1, max|build output|)
+
+
+def eject(spec: Path, folder: Path) -> tuple[Path, ModuleType]:
+    out = folder / f"{spec.stem}_model.py"
+    assert main(["eject", str(spec), "-o", str(out)]) == 0
+    loader = importlib.util.spec_from_file_location(f"ejected_{spec.stem}", out)
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    return out, module
+
+
+def example(report: archspec.Report, batch: int = 2) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    shape = (batch, *report.graph.input.shape)
+    if report.graph.input.dtype == "int64":
+        return torch.randint(0, vocab_size(report), shape, generator=gen)
+    return torch.randn(shape, generator=gen)
+
+
+@pytest.mark.parametrize("spec", [pytest.param(s, marks=pytest.mark.slow) if s.stem in BIG else s for s in ZOO],
+                         ids=lambda s: s.stem)
+def test_ejected_module_equals_build(spec: Path, tmp_path: Path):
+    path, ejected = eject(spec, tmp_path)
+    imports = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            imports |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imports.add(node.module)
+    assert imports <= {"__future__", "torch", "torch.nn", "torch.nn.functional"}, imports
+
+    report = archspec.check(spec)
+    built = archspec.build(report, seed=0).eval()
+    theirs = ejected.build().eval()
+    ours_keys = [(k, tuple(v.shape)) for k, v in built.state_dict().items()]
+    assert [(k, tuple(v.shape)) for k, v in theirs.state_dict().items()] == ours_keys
+    theirs.load_state_dict(built.state_dict(), strict=True)
+    x = example(report)
+    with torch.no_grad():
+        want, got = built(x), theirs(x)
+    assert want.shape == got.shape
+    assert float((want - got).abs().max()) <= TOLERANCE * max(1.0, float(want.abs().max()))
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None and not (Path(sys.executable).parent / "ruff").exists(),
+                    reason="ruff is in the test extra")
+def test_ejected_zoo_is_ruff_clean(tmp_path: Path):
+    for spec in ZOO:
+        assert main(["eject", str(spec), "-o", str(tmp_path / f"{spec.stem}.py")]) == 0
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    r = subprocess.run([ruff, "check", "--isolated", "--select", "E,F,W,I", "--line-length", "120", str(tmp_path)],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout[-3000:]
+
+
+def test_resnet50_reads_like_its_spec(tmp_path: Path):
+    """One class per block, the block's parameters as arguments, its expressions kept, a loop for the repeat."""
+    path, _ = eject(ROOT / "specs/resnet50.yaml", tmp_path)
+    text = path.read_text()
+    assert "class Bottleneck(nn.Module):" in text and "class Stage(nn.Sequential):" in text
+    assert "class Resnet50(nn.Sequential):" in text
+    assert "    def __init__(self, width, stride, project, in_channels):" in text
+    assert "    def __init__(self, width, blocks, stride, in_channels):" in text
+    assert "self.conv3 = nn.Conv2d(width, width * expansion, 1, bias=False)" in text
+    assert '        if project:\n            self.shortcut.add_module(\n                "conv",\n' in text
+    assert "        for i in range(1, blocks):\n" in text
+    assert "self.layer3 = Stage(width=256, blocks=6, stride=2, in_channels=512)" in text
+    assert "archspec" not in text.replace("`archspec eject`", "").replace("`archspec.build`", "")
+
+
+def test_docs_show_the_current_ejected_block(tmp_path: Path):
+    """docs/weights.md shows ResNet-50's bottleneck as eject writes it today."""
+    path, _ = eject(ROOT / "specs/resnet50.yaml", tmp_path)
+    docs = (ROOT / "docs/weights.md").read_text()
+    shown = docs.split("```python\nclass Bottleneck", 1)[1].split("```", 1)[0]
+    assert "class Bottleneck" + shown in path.read_text()

@@ -1,0 +1,181 @@
+"""The torchvision/timm oracle: a reference model with random weights (nothing downloaded) is saved
+as a checkpoint, imported with `archspec weights import`, and the spec built with the imported
+weights must give the reference's outputs in eval mode; mismatched checkpoints must be refused.
+
+Runs in the oracle environment (torchvision cannot live beside the project's torch):
+
+    python3 -m venv /tmp/oracle && /tmp/oracle/bin/pip install torch torchvision timm safetensors pydantic rich
+    /tmp/oracle/bin/pip install --no-deps -e .
+    /tmp/oracle/bin/python tools/oracle.py [SPEC ...] [--markdown docs/oracle.md]
+
+To add a model, append a `Pair` to PAIRS: the spec's file stem and a function building the
+reference module. A pair whose spec is not in specs/ yet is listed as such, not failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+import torchvision
+import torchvision.models as tvm
+
+import archspec
+
+ROOT = Path(__file__).resolve().parent.parent
+TOLERANCE = 1e-5  # max|ref - ours| / max(1, max|ref|), the export's parity criterion
+
+
+@dataclass(frozen=True)
+class Pair:
+    spec: str  # specs/<spec>.yaml
+    source: str  # how the table names the reference
+    make: Callable[[], torch.nn.Module]
+    map: str | None = None  # a --map file (relative to the repository) for the hard cases
+
+
+PAIRS = [
+    Pair("alexnet", "torchvision alexnet", lambda: tvm.alexnet()),
+    Pair("vgg11", "torchvision vgg11", lambda: tvm.vgg11()),
+    Pair("vgg11_bn", "torchvision vgg11_bn", lambda: tvm.vgg11_bn()),
+    Pair("vgg13", "torchvision vgg13", lambda: tvm.vgg13()),
+    Pair("vgg16", "torchvision vgg16", lambda: tvm.vgg16()),
+    Pair("vgg16_bn", "torchvision vgg16_bn", lambda: tvm.vgg16_bn()),
+    Pair("vgg19", "torchvision vgg19", lambda: tvm.vgg19()),
+    Pair("googlenet", "torchvision googlenet", lambda: tvm.googlenet(aux_logits=False, init_weights=True)),
+    Pair("inception_v3", "torchvision inception_v3", lambda: tvm.inception_v3(aux_logits=False, init_weights=True)),
+    Pair("resnet18", "torchvision resnet18", lambda: tvm.resnet18()),
+    Pair("resnet34", "torchvision resnet34", lambda: tvm.resnet34()),
+    Pair("resnet50", "torchvision resnet50", lambda: tvm.resnet50()),
+    Pair("resnet101", "torchvision resnet101", lambda: tvm.resnet101()),
+    Pair("resnet152", "torchvision resnet152", lambda: tvm.resnet152()),
+    Pair("squeezenet1_1", "torchvision squeezenet1_1", lambda: tvm.squeezenet1_1()),
+    Pair("mobilenet_v2", "torchvision mobilenet_v2", lambda: tvm.mobilenet_v2()),
+    Pair("densenet121", "torchvision densenet121", lambda: tvm.densenet121()),
+    Pair("resnext50_32x4d", "torchvision resnext50_32x4d", lambda: tvm.resnext50_32x4d()),
+    Pair("wide_resnet50_2", "torchvision wide_resnet50_2", lambda: tvm.wide_resnet50_2()),
+    Pair("mnasnet1_0", "torchvision mnasnet1_0", lambda: tvm.mnasnet1_0()),
+    Pair("regnet_x_400mf", "torchvision regnet_x_400mf", lambda: tvm.regnet_x_400mf()),
+    Pair("inception_v4", "timm inception_v4", lambda: timm.create_model("inception_v4", pretrained=False)),
+]
+
+
+@dataclass(frozen=True)
+class Row:
+    spec: str
+    source: str
+    result: str  # "equal", "DIFFERENT", "refused: ...", "no spec"
+    tensors: int = 0
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    seconds: float = 0.0
+
+
+def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random weights and BatchNorm statistics (fresh ones are 0/1 and would hide a swap)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                t.fill_(int(torch.randint(1, 1000, (), generator=gen)))
+            elif name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+            elif t.is_floating_point():
+                t.copy_(torch.randn(t.shape, generator=gen) * (0.5 / max(1, t[0].numel()) ** 0.5))
+    return model.eval()
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "archspec.cli", *args], capture_output=True, text=True, check=False)
+
+
+def check_pair(pair: Pair, tmp: Path) -> Row:
+    spec = ROOT / "specs" / f"{pair.spec}.yaml"
+    if not spec.exists():
+        return Row(pair.spec, pair.source, "no spec")
+    started = time.perf_counter()
+    reference = randomized(pair.make())
+    torch.save(reference.state_dict(), tmp / "ckpt.pth")
+    extra = ["--map", str(ROOT / pair.map)] if pair.map else []
+    r = cli("weights", "import", str(spec), str(tmp / "ckpt.pth"), "-o", str(tmp / "w.safetensors"), *extra)
+    if r.returncode != 0:
+        return Row(pair.spec, pair.source, "refused: " + r.stderr.strip().splitlines()[0][:160],
+                   seconds=time.perf_counter() - started)
+    report = archspec.check(spec)
+    ours = archspec.build(report, weights=tmp / "w.safetensors").eval()
+    x = torch.randn(2, *report.graph.input.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, got = reference(x), ours(x)
+    err = float((want - got).abs().max())
+    rel = err / max(1.0, float(want.abs().max()))
+    return Row(pair.spec, pair.source, "equal" if rel <= TOLERANCE else "DIFFERENT", len(ours.state_dict()), err, rel,
+               time.perf_counter() - started)
+
+
+def refusals(tmp: Path) -> list[tuple[str, bool, str]]:
+    """Deliberately mismatched checkpoints: each must exit 1 with the side-by-side diagnostic."""
+    out = []
+    torch.save(tvm.resnet34().state_dict(), tmp / "r34.pth")
+    sd = tvm.resnet18().state_dict()
+    sd["fc.weight"] = sd["fc.weight"].t().contiguous()
+    torch.save(sd, tmp / "r18_transposed.pth")
+    for what, ckpt in (("resnet34 checkpoint into resnet18", "r34.pth"),
+                       ("resnet18 checkpoint, fc.weight transposed", "r18_transposed.pth")):
+        r = cli("weights", "import", str(ROOT / "specs/resnet18.yaml"), str(tmp / ckpt), "-o", str(tmp / "x.safetensors"))
+        marked = [line.strip() for line in r.stderr.splitlines() if line.lstrip().startswith(">")]
+        ok = r.returncode == 1 and len(marked) == 1 and "|" in marked[0] and not (tmp / "x.safetensors").exists()
+        first = r.stderr.splitlines()[0].split(": ", 2)[-1] if r.stderr else "(no message)"
+        out.append((what, ok, first.replace(str(tmp) + "/", "")))
+        out.append(("", ok, marked[0] if marked else ""))
+    return out
+
+
+def markdown(rows: list[Row], refused: list[tuple[str, bool, str]]) -> str:
+    lines = [f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+             f"timm {timm.__version__}; random weights and BatchNorm statistics, eval mode, batch 2.", "",
+             "| spec | reference | result | tensors | max abs diff | rel. diff | seconds |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        if r.result in ("equal", "DIFFERENT"):
+            lines.append(f"| {r.spec} | {r.source} | {r.result} | {r.tensors} | {r.max_abs:.2e} | {r.max_rel:.2e} | "
+                         f"{r.seconds:.1f} |")
+        else:
+            lines.append(f"| {r.spec} | {r.source} | {r.result} | | | | {r.seconds:.1f} |" if r.seconds else
+                         f"| {r.spec} | {r.source} | {r.result} | | | | |")
+    lines += ["", "| mismatched checkpoint | refused with the side-by-side diagnostic | message |", "|---|---|---|"]
+    for what, ok, message in refused:
+        escaped = message.replace("|", "\\|")  # a pipe inside a table cell
+        lines.append(f"| {what} | {'yes' if ok else 'NO'} | `{escaped}` |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("specs", nargs="*", help="spec stems to check (default: every pair)")
+    parser.add_argument("--markdown", default=None, help="also write the table here")
+    args = parser.parse_args()
+    pairs = [p for p in PAIRS if not args.specs or p.spec in args.specs]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for pair in pairs:
+            rows.append(check_pair(pair, Path(tmp)))
+            print(rows[-1], flush=True)
+        refused = refusals(Path(tmp))
+    text = markdown(rows, refused)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    bad = [r for r in rows if r.result not in ("equal", "no spec")] + [r for r in refused if not r[1]]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
