@@ -12,7 +12,7 @@ from .errors import Diagnostic
 
 def human_diagnostic(d: Diagnostic, source_line: str = "") -> str:
     """`file:line:col: error[AS101]: message`, then the source line with a caret, then hints."""
-    lines = [f"{d.loc}: error[{d.code}]: {d.message}"]
+    lines = [f"{d.loc}: {d.severity}[{d.code}]: {d.message}"]
     if source_line:
         text, col = _clip(source_line.rstrip(), max(d.loc.col - 1, 0))
         gutter = f"{d.loc.line:>4} | "
@@ -41,7 +41,7 @@ def github_diagnostic(d: Diagnostic) -> str:
     """A GitHub Actions workflow command, so the error shows inline on the pull request."""
     msg = _escape(f"[{d.code}] {d.message}" + (f" ({d.hint})" if d.hint else ""))
     prop = lambda v: _escape(str(v)).replace(":", "%3A").replace(",", "%2C")
-    return (f"::error file={prop(d.loc.file)},line={d.loc.line},col={d.loc.col},"
+    return (f"::{d.severity} file={prop(d.loc.file)},line={d.loc.line},col={d.loc.col},"
             f"title={prop('archspec ' + d.name)}::{msg}")
 
 
