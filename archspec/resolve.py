@@ -285,7 +285,8 @@ class _Resolver:
         result = []
         for name, value, where in declared:
             if name in taken:  # ONNX names every tensor once
-                self.out.add("AS110", f"the output is named '{name}' like an input", where,
+                self.out.add("AS110", f"the output is named '{name}' like {'the' if len(inputs) == 1 else 'an'} input",
+                             where,
                              "outputs" if self.spec.outputs else "output",
                              hint="give the output its own name, e.g. `output: logits`",
                              related=(("the input is declared here", taken[name]),))

@@ -168,7 +168,10 @@ def _unwrap(annotation: Any) -> Any:
     while get_origin(annotation) is Annotated:
         annotation = get_args(annotation)[0]
     if get_origin(annotation) in (Union, UnionType):
-        models = [a for a in map(_unwrap, get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        if len(options) == 1:  # X | None
+            return _unwrap(options[0])
+        models = [a for a in map(_unwrap, options) if isinstance(a, type) and issubclass(a, BaseModel)]
         return models[0] if models else annotation
     return annotation
 
