@@ -191,7 +191,7 @@ RESERVED_NAMES = frozenset("""
     register_module register_parameter register_state_dict_post_hook register_state_dict_pre_hook
     requires_grad_ set_extra_state set_submodule share_memory state_dict to to_empty train training
     type xpu zero_grad
-    spec_name input_name input_names output_names spec_sha256 routes merge then steps
+    spec_name input_name input_names output_names spec_sha256 routes merge then add_step _steps _values _outputs
 """.split())
 
 

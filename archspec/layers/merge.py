@@ -19,6 +19,7 @@ class Concat(LayerKind):
     name = "concat"
     Params = NoParams
     arity = None
+    example: dict[str, Any] = {}
     doc = "Concatenates its inputs along channels (images) or features (sequences, vectors); the other axes must agree."
     input_desc = "two or more tensors of one layout"
     shape_rule = "the joined axis sums; every other axis must be equal"
@@ -56,6 +57,7 @@ class Add(LayerKind):
     name = "add"
     Params = NoParams
     arity = None
+    example: dict[str, Any] = {}
     doc = "Adds its inputs element-wise; every input must have the same shape."
     input_desc = "two or more tensors of one shape"
     shape_rule = "output shape = the (common) input shape"
