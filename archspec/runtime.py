@@ -141,27 +141,45 @@ class Session:
         return lambda: sess.run(None, feeds)
 
     # Inputs ------------------------------------------------------------------------------
-    def example_inputs(self, batch: int = 1, seed: int = 0) -> dict[str, "np.ndarray"]:
+    def example_inputs(self, batch: int = 1, seed: int = 0,
+                       shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, "np.ndarray"]:
         """Random inputs of the declared shape: batch for the batch axis, the spec's nominal size for
-        other symbolic axes (from archspec's metadata), token ids below the vocabulary size."""
+        other symbolic axes (from archspec's metadata), token ids below the vocabulary size.
+        `shapes` gives an input's whole shape (batch included), e.g. {"tokens": (3, 7)}."""
         import numpy as np
 
         rng = np.random.default_rng(seed)
-        meta = json.loads(self.metadata.get("archspec.input", "null") or "null")
+        metas = json.loads(self.metadata.get("archspec.inputs", "null") or "null")
+        if metas is None:  # exported before archspec knew several inputs
+            metas = [json.loads(self.metadata.get("archspec.input", "null") or "null")]
+        shapes = dict(shapes or {})
+        unknown = [n for n in shapes if n not in [i[0] for i in self.inputs]]
+        if unknown:
+            raise RunError(f"--shape names input '{unknown[0]}', but the model's inputs are "
+                           f"{', '.join(i[0] for i in self.inputs)}")
         feeds = {}
         for k, (name, shape, type_) in enumerate(self.inputs):
+            meta = metas[k] if k < len(metas) else None
             dims = []
-            for axis, d in enumerate(shape):
+            if name in shapes:
+                given = shapes[name]
+                bad = [f"axis {i} is {n}, the model needs {d}" for i, (n, d) in enumerate(zip(given, shape))
+                       if isinstance(d, int) and d > 0 and n != d]
+                if len(given) != len(shape) or bad:
+                    raise RunError(f"--shape {name}={'x'.join(map(str, given))} does not fit {_shape_text(shape)}"
+                                   + (": " + "; ".join(bad) if bad else f" ({len(shape)} axes, batch included)"))
+                dims = list(given)
+            for axis, d in enumerate(shape if not dims else ()):
                 if isinstance(d, int) and d > 0:
                     dims.append(d)
                 elif axis == 0:
                     dims.append(batch)
-                elif meta and k == 0 and axis - 1 < len(meta["dims"]):
+                elif meta and axis - 1 < len(meta["dims"]):
                     info = meta["dims"][axis - 1]
                     dims.append(int(info.get("nominal", info.get("size", 1))))
                 else:
                     raise RunError(f"input '{name}' axis {axis} is dynamic ({d}) and the model carries no "
-                                        "nominal size for it; pass --input FILE.npy")
+                                        f"nominal size for it; pass --shape {name}=... or --input {name}=FILE.npy")
             if "int64" in type_:
                 high = int(meta.get("vocab", 2)) if meta else 2
                 feeds[name] = rng.integers(0, high, size=dims, dtype=np.int64)
@@ -227,6 +245,7 @@ class RunResult:
     device: str
     seconds: float  # the inference call alone
     notice: str = ""
+    scores: frozenset[str] | None = None  # outputs that are class scores (from the export), None: unknown
 
     def summary(self, top: int = 5, samples: int = 4) -> str:
         import numpy as np
@@ -235,7 +254,8 @@ class RunResult:
                  f"ran on {self.device} ({', '.join(self.providers)}) in {self.seconds * 1e3:.2f} ms"]
         for name, y in self.outputs.items():
             lines.append(f"output '{name}': {'x'.join(map(str, y.shape))} {y.dtype}")
-            if y.ndim == 2 and y.shape[1] > 1 and np.issubdtype(y.dtype, np.floating):
+            is_scores = name in self.scores if self.scores is not None else y.ndim == 2
+            if is_scores and y.ndim == 2 and y.shape[1] > 1 and np.issubdtype(y.dtype, np.floating):
                 k = min(top, y.shape[1])
                 for i in range(min(samples, y.shape[0])):
                     idx = np.argsort(-y[i], kind="stable")[:k]
@@ -251,11 +271,12 @@ class RunResult:
 
 
 def run_model(model: Any, inputs: Any = None, *, device: str = "cpu", batch: int = 1, threads: int | None = None,
-              seed: int = 0, limits: Any = None) -> RunResult:
+              seed: int = 0, limits: Any = None, shapes: Mapping[str, tuple[int, ...]] | None = None) -> RunResult:
     """Runs an ONNX file (or a spec, exported to a temporary folder first) with onnxruntime.
 
-    inputs: None for random inputs of the model's shape (`batch` samples), a numpy array or a
-    .npy path for the first input (one sample or a batch), or a dict of arrays by input name.
+    inputs: None for random inputs of the model's shape (`batch` samples; `shapes` sets an
+    input's whole shape, for its dynamic axes), a numpy array or a .npy path for the first input
+    (one sample or a batch), or a dict of arrays or .npy paths by input name.
     """
     import numpy as np
 
@@ -263,7 +284,7 @@ def run_model(model: Any, inputs: Any = None, *, device: str = "cpu", batch: int
         raise RunError(f"batch must be >= 1, got {batch}")
     session = _session_for_model(model, device, threads, limits)
     if inputs is None:
-        feeds = session.example_inputs(batch, seed)
+        feeds = session.example_inputs(batch, seed, shapes)
     elif isinstance(inputs, Mapping):
         feeds = {}
         for name, value in inputs.items():
@@ -279,8 +300,10 @@ def run_model(model: Any, inputs: Any = None, *, device: str = "cpu", batch: int
     except Exception as exc:
         raise RunError(f"onnxruntime failed: {str(exc).strip().splitlines()[0]}") from exc
     seconds = time.perf_counter() - t0
+    declared = json.loads(session.metadata.get("archspec.outputs", "null") or "null")
+    scores = frozenset(o["name"] for o in declared if o.get("scores")) if declared is not None else None
     return RunResult({k: np.asarray(v) for k, v in outputs.items()}, {k: tuple(v.shape) for k, v in feeds.items()},
-                     session.providers, session.device, seconds, session.notice)
+                     session.providers, session.device, seconds, session.notice, scores)
 
 
 def _load_array(value: Any) -> "np.ndarray":
