@@ -304,3 +304,34 @@ def test_export_runs_the_checker_once(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(archspec.api, "analyze", counting)
     archspec.export(ROOT / "examples" / "image_metadata.yaml", tmp_path / "m.onnx")
     assert len(calls) == 1
+
+
+# --- expressions: the width rules of MobileNet/EfficientNet/RegNet ------------------------------
+
+def _torchvision_make_divisible(v: float, divisor: int, min_value: int | None = None) -> int:
+    """Copied from torchvision.models._utils._make_divisible (the oracle)."""
+    if min_value is None:
+        min_value = divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+@pytest.mark.parametrize("width", [0.35, 0.5, 0.75, 1.0, 1.3, 1.4])
+@pytest.mark.parametrize("channels", [16, 24, 32, 64, 96, 160, 320, 1280])
+def test_make_divisible_matches_torchvision(width: float, channels: int) -> None:
+    from archspec.expr import evaluate
+
+    got = evaluate("make_divisible(c * w, 8)", {"c": channels, "w": width})
+    assert got == _torchvision_make_divisible(channels * width, 8)
+
+
+def test_rounding_functions_and_their_arity() -> None:
+    from archspec.expr import ExprError, evaluate
+
+    assert [evaluate(t, {"x": 7}) for t in ("floor(x / 2)", "ceil(x / 2)", "round(x / 2)", "max(x, 9)")] == [3, 4, 4, 9]
+    with pytest.raises(ExprError, match="takes 1 argument"):
+        evaluate("floor(1, 2)", {})
+    with pytest.raises(ExprError, match="only min"):
+        evaluate("abs(-1)", {})
