@@ -434,7 +434,7 @@ def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, w
     import torch
 
     from .api import check
-    from .export_onnx import _example, export_model
+    from .export_onnx import _examples, export_model
     from .lower import build_module
 
     report: Report = check(spec, limits=limits)
@@ -457,12 +457,13 @@ def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, w
     torch.set_num_threads(session.threads)
     try:
         for batch in batches:
-            x = _example(report, (batch, *report.graph.input.shape), seed=seed)
-            feeds = {report.graph.input.name: x.numpy()}
-            x = x.to("cuda") if on_cuda else x
+            xs = _examples(report, tuple((batch, *i.shape) for i in report.graph.inputs), seed=seed)
+            feeds = {i.name: x.numpy() for i, x in zip(report.graph.inputs, xs)}
+            xs = tuple(x.to("cuda") for x in xs) if on_cuda else xs
 
-            def torch_call(x: "torch.Tensor" = x) -> "torch.Tensor":
-                y = module(x)
+            def torch_call(xs: tuple["torch.Tensor", ...] = xs) -> "torch.Tensor":
+                y = module(*xs)
+                y = y[0] if isinstance(y, tuple) else y  # the first output is compared
                 if on_cuda:
                     torch.cuda.synchronize()  # CUDA kernels run asynchronously: time them to completion
                 return y
