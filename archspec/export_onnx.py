@@ -941,7 +941,7 @@ def _check_parity(path: Path, module: Any, report: Report, plan: _Plan) -> list[
             scale = float(np.abs(ref).max()) if ref.size else 0.0
             rel = max_abs / max(1.0, scale)
             if not rel <= TOLERANCE:
-                raise ExportError(f"onnxruntime differs from PyTorch on output '{out.name}' at input {size}: max abs "
+                raise ExportError(f"onnxruntime differs from PyTorch at input {size} on output '{out.name}': max abs "
                                   f"error {max_abs:.3g} > {TOLERANCE:g} x max(1, {scale:.3g})")
             check = Verification(run.inputs[0], tuple(got.shape), max_abs, rel, scale)
             if worst is None or rel > worst.max_rel_error:
