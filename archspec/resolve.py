@@ -403,7 +403,8 @@ class _Resolver:
                          format_path(path), related=calls)
             return []
         for i, item in enumerate(raw):  # names given further down: a reference to one is a forward reference
-            if isinstance(item, dict) and isinstance(item.get("name"), str) and item["name"] not in namer.defined:
+            if (isinstance(item, dict) and isinstance(item.get("name"), str) and "repeat" not in item
+                    and item["name"] not in namer.defined):
                 namer.later.setdefault(item["name"], self.doc.loc((path if single else path + (i,)) + ("name",)))
         nodes: list[Tree] = []
         for i, item in enumerate(raw):
@@ -428,6 +429,8 @@ class _Resolver:
             self.out.add("AS107", f"a name must be letters, digits and _, got {user_name!r}",
                          self.doc.loc(path + ("name",)), format_path(path + ("name",)), related=calls)
             user_name = None
+        if isinstance(user_name, str):
+            namer.later.pop(user_name, None)  # from here on a reference to it is not a forward one
         if "when" in raw:  # a condition over parameters: `when: "stride != 1"` (an optional projection)
             condition = self.value(raw["when"], env, path + ("when",), calls)
             if not isinstance(condition, bool):
@@ -488,7 +491,6 @@ class _Resolver:
         token = None
         if user_name:
             token, self.next_token = self.next_token, self.next_token + 1
-            namer.later.pop(user_name, None)
             namer.defined[user_name] = token
             if namer.parent is not None or namer.private:
                 self.private.setdefault(user_name, (namer.owner or "a container", loc))

@@ -182,9 +182,10 @@ class LayerKind:
     # -- the N-ary contract (what the engines call); the defaults delegate to the unary rules --
     @classmethod
     def output_types(cls, p: Any, xs: tuple[TensorType, ...]) -> tuple[TensorType, ...]:
-        y = cls.output_type(p, xs[0])
-        if not y.layout and len(y.shape) == len(xs[0].shape) and y.dtype == xs[0].dtype:
-            y = TensorType(y.shape, y.dtype, xs[0].layout)  # same rank: the layout is kept
+        x, y = xs[0], cls.output_type(p, xs[0])
+        if not y.layout:  # the same rank keeps the layout; another rank takes that rank's default
+            same = len(y.shape) == len(x.shape) and y.dtype == x.dtype and x.layout
+            y = TensorType(y.shape, y.dtype, x.layout if same else default_layout(len(y.shape), y.dtype))
         return (y,)
 
     @classmethod
