@@ -129,7 +129,7 @@ def test_googlenet_aux_three_heads_equal_the_reference() -> None:
 # --- several inputs, a non-nested skip: check, build, export, verify, run ------------------------
 
 @pytest.mark.parametrize("name", ["image_metadata", "multiscale_head"])
-def test_examples_export_verified_and_run(name: str, tmp_path: Path) -> None:
+def test_examples_export_verified_and_run(name: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from archspec.runtime import run_model
 
     spec = ROOT / "examples" / f"{name}.yaml"
@@ -155,6 +155,15 @@ def test_examples_export_verified_and_run(name: str, tmp_path: Path) -> None:
     with torch.no_grad():
         want = module(*(torch.from_numpy(x) for x in xs.values()))
     np.testing.assert_allclose(out.outputs["logits"], want.numpy(), rtol=1e-4, atol=1e-5)
+    from archspec.cli import main
+
+    args = ["run", str(tmp_path / f"{name}.onnx")]
+    assert main(args + [arg for n in xs for arg in ("--input", f"{n}={tmp_path / n}.npy")]) == 0
+    printed = capsys.readouterr().out
+    assert f"inputs: {', '.join(f'{n} 4x' + 'x'.join(map(str, x.shape[1:])) for n, x in xs.items())}" in printed
+    assert "output 'logits': 4x" in printed and "top-" in printed  # class scores
+    shapes = [arg for i in report.graph.inputs for arg in ("--shape", f"{i.name}=2x" + "x".join(map(str, i.shape)))]
+    assert main(args + shapes) == 0 and "output 'logits': 2x" in capsys.readouterr().out
 
 
 def test_two_input_model_matches_hand_written_pytorch() -> None:
