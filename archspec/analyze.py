@@ -1,6 +1,7 @@
-"""Stage 4, analyze: walk the resolved graph once and compute, per node and in total, the
-output shape, parameters, MACs, FLOPs and activation memory as exact integers (conventions:
-`archspec.layers.base`). The walk is generic: every rule comes from the layer registry.
+"""Stage 4, analyze: annotate the graph IR with every value's type and every node's parameters,
+MACs, FLOPs and activation memory as exact integers (conventions: `archspec.layers.base`), in
+one pass over the topologically ordered nodes. Every rule comes from the layer registry's N-ary
+contract. Container rows (blocks, groups, repeats, branches) are sums over the scope table.
 """
 
 from __future__ import annotations
@@ -8,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import Collector, Loc
-from .layers import MERGES, REGISTRY, Cost, ShapeError, TensorType
+from .layers import REGISTRY, Cost, ShapeError, TensorType
 from .layers.base import INT, numel
 from .limits import Limits
 from .load import format_path
-from .resolve import Graph, Layer, Node, Parallel, Sequence
+from .resolve import Graph, Node
 
 DTYPE_BYTES = {"float32": 4, "int64": 8}
 
@@ -20,10 +21,10 @@ DTYPE_BYTES = {"float32": 4, "int64": 8}
 @dataclass(frozen=True, slots=True)
 class NodeReport:
     path: str  # module path, e.g. "stage2.block0.conv1"; "" for the model
-    kind: str  # layer kind, block name, "concat", "residual", ...
-    depth: int
-    input: TensorType
-    output: TensorType
+    kind: str  # layer kind, or for a container its label: block name, "group", "residual", ...
+    depth: int  # the number of components of `path`: summary and graph cut at the same depth
+    input: TensorType  # a container: the first input its first layer reads
+    output: TensorType  # a container: the output of its last layer
     params: int
     macs: int
     flops: int
@@ -31,6 +32,7 @@ class NodeReport:
     loc: Loc
     leaf: bool
     biases: int = 0  # of `params`, the conv/linear/recurrent biases: params - biases = the papers' "weights"
+    reads: tuple[str, ...] = ()  # a layer: the values it reads (producers' paths, or input names)
 
     @property
     def weights(self) -> int:
@@ -52,35 +54,76 @@ class Totals:
 @dataclass(frozen=True)
 class Report:
     graph: Graph
-    nodes: tuple[NodeReport, ...]  # pre-order: a container comes before its children
-    output: TensorType
+    nodes: tuple[NodeReport, ...]  # pre-order: the model, then a container before its layers
+    types: tuple[TensorType, ...]  # per value id of graph.values
     totals: Totals
+
+    @property
+    def outputs(self) -> dict[str, TensorType]:
+        """Each named output's type, in declaration order."""
+        return {o.name: self.types[o.value] for o in self.graph.outputs}
+
+    @property
+    def output(self) -> TensorType:
+        """The first output's type (the only one of a v1 spec)."""
+        return self.types[self.graph.outputs[0].value]
 
     def node(self, path: str) -> NodeReport:
         return next(n for n in self.nodes if n.path == path)
 
 
-class _Stop(Exception):
-    """The rest of this branch cannot be analysed (the error is already recorded)."""
-
-
 def analyze(graph: Graph, limits: Limits | None = None) -> Report:
     limits = limits or Limits()
     walker = _Walker(graph, limits)
-    x = TensorType(graph.input.shape, graph.input.dtype)
-    try:
-        y, cost, act = walker.node(graph.root, x, "", 0, None)
-    except _Stop:
-        y, cost, act = x, Cost(), 0
-    except RecursionError:  # limits keep real specs far from this; never let it escape as a traceback
-        walker.out.add("AS002", "the network is nested too deeply to analyse", graph.doc.loc(("network",)),
-                       hint=f"lower the nesting of blocks ({Limits.flag('max_block_depth')})")
-        y, cost, act = x, Cost(), 0
+    types, costs = walker.run()
     walker.out.raise_if_any()
-    nodes = tuple(walker.reports[i] for i in sorted(walker.reports))
-    report = Report(graph, nodes, y, Totals(cost.params, cost.macs, cost.flops, act))
+    report = Report(graph, _rows(graph, types, costs), tuple(types), Totals(0, 0, 0, 0))
+    root = report.nodes[0]
+    report = Report(graph, report.nodes, report.types,
+                    Totals(root.params, root.macs, root.flops, root.activation_bytes))
     check_budgets(report, limits)
     return report
+
+
+def _rows(graph: Graph, types: list[TensorType], costs: list[Cost]) -> tuple[NodeReport, ...]:
+    """The model row, container rows from the scope table (where their first layer is) and leaf rows."""
+    scopes = {s.path: s for s in graph.scopes}
+    rows: list[dict] = []
+    open_rows: dict[str, dict] = {}
+    model = dict(path="", kind="model", depth=0, input=types[0], output=types[graph.outputs[0].value],
+                 loc=graph.doc.loc(("network",)), leaf=False, cost=Cost(), act=0)
+    rows.append(model)
+    for i, n in enumerate(graph.nodes):
+        parts = n.scope.split(".")
+        chain = [model]
+        for k in range(1, len(parts)):
+            prefix = ".".join(parts[:k])
+            if prefix not in scopes:
+                continue
+            row = open_rows.get(prefix)
+            if row is None:
+                s = scopes[prefix]
+                row = dict(path=prefix, kind=s.label, depth=k, input=types[n.inputs[0]], loc=s.loc, leaf=False,
+                           cost=Cost(), act=0)
+                open_rows[prefix] = row
+                rows.append(row)
+            chain.append(row)
+        y = types[n.outputs[0]]
+        act = sum(numel(types[v].shape) * DTYPE_BYTES[types[v].dtype] for v in n.outputs)
+        for row in chain:
+            row["cost"], row["act"] = _add(row["cost"], costs[i]), row["act"] + act
+            if row is not model:
+                row["output"] = y
+        rows.append(dict(path=n.scope, kind=n.kind, depth=len(parts), input=types[n.inputs[0]], output=y,
+                         loc=n.loc, leaf=True, cost=costs[i], act=act,
+                         reads=tuple(graph.values[v].name for v in n.inputs)))
+    return tuple(NodeReport(r["path"], r["kind"], r["depth"], r["input"], r["output"], r["cost"].params,
+                            r["cost"].macs, r["cost"].flops, r["act"], r["loc"], r["leaf"], r["cost"].biases,
+                            r.get("reads", ())) for r in rows)
+
+
+class _Stop(Exception):
+    """This node cannot be analysed (the error is already recorded)."""
 
 
 def check_budgets(report: Report, limits: Limits) -> None:
@@ -118,127 +161,112 @@ class _Walker:
         self.graph, self.limits = graph, limits
         self.doc = graph.doc
         self.out = Collector()
-        self.reports: dict[int, NodeReport] = {}
-        self.order = 0
 
-    def node(self, node: Node, x: TensorType, prefix: str, depth: int,
-             producer: tuple[str, Loc] | None) -> tuple[TensorType, Cost, int]:
-        path = f"{prefix}.{node.name}" if prefix else (node.name if depth else "")
-        slot = self.order
-        self.order += 1
-        if isinstance(node, Layer):
-            y, cost = self.layer(node, x, path, producer)
-            act = numel(y.shape) * DTYPE_BYTES[y.dtype]
-            kind, leaf = node.kind, True
-        elif isinstance(node, Sequence):
-            y, cost, act = self.sequence(node, x, path, depth, producer)
-            kind, leaf = node.label, False
-        else:
-            y, cost, act = self.parallel(node, x, path, depth, producer)
-            kind, leaf = node.label, False
-        self.reports[slot] = NodeReport(path, kind, depth, x, y, cost.params, cost.macs, cost.flops, act,
-                                        node.loc, leaf, cost.biases)
-        return y, cost, act
+    def run(self) -> tuple[list[TensorType], list[Cost]]:
+        """Types of every value and costs of every node; a failed node's dependants are skipped
+        (their error would only repeat it), independent branches are still checked."""
+        g = self.graph
+        types: list[TensorType | None] = [None] * len(g.values)
+        self.types = types  # read by error explanations
+        for i, inp in enumerate(g.inputs):
+            types[i] = TensorType(inp.shape, inp.dtype, inp.layout)
+        costs: list[Cost] = []
+        for n in g.nodes:
+            xs = tuple(types[v] for v in n.inputs)
+            cost = Cost()
+            if all(x is not None for x in xs):
+                try:
+                    ys, cost = self.layer(n, xs)  # type: ignore[arg-type]
+                    for v, y in zip(n.outputs, ys):
+                        types[v] = y
+                except _Stop:
+                    pass
+            costs.append(cost)
+        if any(t is None for t in types):  # only after an error, which is raised next
+            types = [t or TensorType((), "float32") for t in types]
+        return types, costs  # type: ignore[return-value]
 
-    def sequence(self, node: Sequence, x: TensorType, path: str, depth: int,
-                 producer: tuple[str, Loc] | None) -> tuple[TensorType, Cost, int]:
-        total, act = Cost(), 0
-        for child in node.children:
-            x, cost, child_act = self.node(child, x, path, depth + 1, producer)
-            total, act = _add(total, cost), act + child_act
-            producer = (f"'{path + '.' if path else ''}{child.name}'", child.loc)
-        return x, total, act
-
-    def parallel(self, node: Parallel, x: TensorType, path: str, depth: int,
-                 producer: tuple[str, Loc] | None) -> tuple[TensorType, Cost, int]:
-        outputs, total, act, failed = [], Cost(), 0, False
-        spans: dict[str, range] = {}  # the report slots of each branch's layers
-        for branch in node.branches:
-            start = self.order
-            try:
-                if branch.name == node.inline:  # its layers are named directly under this node
-                    y, cost, branch_act = self.sequence(branch, x, path, depth, producer)
-                else:
-                    y, cost, branch_act = self.node(branch, x, path, depth + 1, producer)
-            except _Stop:
-                failed = True  # keep analysing the other branches: report all their errors
-                continue
-            outputs.append((branch, y))
-            spans[branch.name] = range(start, self.order)
-            total, act = _add(total, cost), act + branch_act
-        if failed:
-            raise _Stop
-        merge = MERGES[node.merge]
-        shapes = [y.shape for _, y in outputs]
-        try:
-            out_shape = merge.infer(shapes)
-        except ShapeError as exc:
-            culprit = outputs[int(exc.field)][0] if exc.field and exc.field.isdigit() else node.branches[0]
-            first, other = outputs[0][1].shape, dict(outputs)[culprit].shape
-            where, path = node.loc, self.src(node)
-            changer = self._changer(first, other, [spans[b.name] for b, _ in outputs])
-            if changer is not None:  # the layer that made the branches differ, where the fix goes
-                where, path = changer.loc, ""
-            self.out.add(exc.code, str(exc), where, path, merge.fix_hint(x.shape, first, other), related=(
-                (f"branch '{outputs[0][0].name}' ends with {outputs[0][1]}", outputs[0][0].loc),
-                (f"branch '{culprit.name}' ends with {dict(outputs)[culprit]}", culprit.loc),
-            ) + node.calls)
-            raise _Stop from None
-        y = TensorType(out_shape, outputs[0][1].dtype)
-        self.bound(y, node.loc)
-        total = _add(total, merge.cost(shapes, out_shape))
-        act += numel(out_shape) * DTYPE_BYTES[y.dtype]
-        if node.then:
-            y, cost, then_act = self.sequence(Sequence(node.name, node.then, node.loc), y, path, depth,
-                                              (f"the {node.label} merge '{path}'", node.loc))
-            total, act = _add(total, cost), act + then_act
-        return y, total, act
-
-    def _changer(self, a: tuple[int, ...], b: tuple[int, ...], spans: list[range]) -> NodeReport | None:
-        """The layer that made two branch outputs differ: the last one to change the first axis on which
-        they differ, when exactly one branch changed it (otherwise the merge itself is the place)."""
-        axis = next((i for i, (m, n) in enumerate(zip(a, b)) if m != n), None)
-        if axis is None:
-            return None
-        found = [[r for r in (self.reports[i] for i in span if i in self.reports)
-                  if r.leaf and len(r.input.shape) > axis and len(r.output.shape) > axis
-                  and r.input.shape[axis] != r.output.shape[axis]] for span in spans]
-        changed = [f for f in found if f]
-        return changed[0][-1] if len(changed) == 1 else None
-
-    def layer(self, node: Layer, x: TensorType, path: str,
-              producer: tuple[str, Loc] | None) -> tuple[TensorType, Cost]:
+    def layer(self, node: Node, xs: tuple[TensorType, ...]) -> tuple[tuple[TensorType, ...], Cost]:
         kind = REGISTRY[node.kind]
+        x = xs[0]
         if kind.input_rank is not None and len(x.shape) not in kind.input_rank:
             self.out.add("AS203", f"{node.kind} expects a {kind.input_desc} input, got {x} (rank {len(x.shape)})",
-                         node.loc, self.src(node), _rank_hint(x), self._context(node, x, producer))
+                         node.loc, node.source, _rank_hint(x), self._context(node, xs))
             raise _Stop
         if x.dtype != kind.input_dtype:
             hint = "token ids go through an `embedding` first" if x.dtype == INT else "feed it integer token ids"
             self.out.add("AS203", f"{node.kind} expects {kind.input_dtype} input, got {x.dtype}", node.loc,
-                         self.src(node), hint, self._context(node, x, producer))
+                         node.source, hint, self._context(node, xs))
             raise _Stop
         try:
-            y = kind.output_type(node.params, x)
-            if any(d <= 0 for d in y.shape):
-                raise ShapeError(f"output {y} has a non-positive dimension", None, "AS202")
-            self.bound(y, node.loc)
+            ys = kind.output_types(node.params, xs)
+            for y in ys:
+                if any(d <= 0 for d in y.shape):
+                    raise ShapeError(f"output {y} has a non-positive dimension", None, "AS202")
+                self.bound(y, node.loc)
         except ShapeError as exc:
-            where, src = node.loc, self.src(node)
-            if exc.field is not None:
+            where, src = node.loc, node.source
+            if exc.field is not None and not exc.field.isdigit():
                 fpath = self._param_path(node, exc.field)
                 if fpath is not None:
                     where, src = self.doc.loc(fpath), format_path(fpath)
-            self.out.add(exc.code, f"{node.kind} '{path}': {exc}", where, src, "", self._context(node, x, producer))
+            culprit = int(exc.field) if exc.field and exc.field.isdigit() else None
+            hint = ""
+            if culprit is not None:
+                changer = self._changer(node, 0, culprit)
+                if changer is not None:  # the layer that made the inputs differ, where the fix goes
+                    where, src = changer.loc, changer.source
+                hint = kind.fix_hint(xs[0].shape, xs[culprit].shape)
+            self.out.add(exc.code, f"{node.kind} '{node.scope}': {exc}", where, src, hint,
+                         self._context(node, xs, culprit))
             raise _Stop from None
-        return y, kind.cost(node.params, x.shape, y.shape)
+        return ys, kind.cost_n(node.params, xs, ys)
 
-    def _context(self, node: Layer, x: TensorType,
-                 producer: tuple[str, Loc] | None) -> tuple[tuple[str, Loc], ...]:
-        """Where a failing layer's input came from; built only when there is an error to explain."""
-        if producer:
-            return ((f"its input {x} comes from {producer[0]}", producer[1]),) + node.calls
-        return ((f"its input {x} is the model input '{self.graph.input.name}'", self.graph.input.loc),) + node.calls
+    def _changer(self, node: Node, i: int, j: int) -> Node | None:
+        """The layer that made inputs i and j of `node` differ: on the first axis where they differ,
+        the last layer to change it since the two paths split, when exactly one path changed it."""
+        a, b = self.types[node.inputs[i]].shape, self.types[node.inputs[j]].shape
+        axis = next((k for k, (m, n) in enumerate(zip(a, b)) if m != n), None)
+        if axis is None:
+            return None
+        paths = [self._path(node.inputs[i]), self._path(node.inputs[j])]
+        common = set(paths[0]) & set(paths[1])
+        changed = []
+        for path in paths:
+            found = [self.graph.nodes[k] for k in path if k not in common and self._changes(k, axis)]
+            if found:
+                changed.append(found[0])  # paths run backwards: the first found is the last layer
+        return changed[0] if len(changed) == 1 else None
+
+    def _path(self, value: int) -> list[int]:
+        """Producing nodes back from `value` along first inputs, latest first."""
+        path = []
+        producer = self.graph.values[value].producer
+        while producer is not None:
+            path.append(producer)
+            producer = self.graph.values[self.graph.nodes[producer].inputs[0]].producer
+        return path
+
+    def _changes(self, k: int, axis: int) -> bool:
+        n = self.graph.nodes[k]
+        x, y = self.types[n.inputs[0]], self.types[n.outputs[0]]
+        return (x is not None and y is not None and len(x.shape) > axis and len(y.shape) > axis
+                and x.shape[axis] != y.shape[axis])
+
+    def _context(self, node: Node, xs: tuple[TensorType, ...],
+                 culprit: int | None = None) -> tuple[tuple[str, Loc], ...]:
+        """Where a failing layer's inputs came from (for a mismatch, the first and the offending
+        one); built only when there is an error to explain."""
+        notes = []
+        for i in ((0, culprit) if culprit else (0,)):
+            value = self.graph.values[node.inputs[i]]
+            which = "its input" if len(xs) == 1 else f"input {i}"
+            if value.producer is None:
+                inp = next(p for p in self.graph.inputs if p.name == value.name)
+                notes.append((f"{which} {xs[i]} is the model input '{value.name}'", inp.loc))
+            else:
+                notes.append((f"{which} {xs[i]} comes from '{value.name}'", self.graph.nodes[value.producer].loc))
+        return tuple(notes) + node.calls
 
     def bound(self, y: TensorType, loc: Loc) -> None:
         """One tensor larger than the whole activation budget stops the walk before numbers explode."""
@@ -249,13 +277,10 @@ class _Walker:
                          hint=f"raise it with {Limits.flag('max_activation_bytes')} if this spec is trusted")
             raise _Stop
 
-    def _param_path(self, node: Layer, field: str) -> tuple | None:
+    def _param_path(self, node: Node, field: str) -> tuple | None:
         """YAML path of a layer's parameter, if the user wrote it."""
         path = node.yaml_path + (node.kind, field)
         return path if path in self.doc.value_locs else None
-
-    def src(self, node: Node) -> str:
-        return format_path(node.yaml_path) if isinstance(node, Layer) else ""
 
 
 def _add(a: Cost, b: Cost) -> Cost:

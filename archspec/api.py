@@ -12,7 +12,7 @@ from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Any, Union
 
 from .analyze import Report, analyze
-from .errors import ArchspecError, MissingExtraError, SpecError, missing_extra
+from .errors import MissingExtraError, SpecError, missing_extra
 from .limits import Limits
 from .load import Document, load_file, load_text
 from .resolve import Graph, resolve

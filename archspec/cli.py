@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from . import __version__
 from .api import check
@@ -83,6 +83,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json_results(results))
     else:
+        for _, report, diags in results:  # warnings (unused inputs, dead layers) do not fail a check
+            if report is not None and report.graph.warnings and not args.quiet:
+                _print_diagnostics(report.graph.warnings, args.format, {report.graph.doc.file: report.graph.doc.text})
         for _, _, diags in failed:
             _print_diagnostics(diags, args.format, sources)
         if args.format == "human" and not args.quiet:
@@ -254,12 +257,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     model = args.model
     if is_spec(model):
         model = _check(model, _limits(args))
-    result = run_model(model, args.input, device=args.device, batch=args.batch, threads=args.threads,
-                       seed=args.seed, labels=args.labels)
+    inputs, shapes = _run_inputs(args.input), _run_shapes(args.shape)
+    result = run_model(model, inputs, device=args.device, batch=args.batch, threads=args.threads,
+                       seed=args.seed, shapes=shapes, labels=args.labels)
     if result.notice:
         print(f"archspec: notice: {result.notice}", file=sys.stderr)
     print(result.summary(top=args.top))
     return EXIT_OK
+
+
+def _run_inputs(items: list[str] | None) -> Any:
+    """`--input FILE.npy` (the first input) or `--input NAME=FILE.npy`, once per input."""
+    if not items:
+        return None
+    if len(items) == 1 and "=" not in items[0]:
+        return items[0]
+    named = {}
+    for item in items:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise UsageError(f"--input {item!r}: with several inputs write NAME=FILE.npy for each")
+        if name in named:
+            raise UsageError(f"--input names '{name}' twice")
+        named[name] = file
+    return named
+
+
+def _run_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """`--shape NAME=3x7`: the whole shape of a random input, batch included."""
+    shapes = {}
+    for item in items or []:
+        name, _, dims = item.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not name or not shape or min(shape) < 1:
+            raise UsageError(f"--shape expects NAME=3x7 (positive sizes, batch first), got {item!r}")
+        shapes[name] = shape
+    return shapes
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -484,8 +520,11 @@ def _parser() -> argparse.ArgumentParser:
     p = command("run", cmd_run, "Run an ONNX model (or a spec, exported first) with onnxruntime.")
     p.add_argument("model", metavar="MODEL", help="a .onnx file, or a .yaml spec")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--input", default=None, metavar="FILE.npy", help="input array (one sample or a batch)")
-    source.add_argument("--random", action="store_true", help="random input of the model's shape (the default)")
+    source.add_argument("--input", action="append", default=None, metavar="[NAME=]FILE.npy",
+                        help="input array (one sample or a batch); NAME=FILE.npy once per input of a model with several")
+    source.add_argument("--random", action="store_true", help="random inputs of the model's shapes (the default)")
+    p.add_argument("--shape", action="append", default=None, metavar="NAME=3x7",
+                   help="with random inputs: an input's whole shape, batch first, for its dynamic axes")
     p.add_argument("--batch", type=_int_in(1), default=1, help="batch size of the random input")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                    help="cuda fails when onnxruntime cannot use CUDA; auto falls back to the CPU with a notice")

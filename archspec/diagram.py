@@ -1,7 +1,9 @@
 """Architecture diagrams as the lecture draws them: blocks as labelled groups, branches side by
-side, residual shortcuts, every edge labelled with its tensor shape. One walk builds a small
-drawing (nodes, edges, nested groups); DOT and Mermaid are two printers of it. SVG/PNG go
-through Graphviz's `dot` via the `graphviz` package."""
+side, residual shortcuts, every edge labelled with its tensor shape. One pass over the graph IR's
+nodes builds a small drawing (nodes, the graph's real edges, nested groups from the scope table);
+DOT and Mermaid are two printers of it. SVG/PNG go through Graphviz's `dot` via the `graphviz`
+package. `depth` means what it means in `summary`: containers whose path has more components are
+drawn as one box with their totals."""
 
 from __future__ import annotations
 
@@ -10,9 +12,8 @@ from pathlib import Path
 
 from .analyze import Report
 from .errors import ArchspecError, MissingExtraError, install_hint
-from .layers import REGISTRY, TensorType
+from .layers import REGISTRY
 from .render import human_units
-from .resolve import Layer, Node, Sequence
 
 FORMATS = (".svg", ".png", ".dot", ".mmd")
 
@@ -32,10 +33,19 @@ class Drawing:
 
 
 def draw(report: Report, depth: int | None = None) -> Drawing:
-    """Walks the graph; containers deeper than `depth` become one node with their totals."""
+    """Layers (or, deeper than `depth`, their containers) as boxes, N-ary merges as circles, an edge
+    per value read; inputs and outputs under the spec's names."""
+    g = report.graph
     d = Drawing()
-    by_path = {n.path: n for n in report.nodes}
+    rows = {n.path: n for n in report.nodes}
+    scopes = {s.path: s for s in g.scopes}
     counter = iter(range(10**9))
+    groups: dict[str, _Group] = {"": d.root}
+    members: dict[str, int] = {}  # scope -> layers drawn in it (a one-layer branch gets no frame)
+    for n in g.nodes:
+        parts = n.scope.split(".")
+        for k in range(1, len(parts)):
+            members[".".join(parts[:k])] = members.get(".".join(parts[:k]), 0) + 1
 
     def new(label: str, shape: str, group: _Group) -> str:
         nid = f"n{next(counter)}"
@@ -43,53 +53,57 @@ def draw(report: Report, depth: int | None = None) -> Drawing:
         group.items.append(nid)
         return nid
 
-    def walk(node: Node, path: str, level: int, inputs: list[str], shape_in: str,
-             group: _Group) -> tuple[list[str], str]:
-        """Draws `node` fed by `inputs` (carrying `shape_in`); returns its exits and their shape."""
-        if isinstance(node, Layer):
-            info = by_path[path]
-            brief = REGISTRY[node.kind].brief(node.params)
-            nid = new(node.name if brief == node.name else f"{node.name}\n{brief}", "box", group)
-            d.edges += [(src, nid, shape_in) for src in inputs]
-            return [nid], str(info.output)
-        if depth is not None and level > depth:
-            info = by_path[path]
-            nid = new(f"{node.name}\n{node.label}\n{human_units(info.params)} params, "
-                      f"{human_units(info.macs)} MACs", "box", group)
-            d.edges += [(src, nid, shape_in) for src in inputs]
-            return [nid], str(info.output)
-        sub = group
-        if node.label not in ("sequence", "branch", "model"):
-            sub = _Group(f"cluster_{next(counter)}", f"{node.name} ({node.label})")
-            group.items.append(sub)
-        if isinstance(node, Sequence):
-            return run(node.children, path, level, inputs, shape_in, sub)
-        ends: list[tuple[list[str], str]] = []
-        for branch in node.branches:
-            if not branch.children:
-                ends.append((inputs, "identity"))
-            elif branch.name == node.inline:
-                ends.append(run(branch.children, path, level, inputs, shape_in, sub))
+    def group_of(parts: list[str]) -> _Group:
+        """The innermost drawn container of a path's prefixes, created on first use."""
+        parent, path = d.root, ""
+        for k in range(1, len(parts) + 1):
+            path = ".".join(parts[:k])
+            s = scopes.get(path)
+            if s is None:
+                continue
+            framed = s.label not in ("sequence", "model") and (s.label != "branch" or members.get(path, 0) > 1)
+            if not framed:
+                continue
+            if path not in groups:
+                sub = _Group(f"cluster_{next(counter)}", path.rsplit(".", 1)[-1] if s.label == "branch"
+                             else f"{path.rsplit('.', 1)[-1]} ({s.label})")
+                parent.items.append(sub)
+                groups[path] = sub
+            parent = groups[path]
+        return parent
+
+    drawn: dict[str, str] = {}  # scope or collapsed container path -> node id
+    where: dict[int, str] = {}  # value id -> node id drawing its producer
+    for i, inp in enumerate(g.inputs):
+        where[i] = new(f"input {inp.name}", "plain", d.root)
+    edges: dict[tuple[str, str], str] = {}
+    for n in g.nodes:
+        parts = n.scope.split(".")
+        cut = ".".join(parts[:depth]) if depth is not None and len(parts) > depth else None
+        if cut is not None and cut in scopes:
+            if cut not in drawn:
+                info, s = rows[cut], scopes[cut]
+                drawn[cut] = new(f"{cut.rsplit('.', 1)[-1]}\n{s.label}\n{human_units(info.params)} params, "
+                                 f"{human_units(info.macs)} MACs",
+                                 "box", group_of(parts[:depth - 1]))
+            nid = drawn[cut]
+        else:
+            kind = REGISTRY[n.kind]
+            brief = kind.brief(n.params)
+            if kind.arity is None:
+                nid = new(brief, "circle", group_of(parts[:-1]))
             else:
-                bsub = _Group(f"cluster_{next(counter)}", branch.name) if len(branch.children) > 1 else sub
-                if bsub is not sub:
-                    sub.items.append(bsub)
-                ends.append(run(branch.children, f"{path}.{branch.name}", level + 1, inputs, shape_in, bsub))
-        merged = new("+" if node.merge == "add" else "concat", "circle", sub)
-        d.edges += [(src, merged, label) for exits, label in ends for src in exits]
-        merged_shape = str(by_path[f"{path}.{node.then[0].name}"].input) if node.then else str(by_path[path].output)
-        return run(node.then, path, level, [merged], merged_shape, sub)
-
-    def run(children: tuple[Node, ...], path: str, level: int, inputs: list[str], shape: str,
-            group: _Group) -> tuple[list[str], str]:
-        for child in children:
-            inputs, shape = walk(child, f"{path}.{child.name}" if path else child.name, level + 1, inputs, shape, group)
-        return inputs, shape
-
-    first = new(f"input {report.graph.input.name}", "plain", d.root)
-    exits, _ = walk(report.graph.root, "", 0, [first], str(TensorType(report.graph.input.shape)), d.root)
-    last = new("output", "plain", d.root)
-    d.edges += [(src, last, str(report.output)) for src in exits]
+                nid = new(n.name if brief == n.name else f"{n.name}\n{brief}", "box", group_of(parts[:-1]))
+        for v in n.inputs:
+            src = where[v]
+            if src != nid:
+                edges.setdefault((src, nid), str(report.types[v]))
+        for v in n.outputs:
+            where[v] = nid
+    for o in g.outputs:
+        last = new(f"output {o.name}" if len(g.outputs) > 1 or o.name != "output" else "output", "plain", d.root)
+        edges.setdefault((where[o.value], last), str(report.types[o.value]))
+    d.edges = [(a, b, label) for (a, b), label in edges.items()]
     return d
 
 

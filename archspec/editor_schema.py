@@ -52,6 +52,9 @@ def _item_schema() -> dict:
     ref = {"$ref": "#/$defs/items"}
     name = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$", "description": "module name of this item"}
     when = {"anyOf": [{"type": "boolean"}, {"type": "string"}], "description": "include the item only if true"}
+    ident = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}
+    from_ = {"anyOf": [ident, {"type": "array", "items": ident, "minItems": 1}],
+             "description": "the earlier value(s) this item reads, by name (an input or a named item)"}
     layer_items = []
     for kind, cls in sorted(REGISTRY.items()):
         params = _allow_expressions(_inline(cls.Params.model_json_schema(by_alias=True)))
@@ -59,7 +62,8 @@ def _item_schema() -> dict:
         params["description"] = cls.doc
         layer_items.append({
             "type": "object", "required": [kind], "additionalProperties": False,
-            "properties": {kind: {"anyOf": [params, {"type": "null"}]}, "name": name, "when": when},
+            "properties": {kind: {"anyOf": [params, {"type": "null"}]}, "name": name, "when": when,
+                           "from": from_},
         })
     branches = {"anyOf": [{"type": "object", "additionalProperties": ref}, {"type": "array", "items": ref}]}
     structural = [
@@ -67,19 +71,20 @@ def _item_schema() -> dict:
             "repeat": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string"}]},
             "index": {"type": "string"}, "name": name, "when": when, "body": ref}},
         {"type": "object", "required": ["concat"], "additionalProperties": False,
-         "properties": {"concat": branches, "name": name, "when": when}},
+         "properties": {"concat": {"anyOf": [branches, {"type": "null"}]}, "name": name, "when": when, "from": from_}},
         {"type": "object", "required": ["add"], "additionalProperties": False,
-         "properties": {"add": branches, "name": name, "when": when}},
+         "properties": {"add": {"anyOf": [branches, {"type": "null"}]}, "name": name, "when": when, "from": from_}},
         {"type": "object", "required": ["residual"], "additionalProperties": False, "properties": {
             "residual": {"type": "object", "required": ["body"], "additionalProperties": False,
-                         "properties": {"body": ref, "shortcut": ref, "then": ref}}, "name": name, "when": when}},
+                         "properties": {"body": ref, "shortcut": ref, "then": ref}}, "name": name, "when": when,
+            "from": from_}},
         {"type": "object", "required": ["group"], "additionalProperties": False,
-         "properties": {"group": ref, "name": name, "when": when}},
+         "properties": {"group": ref, "name": name, "when": when, "from": from_}},
     ]
     known = sorted(REGISTRY) + list(_STRUCTURAL)
     block_call = {
         "description": "a block defined under `blocks:`, with its arguments",
-        "type": "object", "minProperties": 1, "maxProperties": 3,
+        "type": "object", "minProperties": 1, "maxProperties": 4,
         "not": {"anyOf": [{"required": [k]} for k in known]},
         "additionalProperties": {"anyOf": [{"type": "object"}, {"type": "null"}, {"type": "string"}]},
     }
@@ -100,9 +105,13 @@ def json_schema() -> dict:
     (pattern,) = block["properties"]["params"]["patternProperties"]
     block["properties"]["params"]["patternProperties"][pattern] = {"anyOf": [
         {"enum": ["int", "float", "bool", "str"]}, {"$ref": "#/$defs/ParamDecl"}]}
-    (pattern,) = schema["properties"]["input"]["patternProperties"]
-    schema["properties"]["input"]["patternProperties"][pattern] = {"anyOf": [
-        defs["InputDecl"]["properties"]["shape"], {"$ref": "#/$defs/InputDecl"}]}
+    for key in ("input", "inputs"):
+        prop = schema["properties"][key]
+        mapping = next(a for a in prop["anyOf"] if a.get("type") == "object")
+        (pattern,) = mapping["patternProperties"]
+        mapping["patternProperties"][pattern] = {"anyOf": [
+            defs["InputDecl"]["properties"]["shape"], {"$ref": "#/$defs/InputDecl"}]}
+    schema["oneOf"] = [{"required": ["input"]}, {"required": ["inputs"]}]
     schema["properties"]["archspec"] = {"const": 1, "description": "format version"}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
             "title": "archspec spec (format v1)", **schema}

@@ -34,10 +34,16 @@ CODES: dict[str, str] = {
     "AS120": "bad-expression",
     "AS121": "unknown-variable",
     "AS122": "block-recursion",
+    "AS123": "unknown-reference",
+    "AS124": "forward-reference",
+    "AS125": "self-reference",
+    "AS126": "private-reference",
     "AS201": "shape-mismatch",
     "AS202": "non-positive-output",
     "AS203": "bad-input-rank",
     "AS301": "budget-exceeded",
+    "AS401": "unused-input",  # warnings from here on
+    "AS402": "dead-layer",
 }
 CODE_BY_NAME = {name: code for code, name in CODES.items()}
 
@@ -62,6 +68,7 @@ class Diagnostic:
     path: str = ""  # YAML path such as network[3].conv2d.kernel
     hint: str = ""
     related: tuple[tuple[str, Loc], ...] = ()  # ("input produced here", loc), ("in block called here", loc)
+    severity: str = "error"  # or "warning": reported, but the spec is valid
 
     @property
     def name(self) -> str:
@@ -78,6 +85,7 @@ class Diagnostic:
             "path": self.path,
             "hint": self.hint,
             "related": [{"note": n, "file": l.file, "line": l.line, "col": l.col} for n, l in self.related],
+            "severity": self.severity,
         }
 
 

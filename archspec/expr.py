@@ -8,6 +8,7 @@ user string can call, import or index anything. Operands and results are bounded
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from collections.abc import Mapping
 from functools import lru_cache
@@ -35,7 +36,20 @@ _COMPARE = {
     ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
     ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
 }
-_FUNCS = {"min": min, "max": max}
+def _make_divisible(v: Value, divisor: Value, min_value: Value = None) -> int:
+    """The nearest multiple of `divisor` not below 90% of `v` (MobileNet/EfficientNet/RegNet width
+    rule: torchvision.models._utils._make_divisible)."""
+    if divisor <= 0:
+        raise ExprError("AS120", f"make_divisible needs a positive divisor, got {divisor}")
+    low = divisor if min_value is None else min_value
+    new = max(low, int(v + divisor / 2) // divisor * divisor)
+    return int(new + divisor if new < 0.9 * v else new)
+
+
+# name -> (function, fewest and most arguments); min/max take one list of numbers
+_FUNCS = {"min": (min, 1, None), "max": (max, 1, None), "round": (round, 1, 1), "floor": (math.floor, 1, 1),
+          "ceil": (math.ceil, 1, 1), "make_divisible": (_make_divisible, 2, 3)}
+_ALLOWED = "only min() and max() may be called, and round(), floor(), ceil(), make_divisible(v, divisor)"
 _IDENT_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789")
 _OPERATOR_CHARS = set("+-*/%()<>=")
 
@@ -167,11 +181,17 @@ class _Evaluator:
 
     def visit_Call(self, node: ast.Call) -> Value:
         if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS or node.keywords or not node.args:
-            raise ExprError("AS120", f"'{ast.unparse(node)}' is not allowed; only min() and max() may be called")
+            raise ExprError("AS120", f"'{ast.unparse(node)}' is not allowed; {_ALLOWED}")
+        fn, least, most = _FUNCS[node.func.id]
+        if len(node.args) < least or (most is not None and len(node.args) > most):
+            raise ExprError("AS120", f"'{ast.unparse(node)}': {node.func.id}() takes "
+                            f"{least if least == most else f'{least} to {most}'} argument{'s' * (most != 1)}")
         args = [self.visit(a) for a in node.args]
         for a in args:
             _numeric(a, node)
-        return _FUNCS[node.func.id](args)
+        if most is None:
+            return fn(args)
+        return _bounded(fn(*args))
 
 
 def _numeric(value: Value, node: ast.AST) -> None:

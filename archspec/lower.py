@@ -1,35 +1,32 @@
-"""Stage 5, lower: the analysed graph -> a torch.nn.Module whose hierarchy mirrors the spec.
+"""Stage 5, lower: the analysed graph IR -> one torch.nn.Module (`archspec.nn.Network`).
 
-Each layer is built by its kind's own `lower` rule with the shapes the checker proved, so no
-dummy forward pass is ever needed; containers become `nn.Sequential`/`Parallel` named after the
-spec. With device="meta" nothing is allocated (VGG-19's 575 MB of weights included).
+Each layer is built by its kind's own `lower_n` rule with the types the checker proved, so no
+dummy forward pass is ever needed, and registered at its scope, so module paths and `state_dict`
+keys come straight from the spec. Modules are created in node order, which fixes the random
+stream a seed gives. With device="meta" nothing is allocated (VGG-19's 575 MB of weights included).
 """
 
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .analyze import NodeReport, Report
+from .analyze import Report
 from .errors import InternalError
 from .files import atomic_write, check_output
+from .layers import REGISTRY
 from .memory import MemoryLimitError, gigabytes, needed, require
-from .layers import MERGES, REGISTRY
 from .nn import Network
-from .nn import Parallel as TorchParallel
-from .resolve import Layer, Node, Sequence
 
 
 def build_module(report: Report, *, device: Any = None, dtype: Any = None, seed: int | None = None) -> Network:
     graph = report.graph
     if str(device or "cpu") != "meta":
         require(f"building '{graph.name}'", needed(report, "build"))
-    shapes = {n.path: n for n in report.nodes}
     init = graph.spec.init
     target = torch.device(device or "cpu")
     # A seed must give the same weights on every machine: draw them from the CPU generator, then
@@ -38,8 +35,17 @@ def build_module(report: Report, *, device: Any = None, dtype: Any = None, seed:
     with torch.random.fork_rng(devices=[]), place:
         if seed is not None:
             torch.manual_seed(seed)
-        lowerer = _Lowerer(shapes, init.scheme, init.zero_init_residual)
-        net = Network(lowerer.children(graph.root.children, ""), name=graph.name, input_name=graph.input.name, sha256=graph.sha256)
+        net = Network(name=graph.name, input_names=tuple(i.name for i in graph.inputs),
+                      output_names=tuple(o.name for o in graph.outputs), sha256=graph.sha256,
+                      values=len(graph.values), outputs=tuple(o.value for o in graph.outputs))
+        modules = []
+        for node in graph.nodes:
+            module = _layer(report, node, init.scheme)
+            net.add_step(node.scope, module, node.inputs, node.outputs)
+            modules.append(module)
+        if init.zero_init_residual:
+            for scope in graph.scopes:
+                _zero_last_norm(graph, scope.zero_init, modules)
     if place != target:
         net = net.to(target)
     if dtype is not None:
@@ -47,62 +53,38 @@ def build_module(report: Report, *, device: Any = None, dtype: Any = None, seed:
     return net
 
 
-class _Lowerer:
-    def __init__(self, shapes: dict[str, NodeReport], scheme: str, zero_init_residual: bool):
-        self.shapes, self.scheme, self.zero_init_residual = shapes, scheme, zero_init_residual
-
-    def node(self, node: Node, path: str) -> nn.Module:
-        if isinstance(node, Layer):
-            return self.layer(node, path)
-        if isinstance(node, Sequence):
-            return nn.Sequential(self.children(node.children, path))
-        branches, shapes = [], []
-        for b in node.branches:
-            inline = b.name == node.inline
-            branches.append((b.name, self.children(b.children, path if inline else f"{path}.{b.name}"), inline))
-            last = f"{path}.{b.children[-1].name}" if inline and b.children else f"{path}.{b.name}"
-            shapes.append(self.shapes[last].output.shape if inline and b.children else
-                          self.shapes[path].input.shape if inline else self.shapes[last].output.shape)
-        merge = MERGES[node.merge].lower(shapes)
-        module = TorchParallel(branches, merge, self.children(node.then, path))
-        if self.zero_init_residual and node.label == "residual":
-            body = node.branches[0]
-            self.zero_last_layer(body.children, module if body.name == node.inline else module.get_submodule(body.name))
-        return module
-
-    def children(self, nodes: tuple[Node, ...], path: str) -> OrderedDict[str, nn.Module]:
-        return OrderedDict((c.name, self.node(c, f"{path}.{c.name}" if path else c.name)) for c in nodes)
-
-    def layer(self, node: Layer, path: str) -> nn.Module:
-        report = self.shapes[path]
-        kind = REGISTRY[node.kind]
-        try:
-            module = kind.lower(node.params, report.input.shape, report.output.shape)
-            kind.init(module, node.params, self.scheme)
-        except (MemoryError, torch.OutOfMemoryError) as exc:  # the machine's limit, not a bug
-            raise MemoryLimitError(f"building {node.kind} '{path}' ({node.loc}) ran out of memory; its parameters "
-                                   f"alone need {gigabytes(report.params * 4)}") from exc
-        except RuntimeError as exc:
-            if "allocate" not in str(exc):  # "DefaultCPUAllocator: can't allocate memory"
-                raise InternalError(f"lowering {node.kind} '{path}' ({node.loc}) failed: {exc}; "
-                                    "please report this with the spec") from exc
-            raise MemoryLimitError(f"building {node.kind} '{path}' ({node.loc}) ran out of memory; its parameters "
-                                   f"alone need {gigabytes(report.params * 4)}") from exc
-        except Exception as exc:  # our bug, not the user's: say which layer
-            raise InternalError(f"lowering {node.kind} '{path}' ({node.loc}) failed: {type(exc).__name__}: {exc}; "
+def _layer(report: Report, node: Any, scheme: str) -> nn.Module:
+    kind = REGISTRY[node.kind]
+    xs = tuple(report.types[v] for v in node.inputs)
+    ys = tuple(report.types[v] for v in node.outputs)
+    try:
+        module = kind.lower_n(node.params, xs, ys)
+        kind.init(module, node.params, scheme)
+    except (MemoryError, torch.OutOfMemoryError) as exc:  # the machine's limit, not a bug
+        raise _out_of_memory(report, node) from exc
+    except RuntimeError as exc:
+        if "allocate" not in str(exc):  # "DefaultCPUAllocator: can't allocate memory"
+            raise InternalError(f"lowering {node.kind} '{node.scope}' ({node.loc}) failed: {exc}; "
                                 "please report this with the spec") from exc
-        return module
+        raise _out_of_memory(report, node) from exc
+    except Exception as exc:  # our bug, not the user's: say which layer
+        raise InternalError(f"lowering {node.kind} '{node.scope}' ({node.loc}) failed: {type(exc).__name__}: {exc}; "
+                            "please report this with the spec") from exc
+    return module
 
-    def zero_last_layer(self, children: tuple[Node, ...], module: nn.Module) -> bool:
-        """Zero-init the residual body's last normalisation (Goyal et al. 2017), so each block starts as
-        the identity; looks inside blocks the body ends with."""
-        for child in reversed(children):
-            sub = module.get_submodule(child.name)
-            if isinstance(child, Layer) and REGISTRY[child.kind].init(sub, child.params, "zero"):
-                return True
-            if isinstance(child, Sequence) and self.zero_last_layer(child.children, sub):
-                return True
-        return False
+
+def _out_of_memory(report: Report, node: Any) -> MemoryLimitError:
+    return MemoryLimitError(f"building {node.kind} '{node.scope}' ({node.loc}) ran out of memory; its parameters "
+                            f"alone need {gigabytes(report.node(node.scope).params * 4)}")
+
+
+def _zero_last_norm(graph: Any, candidates: tuple[int, ...], modules: list[nn.Module]) -> None:
+    """Zero-init a residual body's last normalisation (Goyal et al. 2017), so each block starts as
+    the identity; the candidates include the layers of blocks the body ends with."""
+    for i in reversed(candidates):
+        node = graph.nodes[i]
+        if REGISTRY[node.kind].init(modules[i], node.params, "zero"):
+            return
 
 
 def save_state(module: nn.Module, report: Report, path: Path, inputs: tuple[str, ...] = ()) -> None:

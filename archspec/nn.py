@@ -5,20 +5,61 @@ Layouts: images (N, C, H, W); sequences batch-first (N, T, F); tokens (N, T) int
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-class Network(nn.Sequential):
-    """The compiled model: top-level spec items are its direct children, so state_dict keys read
-    like the spec (`layer2.block0.conv1.weight`)."""
+class Network(nn.Module):
+    """The compiled model: a small executor over the graph IR's topologically ordered nodes.
 
-    def __init__(self, children: OrderedDict[str, nn.Module], *, name: str, input_name: str, sha256: str):
-        super().__init__(children)
-        self.spec_name, self.input_name, self.spec_sha256 = name, input_name, sha256
+    Each layer's module is registered at its scope (`layer2.block0.conv1`), with plain containers
+    for the prefixes, so `state_dict` keys read like the spec. The forward pass runs the steps in
+    order over a list of values. Why not torch.fx: both torch.onnx exporters (dynamo, and the
+    TorchScript tracer the recurrent kinds need) trace this loop into a flat graph as they trace
+    any module, the modules keep their own classes for hooks and weights, and building it needs
+    no symbolic trace of our own."""
+
+    def __init__(self, *, name: str, input_names: tuple[str, ...], output_names: tuple[str, ...], sha256: str,
+                 values: int, outputs: tuple[int, ...]):
+        super().__init__()
+        self.spec_name, self.spec_sha256 = name, sha256
+        self.input_names, self.output_names = input_names, output_names
+        self._values, self._outputs = values, outputs
+        self._steps: list[tuple[nn.Module, tuple[int, ...], tuple[int, ...]]] = []
+
+    @property
+    def input_name(self) -> str:
+        return self.input_names[0]
+
+    def add_step(self, scope: str, module: nn.Module, inputs: tuple[int, ...], outputs: tuple[int, ...]) -> None:
+        """Registers `module` at `scope` (containers created on first use) and runs it after the others."""
+        parent: nn.Module = self
+        *prefix, leaf = scope.split(".")
+        for part in prefix:
+            child = parent._modules.get(part)
+            if child is None:
+                child = _Scope()
+                parent.add_module(part, child)
+            parent = child
+        parent.add_module(leaf, module)
+        self._steps.append((module, inputs, outputs))
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        env: list[torch.Tensor | None] = list(inputs) + [None] * (self._values - len(inputs))
+        for module, ins, outs in self._steps:
+            y = module(*(env[i] for i in ins))
+            if len(outs) == 1:
+                env[outs[0]] = y
+            else:
+                for v, t in zip(outs, y):
+                    env[v] = t
+        result = tuple(env[v] for v in self._outputs)
+        return result[0] if len(result) == 1 else result  # type: ignore[return-value]
+
+
+class _Scope(nn.Module):
+    """A container named by the spec (a block, group, repeat or branch); the Network runs its layers."""
 
 
 class PaddedConv2d(nn.Conv2d):
@@ -49,52 +90,17 @@ class GlobalPool(nn.Module):
         return self.reduce
 
 
-class Parallel(nn.Module):
-    """Branches fed the same input, merged by `merge` (concat or add), then the `then` layers.
-    A branch is a submodule (`inception3a.branch2.conv0.weight`), or, for a residual body, a run
-    of this module's own children (`layer2.block0.conv1.weight`, as torchvision names them)."""
-
-    def __init__(self, branches: list[tuple[str, OrderedDict[str, nn.Module], bool]], merge: nn.Module,
-                 then: OrderedDict[str, nn.Module]):
-        super().__init__()
-        self.routes: list[list[str]] = []  # per branch, the children it runs in order
-        for name, children, inline in branches:
-            if inline:
-                for child, module in children.items():
-                    self.add_module(child, module)
-                self.routes.append(list(children))
-            else:
-                self.add_module(name, nn.Sequential(children))
-                self.routes.append([name])
-        self.merge = merge
-        for child, module in then.items():
-            self.add_module(child, module)
-        self.then = list(then)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        for route in self.routes:
-            y = x
-            for name in route:
-                y = getattr(self, name)(y)
-            outputs.append(y)
-        y = self.merge(outputs)
-        for name in self.then:
-            y = getattr(self, name)(y)
-        return y
-
-
 class Concat(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.dim = dim
 
-    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         return torch.cat(xs, self.dim)
 
 
 class Add(nn.Module):
-    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         out = xs[0]
         for x in xs[1:]:
             out = out + x

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import CODES
-from .layers import MERGES, REGISTRY
+from .layers import REGISTRY
 
 _JSON_TYPES = {"integer": "int", "number": "float", "boolean": "bool", "string": "str", "null": "null"}
 
@@ -56,11 +56,9 @@ def language_reference() -> str:
                 f"- shape: {cls.shape_rule}",
                 f"- MACs: {cls.macs_rule}",
                 f"- FLOPs: {cls.flops_rule}",
+                f"- inputs: {'two or more (`from: [a, b]`, or branches)' if cls.arity is None else cls.arity}",
                 f"- ONNX exporter: {cls.exporter}", ""]
         out += _params_table(cls)
-    out += ["# Merges", ""]
-    for name, merge in sorted(MERGES.items()):
-        out += [f"- `{name}`: {merge.doc}"]
     return "\n".join(out) + "\n"
 
 

@@ -14,7 +14,7 @@ from .errors import Diagnostic
 
 def human_diagnostic(d: Diagnostic, source_line: str = "") -> str:
     """`file:line:col: error[AS101]: message`, then the source line with a caret, then hints."""
-    lines = [f"{d.loc}: error[{d.code}]: {d.message}"]
+    lines = [f"{d.loc}: {d.severity}[{d.code}]: {d.message}"]
     if source_line:
         text, col = _clip(source_line.rstrip(), max(d.loc.col - 1, 0))
         gutter = f"{d.loc.line:>4} | "
@@ -43,7 +43,7 @@ def github_diagnostic(d: Diagnostic) -> str:
     """A GitHub Actions workflow command, so the error shows inline on the pull request."""
     msg = _escape(f"[{d.code}] {d.message}" + (f" ({d.hint})" if d.hint else ""))
     prop = lambda v: _escape(str(v)).replace(":", "%3A").replace(",", "%2C")
-    return (f"::error file={prop(d.loc.file)},line={d.loc.line},col={d.loc.col},"
+    return (f"::{d.severity} file={prop(d.loc.file)},line={d.loc.line},col={d.loc.col},"
             f"title={prop('archspec ' + d.name)}::{msg}")
 
 
@@ -57,6 +57,7 @@ def json_results(results: Iterable[tuple[str, Report | None, tuple[Diagnostic, .
     for file, report, diags in results:
         entry: dict = {"file": file, "ok": not diags, "errors": [d.as_dict() for d in diags]}
         if report is not None:
+            entry["warnings"] = [d.as_dict() for d in report.graph.warnings]
             entry["name"] = report.graph.name
             entry["totals"] = report.totals.as_dict()
             entry["output_shape"] = list(report.output.shape)
@@ -77,9 +78,10 @@ def summary_dict(report: Report, depth: int | None = None) -> dict:
     g = report.graph
     return {
         "name": g.name,
-        "input": {"name": g.input.name, "shape": list(g.input.shape), "dtype": g.input.dtype,
-                  "symbolic": {d.name: d.size for d in g.input.dims if d.name}},
+        "input": _input_dict(g.input),
+        "inputs": [_input_dict(i) for i in g.inputs],
         "output_shape": list(report.output.shape),
+        "outputs": {name: list(t.shape) for name, t in report.outputs.items()},
         "totals": report.totals.as_dict(),
         "layers": [_node_dict(n) for n in _visible(report, depth)],
         "conventions": "per sample (batch 1); macs: conv/linear/recurrent multiply-accumulates, bias excluded; "
@@ -87,22 +89,22 @@ def summary_dict(report: Report, depth: int | None = None) -> dict:
     }
 
 
+def _input_dict(i) -> dict:
+    return {"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "layout": i.layout,
+            "symbolic": {d.name: d.size for d in i.dims if d.name}}
+
+
 def _node_dict(n: NodeReport) -> dict:
     return {"path": n.path, "kind": n.kind, "depth": n.depth, "output_shape": list(n.output.shape),
             "params": n.params, "weights": n.weights, "macs": n.macs, "flops": n.flops, "leaf": n.leaf,
-            "line": n.loc.line}
+            "line": n.loc.line, "reads": list(n.reads)}
 
 
 def _visible(report: Report, depth: int | None) -> list[NodeReport]:
-    """Leaves, plus containers cut at `depth` (their totals stand for what they hide)."""
-    rows = []
-    for n in report.nodes[1:]:
-        if depth is None:
-            if n.leaf:
-                rows.append(n)
-        elif n.depth == depth or (n.leaf and n.depth < depth):
-            rows.append(n)
-    return rows
+    """Without a depth: every container row (so a reader sees which block a layer belongs to) and
+    every layer. With one: rows down to `depth` path components; a container at `depth` stands, with
+    its totals, for what it hides (`graph --depth` cuts at the same place)."""
+    return [n for n in report.nodes[1:] if depth is None or n.depth <= depth]
 
 
 def print_summary(report: Report, depth: int | None = None, file: TextIO | None = None,
@@ -113,8 +115,9 @@ def print_summary(report: Report, depth: int | None = None, file: TextIO | None 
     from rich.table import Table
 
     g, t = report.graph, report.totals
-    table = Table(box=box.SIMPLE_HEAD, title=f"{g.name}: input {g.input.name} {_shape(g.input.shape)} "
-                  f"({g.input.dtype})", title_justify="left", show_footer=True, header_style="bold")
+    inputs = ", ".join(f"{i.name} {_shape(i.shape)} ({i.dtype})" for i in g.inputs)
+    table = Table(box=box.SIMPLE_HEAD, title=f"{g.name}: input{'s' * (len(g.inputs) > 1)} {inputs}",
+                  title_justify="left", show_footer=True, header_style="bold")
     table.add_column("layer", footer="total", style="cyan", no_wrap=True)
     table.add_column("kind", style="magenta")
     table.add_column("output", footer=str(report.output))
@@ -122,13 +125,30 @@ def print_summary(report: Report, depth: int | None = None, file: TextIO | None 
     if weights:
         table.add_column("weights", footer=f"{report.nodes[0].weights:,}", justify="right")
     table.add_column("MACs", footer=f"{t.macs:,}", justify="right")
-    for n in _visible(report, depth):
-        cells = [n.path if depth is not None else "  " * max(n.depth - 1, 0) + n.path.rsplit(".", 1)[-1],
-                 n.kind, str(n.output), f"{n.params:,}"] + ([f"{n.weights:,}"] if weights else []) + [f"{n.macs:,}"]
+    chained = {}  # a layer reading something other than the row above says what it reads
+    previous = None
+    for n in report.nodes[1:]:
+        if n.leaf:
+            chained[n.path] = list(n.reads) == ([previous] if previous else [g.inputs[0].name])
+            previous = n.path
+    visible = _visible(report, depth)
+    show_reads = any(not chained.get(n.path, True) for n in visible)
+    if show_reads:
+        table.add_column("reads", style="dim", overflow="fold")
+    for n in visible:
+        label = n.path if depth is not None else "  " * max(n.depth - 1, 0) + n.path.rsplit(".", 1)[-1]
+        if not n.leaf and depth is None:
+            label = f"[bold]{label}[/bold]"
+        cells = [label, n.kind, str(n.output), f"{n.params:,}"] + ([f"{n.weights:,}"] if weights else []) + \
+            [f"{n.macs:,}"]
+        if show_reads:
+            cells.append("" if chained.get(n.path, True) else ", ".join(n.reads))
         table.add_row(*cells)
     console = Console(file=file, highlight=False, soft_wrap=False, width=max(100, Console(file=file).width))
     with console.capture() as captured:
         console.print(table)
+        if len(report.outputs) > 1 or g.outputs[0].name != "output":
+            console.print("outputs: " + ", ".join(f"{name} {t}" for name, t in report.outputs.items()))
         console.print(f"params {human_units(t.params)}  MACs {human_units(t.macs)}  FLOPs {human_units(t.flops)}  "
                       f"activations {human_units(t.activation_bytes)}B per sample (batch 1)")
     # rich pads every line to the table's width; drop the padding, keep any closing colour codes

@@ -1,26 +1,39 @@
-"""Stage 3, resolve: expand blocks, repeats and expressions into an immutable graph.
+"""Stage 3, resolve: expand the spec into the graph IR, one flat, topologically ordered dataflow graph.
 
-The graph is a tree of three node types: `Layer` (one registered kind with validated
-parameters), `Sequence` (children in order) and `Parallel` (branches fed the same input,
-merged by concat or add). Every node carries its name, so module paths such as
-`stage2.block0.conv1` come straight from the spec, and its source location.
-The number of layers is bounded while expanding: a repeat is checked against the node
-budget after its first iteration, before the rest is unrolled.
+The IR (`Graph`): named model inputs; values (each produced by one node or a model input); nodes
+in topological order, each with its kind, validated parameters, input and output value ids, its
+scope (the dotted module path that names its weights in the `state_dict`, e.g.
+`layer2.block0.conv1`), source location, YAML path and block call chain; a scope table saying
+which block, group, repeat, branch or merge each container prefix is; and the named outputs.
+Every later stage (analyze, lower, render, diagram, export) reads this graph and nothing else.
+
+The v1 constructs (blocks, `repeat`, `residual`, branch `concat`/`add`, `group`, `when`) are sugar:
+the expander below turns them into a surface tree (`Layer`/`Sequence`/`Parallel`, private to this
+module), and `_Flattener` is the one walker that turns that tree into nodes and scopes. The
+residual naming rule (body and `then` layers sit directly in the block, the shortcut under
+`shortcut`, the merge under `merge`) lives there and nowhere else.
+
+References (`from:` on an item) name earlier values: a model input, or an item given a `name:`
+earlier in the same list or in a list enclosing it. Names inside a block's body, a group, a branch
+or a repeat are private to it; a block body sees only its own names (see docs/tutorial.md).
+The number of layers is bounded while expanding: a repeat is checked against the node budget
+after its first iteration, before the rest is unrolled.
 """
 
 from __future__ import annotations
 
 import hashlib
 import keyword
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
 from pydantic import ValidationError
 
-from .errors import Collector, Loc, call_note, closest, did_you_mean
+from .errors import Collector, Diagnostic, Loc, call_note, closest, did_you_mean
 from .expr import ExprError, Steps, evaluate, is_identifier, looks_like_expression
 from .layers import REGISTRY, LayerParams
+from .layers.base import NoParams, default_layout
 from .limits import CEILINGS, Limits
 from .load import Document, Path, format_path
 from .schema import BlockDef, Dim, InputDecl, Spec, report_validation, validate_spec
@@ -36,19 +49,19 @@ class Layer:
     loc: Loc
     yaml_path: Path  # where the layer is written (inside its block definition, if any)
     calls: CallChain = ()
-
-    @property
-    def source(self) -> str:
-        return format_path(self.yaml_path)
+    refs: tuple[int, ...] | None = None  # `from:` tokens; None: the previous item's output
+    token: int | None = None  # set when the item has a `name:` others may reference
 
 
 @dataclass(frozen=True, slots=True)
 class Sequence:
     name: str
-    children: tuple[Node, ...]
+    children: tuple[Tree, ...]
     loc: Loc
     label: str = "sequence"  # block name, "group", "branch", "repeat"
     calls: CallChain = ()
+    refs: tuple[int, ...] | None = None
+    token: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +72,17 @@ class Parallel:
     loc: Loc
     label: str = "parallel"  # "concat", "add" or "residual"
     calls: CallChain = ()
+    yaml_path: Path = ()
     inline: str | None = None  # the branch whose layers are direct children of this node (a residual body)
-    then: tuple[Node, ...] = ()  # applied after the merge, also direct children (the post-add relu)
+    then: tuple[Tree, ...] = ()  # applied after the merge, also direct children (the post-add relu)
+    refs: tuple[int, ...] | None = None
+    token: int | None = None
 
 
-Node = Union[Layer, Sequence, Parallel]
+Tree = Union[Layer, Sequence, Parallel]  # the surface tree, private to resolve
 
+
+# --- the IR ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Input:
@@ -72,26 +90,84 @@ class Input:
     dims: tuple[Dim, ...]
     dtype: str
     loc: Loc
+    layout: str = ""  # "CHW", "TF", "T", "F", ... (see layers.base.TensorType)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(d.size for d in self.dims)
 
 
+@dataclass(frozen=True, slots=True)
+class Value:
+    """A tensor flowing between nodes: a model input (producer None) or a node's output."""
+
+    name: str  # the input's name, or the producing node's scope
+    producer: int | None  # index into Graph.nodes
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One layer: a registered kind applied to input values, producing output values."""
+
+    kind: str
+    params: LayerParams
+    inputs: tuple[int, ...]  # value ids
+    outputs: tuple[int, ...]
+    scope: str  # module path, e.g. "layer2.block0.conv1"
+    loc: Loc
+    yaml_path: Path  # where the layer is written (inside its block definition, if any)
+    calls: CallChain = ()
+
+    @property
+    def name(self) -> str:
+        return self.scope.rsplit(".", 1)[-1]
+
+    @property
+    def source(self) -> str:
+        return format_path(self.yaml_path)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """A container prefix of node scopes: which block (its name), group, repeat, branch, residual,
+    concat or add it is. Summary rows, diagram clusters and residual zero-init come from here."""
+
+    path: str
+    label: str
+    loc: Loc
+    zero_init: tuple[int, ...] = ()  # residual: body nodes whose last normalisation zero_init_residual zeroes
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    name: str
+    value: int
+    loc: Loc
+
+
 @dataclass(frozen=True)
 class Graph:
     name: str
     description: str
-    input: Input
-    root: Sequence
+    inputs: tuple[Input, ...]
+    values: tuple[Value, ...]
+    nodes: tuple[Node, ...]  # topologically ordered: every input value is produced earlier
+    scopes: tuple[Scope, ...]  # in order of first appearance
+    outputs: tuple[Output, ...]
     expanded_items: int
     sha256: str
     spec: Spec = field(repr=False)
     doc: Document = field(repr=False)
+    warnings: tuple[Diagnostic, ...] = ()  # unused inputs, dead layers
+
+    @property
+    def input(self) -> Input:
+        """The first input (the only one of a v1 spec)."""
+        return self.inputs[0]
 
     @property
     def output_name(self) -> str:
-        return self.spec.output
+        return self.outputs[0].name
 
 
 def resolve(doc: Document, limits: Limits | None = None, input_shape: tuple[int, ...] | None = None) -> Graph:
@@ -116,7 +192,7 @@ RESERVED_NAMES = frozenset("""
     register_module register_parameter register_state_dict_post_hook register_state_dict_pre_hook
     requires_grad_ set_extra_state set_submodule share_memory state_dict to to_empty train training
     type xpu zero_grad
-    spec_name input_name spec_sha256 routes merge then
+    spec_name input_name input_names output_names spec_sha256 routes merge then add_step _steps _values _outputs
 """.split())
 
 
@@ -133,11 +209,16 @@ def name_problem(name: str) -> str:
 
 
 class _Namer:
-    """Names the children of one container: user names as given, others `{kind}{n}`."""
+    """Names the children of one container (user names as given, others `{kind}{n}`), and is the
+    list's frame for references: the names defined so far, those still to come, the open items."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent: _Namer | None = None, private: bool = False, owner: str = "") -> None:
         self.taken: dict[str, Loc] = {}
         self.counts: dict[str, int] = {}
+        self.parent, self.private, self.owner = parent, private, owner  # private: a block body
+        self.defined: dict[str, int] = {}  # name -> token, for `from:`
+        self.later: dict[str, Loc] = {}  # names given further down this list
+        self.open: set[str] = set()  # items being expanded
 
     def auto(self, base: str) -> str:
         n = self.counts.get(base, 0)
@@ -172,6 +253,8 @@ class _Resolver:
         self.nesting = 0  # items open around the current one
         self.steps = Steps(limits.max_expr_steps)
         self.globals: dict[str, Any] = {}
+        self.next_token = 0  # one per named item, for references; the inputs take the first ones
+        self.private: dict[str, tuple[str, Loc]] = {}  # names defined inside containers -> (owner, loc)
 
     # -- entry -----------------------------------------------------------------------------
     def run(self, input_shape: tuple[int, ...] | None) -> Graph:
@@ -180,29 +263,129 @@ class _Resolver:
             resolved = self.value(value, self.globals, ("vars", name), ())
             if self.failures == failures:  # a failed variable stays unknown rather than becoming None
                 self.globals[name] = resolved
-        (in_name, decl), = self.spec.input.items()
-        inp = self.make_input(in_name, decl, input_shape)
-        if self.spec.output == in_name:  # ONNX names every tensor once
-            self.out.add("AS110", f"the output is named '{in_name}' like the input", self.doc.loc(("output",)),
-                         "output", hint="give the output its own name, e.g. `output: logits`")
+        key = self.spec.input_key
+        decls = list((self.spec.inputs or self.spec.input or {}).items())
+        inputs = tuple(self.make_input(key, name, decl, input_shape if i == 0 else None)
+                       for i, (name, decl) in enumerate(decls))
+        top = _Namer()
+        for i, inp in enumerate(inputs):  # the inputs are the first names a reference can see
+            top.taken[inp.name] = inp.loc
+            top.defined[inp.name] = i
+        self.next_token = len(inputs)
         try:
-            children = self.items(self.spec.network, ("network",), self.globals, (), _Namer(), ())
+            children = self.items(self.spec.network, ("network",), self.globals, (), top, ())
         except _Budget:
             children = []
         self.out.raise_if_any()
-        root = Sequence(self.spec.name, tuple(children), self.doc.loc(("network",)), "model")
+        flat = _Flattener(inputs)
+        last = flat.run(tuple(children), "", 0)
+        outputs = self.outputs(inputs, top, flat, last)
+        self.out.raise_if_any()
         digest = hashlib.sha256(self.doc.text.encode("utf-8")).hexdigest()
-        return Graph(self.spec.name, self.spec.description, inp, root, self.expanded, digest, self.spec, self.doc)
+        graph = Graph(self.spec.name, self.spec.description, inputs, tuple(flat.values), tuple(flat.nodes),
+                      tuple(flat.scopes), outputs, self.expanded, digest, self.spec, self.doc)
+        return replace(graph, warnings=_warnings(graph))
 
-    def make_input(self, name: str, decl: InputDecl, override: tuple[int, ...] | None) -> Input:
+    def outputs(self, inputs: tuple[Input, ...], top: _Namer, flat: _Flattener, last: int) -> tuple[Output, ...]:
+        """`outputs: {name: value}`, or the one output `output:` names (default "output"): the last item."""
+        taken = {i.name: i.loc for i in inputs}
+        if not self.spec.outputs:
+            where = self.doc.loc(("output",)) if "output" in self.doc.data else self.doc.loc(("network",))
+            declared = [(self.spec.output, last, where)]
+        else:
+            declared = []
+            for name, ref in self.spec.outputs.items():
+                where = self.doc.loc(("outputs", name))
+                token = self.lookup(ref, top, None, where, ("outputs", name), ())
+                if token is not None:
+                    declared.append((name, flat.bound[token], where))
+        result = []
+        for name, value, where in declared:
+            if name in taken:  # ONNX names every tensor once
+                self.out.add("AS110", f"the output is named '{name}' like {'the' if len(inputs) == 1 else 'an'} input",
+                             where,
+                             "outputs" if self.spec.outputs else "output",
+                             hint="give the output its own name, e.g. `output: logits`",
+                             related=(("the input is declared here", taken[name]),))
+            result.append(Output(name, value, where))
+        return tuple(result)
+
+    def make_input(self, key: str, name: str, decl: InputDecl, override: tuple[int, ...] | None) -> Input:
         dims = decl.shape
-        loc = self.doc.loc(("input", name))
+        loc = self.doc.loc((key, name))
         if override is not None:
             if len(override) != len(dims):
                 self.out.add("AS203", f"--input has {len(override)} axes but input '{name}' has {len(dims)}", loc)
                 self.out.raise_if_any()
             dims = tuple(Dim(size, d.name) for size, d in zip(override, dims))
-        return Input(name, dims, decl.dtype, loc)
+        return Input(name, dims, decl.dtype, loc, decl.layout or default_layout(len(dims), decl.dtype))
+
+    # -- references --------------------------------------------------------------------------
+    def references(self, raw: Any, namer: _Namer, own: str | None, path: Path,
+                   calls: CallChain) -> tuple[int, ...] | None:
+        """`from: name` or `from: [a, b]` -> the tokens of the named values (None on an error)."""
+        fpath = path + ("from",)
+        names = raw if isinstance(raw, list) else [raw]
+        if not names or not all(isinstance(n, str) and n for n in names):
+            self.out.add("AS103", f"`from` takes a name or a list of names, got {raw!r}", self.doc.loc(fpath),
+                         format_path(fpath), "e.g. `from: stage2` or `from: [stage2, stage4]`", calls)
+            return None
+        tokens = []
+        for i, ref in enumerate(names):
+            where = fpath + (i,) if isinstance(raw, list) else fpath
+            token = self.lookup(ref, namer, own, self.doc.loc(where), where, calls)
+            if token is None:
+                return None
+            tokens.append(token)
+        return tuple(tokens)
+
+    def lookup(self, ref: str, namer: _Namer, own: str | None, loc: Loc, path: Path,
+               calls: CallChain) -> int | None:
+        """The token of an earlier value named `ref`, searched in this list and the lists enclosing
+        it (a block body sees only its own names); every other case is a located error."""
+        src = format_path(path)
+        if not isinstance(ref, str) or not ref:
+            self.out.add("AS103", f"expected the name of an earlier item, got {ref!r}", loc, src, related=calls)
+            return None
+        if ref == own:
+            self.out.add("AS125", f"'{ref}' refers to itself", loc, src,
+                         "an item reads values defined before it; name an earlier item", calls)
+            return None
+        head = ref.split(".", 1)[0]
+        if "." in ref:
+            self.out.add("AS126", f"'{ref}' reaches into the internals of '{head}'", loc, src,
+                         f"names inside a block, group, branch or repeat are private to it; reference '{head}' "
+                         "itself (its output), or move the item you need out of it and name it there", calls)
+            return None
+        frame: _Namer | None = namer
+        visible: list[str] = []
+        while frame is not None:
+            if ref in frame.defined:
+                return frame.defined[ref]
+            if ref in frame.open:
+                self.out.add("AS125", f"'{ref}' refers to the item that contains it", loc, src,
+                             "a value exists only after its item is complete; a cycle cannot be written", calls)
+                return None
+            if ref in frame.later:
+                self.out.add("AS124", f"forward reference: '{ref}' is defined after this item", loc, src,
+                             "items read values defined before them; move the item after it",
+                             (("defined here", frame.later[ref]),) + calls)
+                return None
+            visible += frame.defined
+            if frame.private:
+                break
+            frame = frame.parent
+        if ref in self.private:
+            self.out.add("AS126", f"'{ref}' is inside {self.private[ref][0]}, whose names are private to it", loc, src,
+                         "reference the enclosing block or group by its name (its output), or move the item "
+                         "out and name it there", (("defined here", self.private[ref][1]),) + calls)
+            return None
+        hint = did_you_mean(ref, visible) or (f"names visible here: {', '.join(visible)}" if visible else
+                                              "no named value is visible here; give an earlier item a `name:`")
+        if frame is not None and frame.private:
+            hint += "; a block's body sees only the names defined in it"
+        self.out.add("AS123", f"unknown name '{ref}'", loc, src, hint, calls)
+        return None
 
     # -- values ----------------------------------------------------------------------------
     def value(self, raw: Any, env: Mapping[str, Any], path: Path, calls: CallChain) -> Any:
@@ -229,7 +412,7 @@ class _Resolver:
 
     # -- sequences and items -----------------------------------------------------------------
     def items(self, raw: Any, path: Path, env: Mapping[str, Any], calls: CallChain, namer: _Namer,
-              stack: tuple[str, ...]) -> list[Node]:
+              stack: tuple[str, ...]) -> list[Tree]:
         if isinstance(raw, dict) or isinstance(raw, str):
             raw, single = [raw], True
         else:
@@ -238,13 +421,17 @@ class _Resolver:
             self.out.add("AS103", f"expected a list of layers, got {type(raw).__name__}", self.doc.loc(path),
                          format_path(path), related=calls)
             return []
-        nodes: list[Node] = []
+        for i, item in enumerate(raw):  # names given further down: a reference to one is a forward reference
+            if (isinstance(item, dict) and isinstance(item.get("name"), str) and "repeat" not in item
+                    and item["name"] not in namer.defined):
+                namer.later.setdefault(item["name"], self.doc.loc((path if single else path + (i,)) + ("name",)))
+        nodes: list[Tree] = []
         for i, item in enumerate(raw):
             nodes.extend(self.item(item, path if single else path + (i,), env, calls, namer, stack))
         return nodes
 
     def item(self, raw: Any, path: Path, env: Mapping[str, Any], calls: CallChain, namer: _Namer,
-             stack: tuple[str, ...]) -> list[Node]:
+             stack: tuple[str, ...]) -> list[Tree]:
         """One item, with its nesting bounded: every later stage walks the tree recursively."""
         if self.nesting >= self.limits.max_nesting:
             self.out.add("AS002", f"items nested more than {self.limits.max_nesting} deep (groups, branches and "
@@ -259,7 +446,7 @@ class _Resolver:
             self.nesting -= 1
 
     def _item(self, raw: Any, path: Path, env: Mapping[str, Any], calls: CallChain, namer: _Namer,
-              stack: tuple[str, ...]) -> list[Node]:
+              stack: tuple[str, ...]) -> list[Tree]:
         loc = self.doc.loc(path)
         self.count(loc)  # every item counts, containers and failures too, so no expansion is unbounded
         if isinstance(raw, str):
@@ -276,6 +463,8 @@ class _Resolver:
             self.out.add("AS107", f"a name must be letters, digits and _, got {user_name!r}",
                          self.doc.loc(path + ("name",)), format_path(path + ("name",)), related=calls)
             user_name = None
+        if isinstance(user_name, str):
+            namer.later.pop(user_name, None)  # from here on a reference to it is not a forward one
         if "when" in raw:  # a condition over parameters: `when: "stride != 1"` (an optional projection)
             condition = self.value(raw["when"], env, path + ("when",), calls)
             if not isinstance(condition, bool):
@@ -288,7 +477,7 @@ class _Resolver:
             raw = {k: v for k, v in raw.items() if k != "when"}
         if "repeat" in raw:
             return self.repeat(raw, path, env, calls, namer, stack)
-        kinds = [k for k in raw if k != "name"]
+        kinds = [k for k in raw if k not in ("name", "from")]
         if len(kinds) != 1:
             what = "no layer kind" if not kinds else f"several layer kinds ({', '.join(map(str, kinds))})"
             hint = "write each layer as its own list item"
@@ -301,26 +490,62 @@ class _Resolver:
             return []
         kind = kinds[0]
         kpath = key_path or path + (kind,)
+        refs = None
+        if "from" in raw:
+            refs = self.references(raw["from"], namer, user_name, path, calls)
+            if refs is None:
+                return []
         name = user_name or namer.auto(kind)
         namer.claim(name, self.doc.key_loc(path + ("name",)) if user_name else loc, self.out, path)
         args = raw[kind]
-        if kind in ("concat", "add"):
-            node: Node | None = self.parallel(name, kind, kind, args, kpath, env, calls, stack)
+        owner = f"'{name}'"
+        namer.open.add(name)
+        if kind in ("concat", "add") and refs is None:  # v1 branches; with `from:` the registry kind
+            node: Tree | None = self.parallel(name, kind, kind, args, kpath, env, calls, stack, namer)
         elif kind == "residual":
-            node = self.residual(name, args, kpath, env, calls, stack)
+            node = self.residual(name, args, kpath, env, calls, stack, namer)
         elif kind == "group":
-            node = Sequence(name, tuple(self.items(args, kpath, env, calls, _Namer(), stack)), loc, "group", calls)
+            node = Sequence(name, tuple(self.items(args, kpath, env, calls, _Namer(namer, owner=f"group {owner}"),
+                                                   stack)), loc, "group", calls)
         elif kind in self.spec.blocks:
             node = self.invoke(name, kind, args, path, kpath, env, calls, stack)
         elif kind in REGISTRY:
             node = self.layer(name, kind, args, path, kpath, env, calls)
+            if node is not None and not self.arity_ok(kind, refs, path, calls):
+                node = None
         else:
             choices = list(REGISTRY) + list(self.spec.blocks) + list(_STRUCTURAL)
             self.out.add("AS105", f"unknown layer kind or block '{kind}'",
                          self.doc.key_loc(kpath) if key_path is None else loc, format_path(kpath),
                          did_you_mean(kind, choices), calls)
             node = None
-        return [node] if node is not None else []
+        namer.open.discard(name)
+        if node is None:
+            return []
+        if refs is not None and len(refs) != 1 and not isinstance(node, Layer):
+            self.out.add("AS107", f"{kind} reads one value, `from` names {len(refs)}", self.doc.loc(path + ("from",)),
+                         format_path(path + ("from",)), "concatenate or add them first with "
+                         "`- {concat, from: [...]}`", calls)
+            return []
+        token = None
+        if user_name:
+            token, self.next_token = self.next_token, self.next_token + 1
+            namer.defined[user_name] = token
+            if namer.parent is not None or namer.private:
+                self.private.setdefault(user_name, (namer.owner or "a container", loc))
+        return [replace(node, refs=refs, token=token)]
+
+    def arity_ok(self, kind: str, refs: tuple[int, ...] | None, path: Path, calls: CallChain) -> bool:
+        """A unary kind reads one value; an N-ary one (concat, add) two or more, named with `from:`."""
+        arity = REGISTRY[kind].arity
+        got = 1 if refs is None else len(refs)
+        if arity is None and got >= 2 or arity == got:
+            return True
+        where = path + ("from",) if refs is not None else path
+        wanted = "two or more values" if arity is None else ("one value" if arity == 1 else f"{arity} values")
+        self.out.add("AS107", f"{kind} reads {wanted}, got {got}", self.doc.loc(where), format_path(where),
+                     "name them with `from: [a, b]`" if arity is None else "", calls)
+        return False
 
     def count(self, loc: Loc, n: int = 1) -> None:
         self.expanded += n
@@ -350,7 +575,7 @@ class _Resolver:
 
     # -- composites --------------------------------------------------------------------------
     def parallel(self, name: str, merge: str, label: str, args: Any, kpath: Path, env: Mapping[str, Any],
-                 calls: CallChain, stack: tuple[str, ...]) -> Parallel | None:
+                 calls: CallChain, stack: tuple[str, ...], namer: _Namer) -> Parallel | None:
         if isinstance(args, dict):
             named = list(args.items())
         elif isinstance(args, list):
@@ -372,12 +597,13 @@ class _Resolver:
             elif name_problem(bname):
                 self.out.add("AS107", f"'{bname}' cannot name a branch: {name_problem(bname)}",
                              self.doc.key_loc(bpath), format_path(bpath), related=calls)
-            children = self.items(body if body is not None else [], bpath, env, calls, _Namer(), stack)
+            children = self.items(body if body is not None else [], bpath, env, calls,
+                                  _Namer(namer, owner=f"branch '{bname}' of '{name}'"), stack)
             branches.append(Sequence(str(bname), tuple(children), self.doc.loc(bpath), "branch", calls))
-        return Parallel(name, tuple(branches), merge, self.doc.loc(kpath), label, calls)
+        return Parallel(name, tuple(branches), merge, self.doc.loc(kpath), label, calls, yaml_path=kpath)
 
     def residual(self, name: str, args: Any, kpath: Path, env: Mapping[str, Any], calls: CallChain,
-                 stack: tuple[str, ...]) -> Parallel | None:
+                 stack: tuple[str, ...], outer: _Namer) -> Parallel | None:
         """body + shortcut, added, then the `then` layers. The body's and then's layers become direct
         children of the block (`layer2.block0.conv1`, as torchvision names them); the shortcut is
         `shortcut` (empty: the identity)."""
@@ -395,18 +621,20 @@ class _Resolver:
                          format_path(kpath), related=calls)
             return None
         loc = self.doc.loc(kpath)
-        namer = _Namer()  # body and then share the block's namespace with its shortcut
+        namer = _Namer(outer, owner=f"residual '{name}'")  # body and then share the block's namespace with its shortcut
         namer.taken["shortcut"] = loc
         body = self.items(args["body"], kpath + ("body",), env, calls, namer, stack)
-        shortcut = self.items(args.get("shortcut") or [], kpath + ("shortcut",), env, calls, _Namer(), stack)
+        shortcut = self.items(args.get("shortcut") or [], kpath + ("shortcut",), env, calls,
+                              _Namer(outer, owner=f"the shortcut of '{name}'"), stack)
         then = self.items(args.get("then") or [], kpath + ("then",), env, calls, namer, stack)
         branches = (Sequence("body", tuple(body), self.doc.loc(kpath + ("body",)), "branch", calls),
                     Sequence("shortcut", tuple(shortcut), self.doc.loc(kpath + ("shortcut",)) if "shortcut" in args
                              else loc, "branch", calls))
-        return Parallel(name, branches, "add", loc, "residual", calls, inline="body", then=tuple(then))
+        return Parallel(name, branches, "add", loc, "residual", calls, inline="body", then=tuple(then),
+                        yaml_path=kpath)
 
     def repeat(self, raw: dict, path: Path, env: Mapping[str, Any], calls: CallChain, namer: _Namer,
-               stack: tuple[str, ...]) -> list[Node]:
+               stack: tuple[str, ...]) -> list[Tree]:
         for key in raw:
             if key not in ("repeat", "body", "index", "name"):
                 self.out.add("AS101", f"unknown key '{key}' in repeat", self.doc.key_loc(path + (key,)),
@@ -433,12 +661,13 @@ class _Resolver:
         if times > self.limits.max_expanded_nodes:
             self.count(self.doc.loc(path + ("repeat",)), times)
         group = raw.get("name")
-        nodes: list[Node] = []
+        nodes: list[Tree] = []
         for i in range(times):
             scope = {**env, index: i} if index else env
             before, errors = self.expanded, len(self.out.diagnostics)
             if group:
-                inner = self.items(raw["body"], path + ("body",), scope, calls, _Namer(), stack)
+                inner = self.items(raw["body"], path + ("body",), scope, calls,
+                                   _Namer(namer, owner=f"repeat '{group}{i}'"), stack)
                 gname = f"{group}{i}"
                 namer.claim(gname, self.doc.loc(path), self.out, path)
                 nodes.append(_rename(inner[0], gname) if len(inner) == 1 else
@@ -454,7 +683,7 @@ class _Resolver:
         return nodes
 
     def invoke(self, name: str, block: str, args: Any, path: Path, kpath: Path, env: Mapping[str, Any],
-               calls: CallChain, stack: tuple[str, ...]) -> Node | None:
+               calls: CallChain, stack: tuple[str, ...]) -> Tree | None:
         loc = self.doc.loc(path)
         if block in stack:
             chain = " -> ".join(stack[stack.index(block):] + (block,))
@@ -508,30 +737,93 @@ class _Resolver:
             return None
         inner_calls = ((call_note(block), loc),) + calls
         body_path = ("blocks", block, "body")
-        children = self.items(definition.body, body_path, scope, inner_calls, _Namer(), stack + (block,))
+        children = self.items(definition.body, body_path, scope, inner_calls,
+                              _Namer(private=True, owner=f"block '{block}'"), stack + (block,))
         if len(children) == 1:
             return _rename(children[0], name, block)
         return Sequence(name, tuple(children), loc, block, calls)
 
 
-def iter_nodes(root: Sequence) -> Iterator[tuple[str, Node]]:
-    """(module path, node) for every node below `root`, containers first: the paths that analysis
-    reports and lowering names modules by (a residual's body and `then` layers sit directly in it)."""
+class _Flattener:
+    """The one walker from the surface tree to the IR: scopes (module paths) and values.
 
-    def walk(node: Node, path: str) -> Iterator[tuple[str, Node]]:
-        yield path, node
-        if isinstance(node, Layer):
-            return
-        if isinstance(node, Sequence):
-            children: tuple[Node, ...] = node.children
-        else:
-            children = tuple(c for b in node.branches for c in (b.children if b.name == node.inline else (b,)))
-            children += node.then
+    A container's children are named under it; a residual's body and `then` layers directly in
+    it, as torchvision names them (`layer2.block0.conv1`), its shortcut under `shortcut`, and its
+    merge (an `add` node) as `merge`; an Inception concat's branches under their names."""
+
+    def __init__(self, inputs: tuple[Input, ...]):
+        self.values: list[Value] = [Value(i.name, None) for i in inputs]
+        self.nodes: list[Node] = []
+        self.scopes: list[Scope] = []
+        self.bound: dict[int, int] = {i: i for i in range(len(inputs))}  # reference token -> value id
+        self.node_of: dict[int, int] = {}  # id(tree layer) -> node index
+
+    def run(self, children: tuple[Tree, ...], prefix: str, x: int) -> int:
         for child in children:
-            yield from walk(child, f"{path}.{child.name}")
+            x = self.tree(child, prefix, x)
+        return x
 
-    for child in root.children:
-        yield from walk(child, child.name)
+    def emit(self, kind: str, params: LayerParams, xs: tuple[int, ...], scope: str, loc: Loc, yaml_path: Path,
+             calls: CallChain) -> int:
+        value = len(self.values)
+        self.values.append(Value(scope, len(self.nodes)))
+        self.nodes.append(Node(kind, params, xs, (value,), scope, loc, yaml_path, calls))
+        return value
+
+    def tree(self, t: Tree, prefix: str, x: int) -> int:
+        path = f"{prefix}.{t.name}" if prefix else t.name
+        xs = tuple(self.bound[r] for r in t.refs) if t.refs is not None else (x,)
+        if isinstance(t, Layer):
+            self.node_of[id(t)] = len(self.nodes)
+            y = self.emit(t.kind, t.params, xs, path, t.loc, t.yaml_path, t.calls)
+        elif isinstance(t, Sequence):
+            self.scopes.append(Scope(path, t.label, t.loc))
+            y = self.run(t.children, path, xs[0])
+        else:
+            slot = len(self.scopes)
+            self.scopes.append(Scope(path, t.label, t.loc))
+            ends = []
+            for b in t.branches:
+                if b.name == t.inline:
+                    ends.append(self.run(b.children, path, xs[0]))
+                else:
+                    self.scopes.append(Scope(f"{path}.{b.name}", "branch", b.loc))
+                    ends.append(self.run(b.children, f"{path}.{b.name}", xs[0]))
+            y = self.emit(t.merge, NoParams(), tuple(ends), f"{path}.merge", t.loc, t.yaml_path, t.calls)
+            y = self.run(t.then, path, y)
+            if t.inline is not None:
+                body = next(b for b in t.branches if b.name == t.inline)
+                self.scopes[slot] = replace(self.scopes[slot], zero_init=tuple(self.candidates(body.children)))
+        if t.token is not None:
+            self.bound[t.token] = y
+        return y
+
+    def candidates(self, children: tuple[Tree, ...]) -> list[int]:
+        """The layers a residual body's zero-init may touch: its own, and those of the blocks and
+        groups it holds (not inside nested branches)."""
+        out: list[int] = []
+        for c in children:
+            if isinstance(c, Layer):
+                out.append(self.node_of[id(c)])
+            elif isinstance(c, Sequence):
+                out += self.candidates(c.children)
+        return out
+
+
+def _warnings(graph: Graph) -> tuple[Diagnostic, ...]:
+    """Inputs nothing reads, and layers whose output nothing reads (dead code): warnings, not errors."""
+    read = {v for n in graph.nodes for v in n.inputs} | {o.value for o in graph.outputs}
+    out = []
+    for i, inp in enumerate(graph.inputs):
+        if i not in read:
+            out.append(Diagnostic("AS401", f"input '{inp.name}' is never used", inp.loc, "",
+                                  "read it with `from: " + inp.name + "` or remove it", severity="warning"))
+    for n in graph.nodes:
+        if not any(v in read for v in n.outputs):
+            out.append(Diagnostic("AS402", f"the output of {n.kind} '{n.scope}' is never used", n.loc, n.source,
+                                  "list it under `outputs:`, read it with `from:`, or remove it", n.calls,
+                                  severity="warning"))
+    return tuple(out)
 
 
 def _has_type(value: Any, type_name: str) -> bool:
@@ -544,7 +836,7 @@ def _has_type(value: Any, type_name: str) -> bool:
     return isinstance(value, str)
 
 
-def _rename(node: Node, name: str, label: str | None = None) -> Node:
+def _rename(node: Tree, name: str, label: str | None = None) -> Tree:
     """A container with one child collapses into it: `inception3a.branch1`, not `inception3a.concat0.branch1`."""
     if label and not isinstance(node, Layer):
         return replace(node, name=name, label=label)

@@ -154,27 +154,43 @@ class Session:
         return lambda: sess.run(None, feeds, options)
 
     # Inputs ------------------------------------------------------------------------------
-    def example_inputs(self, batch: int = 1, seed: int = 0) -> dict[str, "np.ndarray"]:
+    def example_inputs(self, batch: int = 1, seed: int = 0,
+                       shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, "np.ndarray"]:
         """Random inputs of the declared shape: batch for the batch axis, the spec's nominal size for
-        other symbolic axes (from archspec's metadata), token ids below the vocabulary size."""
+        other symbolic axes (from archspec's metadata), token ids below the vocabulary size.
+        `shapes` gives an input's whole shape (batch included), e.g. {"tokens": (3, 7)}."""
         import numpy as np
 
         rng = np.random.default_rng(seed)
-        meta = self.input_metadata()
+        metas = self.input_metadata()
+        shapes = dict(shapes or {})
+        unknown = [n for n in shapes if n not in [i[0] for i in self.inputs]]
+        if unknown:
+            raise RunError(f"--shape names input '{unknown[0]}', but the model's inputs are "
+                           f"{', '.join(i[0] for i in self.inputs)}")
         feeds = {}
         for k, (name, shape, type_) in enumerate(self.inputs):
+            meta = metas[k] if k < len(metas) else None
             dims = []
-            for axis, d in enumerate(shape):
+            if name in shapes:
+                given = shapes[name]
+                bad = [f"axis {i} is {n}, the model needs {d}" for i, (n, d) in enumerate(zip(given, shape))
+                       if isinstance(d, int) and d > 0 and n != d]
+                if len(given) != len(shape) or bad:
+                    raise RunError(f"--shape {name}={'x'.join(map(str, given))} does not fit {_shape_text(shape)}"
+                                   + (": " + "; ".join(bad) if bad else f" ({len(shape)} axes, batch included)"))
+                dims = list(given)
+            for axis, d in enumerate(shape if not dims else ()):
                 if isinstance(d, int) and d > 0:
                     dims.append(d)
                 elif axis == 0:
                     dims.append(batch)
-                elif meta and k == 0 and axis - 1 < len(meta["dims"]):
+                elif meta and axis - 1 < len(meta["dims"]):
                     info = meta["dims"][axis - 1]
                     dims.append(int(info.get("nominal", info.get("size", 1))))
                 else:
                     raise RunError(f"input '{name}' axis {axis} is dynamic ({d}) and the model carries no "
-                                        "nominal size for it; pass --input FILE.npy")
+                                        f"nominal size for it; pass --shape {name}=... or --input {name}=FILE.npy")
             nbytes = math.prod(dims) * (4 if "float" in type_ or "int32" in type_ else 8)
             require(f"a random input '{name}' of shape {tuple(dims)}", nbytes)
             if "int64" in type_:
@@ -186,23 +202,29 @@ class Session:
                 feeds[name] = rng.standard_normal(dims).astype(np.float32)
         return feeds
 
-    def input_metadata(self) -> dict | None:
-        """archspec's `archspec.input` metadata, checked: a malformed or implausible entry (an
-        edited or hostile file) is an error here rather than a crash or a giant allocation later."""
-        text = self.metadata.get("archspec.input")
-        if not text:
-            return None
+    def input_metadata(self) -> list[dict | None]:
+        """archspec's per-input metadata (`archspec.inputs`, or `archspec.input` from exports that
+        knew one input), checked: a malformed or implausible entry (an edited or hostile file) is an
+        error here rather than a crash or a giant allocation later."""
+        text = self.metadata.get("archspec.inputs")
+        single = self.metadata.get("archspec.input")
+        if not text and not single:
+            return []
         try:
-            meta = json.loads(text)
-            dims = meta["dims"]
-            ok = isinstance(dims, list) and all(
-                isinstance(d, dict) and all(_count(d[k]) for k in ("nominal", "size") if k in d) for d in dims)
-            ok = ok and _count(meta.get("vocab", 2))
+            metas = json.loads(text) if text else [json.loads(single)]
+            ok = isinstance(metas, list)
+            for meta in metas if ok else ():
+                if meta is None:
+                    continue
+                dims = meta["dims"]
+                ok = ok and isinstance(dims, list) and all(
+                    isinstance(d, dict) and all(_count(d[k]) for k in ("nominal", "size") if k in d) for d in dims)
+                ok = ok and _count(meta.get("vocab", 2))
         except (ValueError, TypeError, KeyError, RecursionError):
             ok = False
         if not ok:
-            raise RunError("the model's archspec.input metadata is malformed; pass --input FILE.npy")
-        return meta
+            raise RunError("the model's archspec input metadata is malformed; pass --input FILE.npy")
+        return metas
 
     def coerce(self, array: "np.ndarray", name: str | None = None) -> dict[str, "np.ndarray"]:
         """A user array for the (first) input: dtype cast, a batch axis added to a single sample,
@@ -272,6 +294,7 @@ class RunResult:
     seconds: float  # the inference call alone
     notice: str = ""
     labels: tuple[str, ...] | None = None  # class names of a classifier's output
+    scores: frozenset[str] | None = None  # outputs that are class scores (from the export), None: unknown
 
     def summary(self, top: int = 5, samples: int = 4) -> str:
         import numpy as np
@@ -280,12 +303,14 @@ class RunResult:
                  f"ran on {self.device} ({', '.join(self.providers)}) in {self.seconds * 1e3:.2f} ms"]
         for name, y in self.outputs.items():
             lines.append(f"output '{name}': {'x'.join(map(str, y.shape))} {y.dtype}")
-            if y.ndim == 2 and y.shape[1] > 1 and np.issubdtype(y.dtype, np.floating):
+            is_scores = name in self.scores if self.scores is not None else y.ndim == 2
+            if is_scores and y.ndim == 2 and y.shape[1] > 1 and np.issubdtype(y.dtype, np.floating):
                 classes = y.shape[1]
                 k = min(top, classes)
+                labels = self.labels if self.labels and len(self.labels) == classes else None
                 ranked = f"top {k} of {classes} classes" if k < classes else f"all {classes} classes"
-                lines.append(f"  {ranked} by output value, per sample (class{' label' * bool(self.labels)}: value)")
-                name_of = (lambda j: f"{j} {self.labels[j]}") if self.labels else str
+                lines.append(f"  {ranked} by output value, per sample (class{' label' * bool(labels)}: value)")
+                name_of = (lambda j: f"{j} {labels[j]}") if labels else str
                 for i in range(min(samples, y.shape[0])):
                     idx = np.argsort(-y[i], kind="stable")[:k]
                     lines.append(f"  [{i}] " + "  ".join(f"{name_of(j)}: {y[i, j]:.4g}" for j in idx))
@@ -300,13 +325,15 @@ class RunResult:
 
 
 def run_model(model: Any, inputs: Any = None, *, device: str = "cpu", batch: int = 1, threads: int | None = None,
-              seed: int = 0, limits: Any = None, labels: str | os.PathLike | Sequence[str] | None = None) -> RunResult:
+              seed: int = 0, limits: Any = None, shapes: Mapping[str, tuple[int, ...]] | None = None,
+              labels: str | os.PathLike | Sequence[str] | None = None) -> RunResult:
     """Runs an ONNX file (or a spec, exported to a temporary folder first) with onnxruntime.
 
-    inputs: None for random inputs of the model's shape (`batch` samples), a numpy array or a
-    .npy path for the first input (one sample or a batch), or a dict of arrays by input name.
-    labels: class names (or a file of them, one per line) for the top-k; by default those the spec
-    names in `meta: {labels: ...}`, which exported models carry.
+    inputs: None for random inputs of the model's shape (`batch` samples; `shapes` sets an
+    input's whole shape, for its dynamic axes), a numpy array or a .npy path for the first input
+    (one sample or a batch), or a dict of arrays or .npy paths by input name.
+    labels: class names (or a file of them, one per line) for the first output's top-k; by default
+    those the spec names in `meta: {labels: ...}`, which exported models carry.
     """
     from .labels import check_count, read_labels
 
@@ -321,7 +348,7 @@ def run_model(model: Any, inputs: Any = None, *, device: str = "cpu", batch: int
         require(f"running '{model.graph.name}' at batch {batch}", needed(model, "run", batch))
     session = _session_for_model(model, device, threads, limits)
     if inputs is None:
-        feeds = session.example_inputs(batch, seed)
+        feeds = session.example_inputs(batch, seed, shapes)
     elif isinstance(inputs, Mapping):
         feeds = {}
         for name, value in inputs.items():
@@ -348,8 +375,13 @@ def run_model(model: Any, inputs: Any = None, *, device: str = "cpu", batch: int
     first = np.asarray(next(iter(outputs.values())))
     if names is not None and first.ndim == 2:
         check_count(names, first.shape[1], what)
+    try:
+        declared = json.loads(session.metadata.get("archspec.outputs", "null") or "null")
+        scores = frozenset(o["name"] for o in declared if o.get("scores")) if declared is not None else None
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        raise RunError("the model's archspec.outputs metadata is malformed") from None
     return RunResult({k: np.asarray(v) for k, v in outputs.items()}, {k: tuple(v.shape) for k, v in feeds.items()},
-                     session.providers, session.device, seconds, session.notice, names)
+                     session.providers, session.device, seconds, session.notice, names, scores)
 
 
 def _load_array(value: Any) -> "np.ndarray":
@@ -529,7 +561,7 @@ def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, w
     import torch
 
     from .api import check
-    from .export_onnx import _example, export_model
+    from .export_onnx import _examples, export_model
     from .lower import build_module
 
     report: Report = check(spec, limits=limits)
@@ -552,12 +584,13 @@ def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, w
     torch.set_num_threads(session.threads)
     try:
         for batch in batches:
-            x = _example(report, (batch, *report.graph.input.shape), seed=seed)
-            feeds = {report.graph.input.name: x.numpy()}
-            x = x.to("cuda") if on_cuda else x
+            xs = _examples(report, tuple((batch, *i.shape) for i in report.graph.inputs), seed=seed)
+            feeds = {i.name: x.numpy() for i, x in zip(report.graph.inputs, xs)}
+            xs = tuple(x.to("cuda") for x in xs) if on_cuda else xs
 
-            def torch_call(x: "torch.Tensor" = x) -> "torch.Tensor":
-                y = module(x)
+            def torch_call(xs: tuple["torch.Tensor", ...] = xs) -> "torch.Tensor":
+                y = module(*xs)
+                y = y[0] if isinstance(y, tuple) else y  # the first output is compared
                 if on_cuda:
                     torch.cuda.synchronize()  # CUDA kernels run asynchronously: time them to completion
                 return y

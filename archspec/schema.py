@@ -60,6 +60,8 @@ DimDecl = Annotated[Dim, PlainValidator(_dim), WithJsonSchema(
 class InputDecl(Frozen):
     shape: Annotated[tuple[DimDecl, ...], Field(min_length=1, max_length=8, strict=False)]
     dtype: Literal["float32", "int64"] = "float32"
+    layout: Literal["CHW", "TF", "T", "F"] | None = Field(None, description=(
+        "image (C, H, W), sequence (time, features), tokens (time), features; default from rank and dtype"))
 
 
 def _input(v: Any) -> Any:
@@ -142,15 +144,26 @@ class Spec(Frozen):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)]
     description: str = ""
     input: Annotated[dict[Annotated[str, Field(pattern=IDENT)], Annotated[InputDecl, BeforeValidator(_input)]],
-                     Field(min_length=1, max_length=1)]
+                     Field(min_length=1, max_length=1, description="the one input: {name: shape}")] | None = None
+    inputs: Annotated[dict[Annotated[str, Field(pattern=IDENT)], Annotated[InputDecl, BeforeValidator(_input)]],
+                      Field(min_length=1, max_length=16,
+                            description="several named inputs, in order; read with `from: name`")] | None = None
     vars: dict[Annotated[str, Field(pattern=IDENT)], Scalar] = {}
     blocks: dict[Annotated[str, Field(pattern=IDENT)], BlockDef] = {}
     network: Annotated[list[Any], Field(min_length=1)]
     output: Annotated[str, Field(pattern=IDENT, max_length=128,
                                  description="the model output's name in exported ONNX models")] = "output"
+    outputs: Annotated[dict[Annotated[str, Field(pattern=IDENT, max_length=128)],
+                            Annotated[str, Field(pattern=IDENT)]],
+                       Field(min_length=1, max_length=64,
+                             description="several named outputs: {output name: name of an item}")] | None = None
     budget: Budget | None = None
     init: InitDecl = InitDecl()
     meta: Meta | None = None
+
+    @property
+    def input_key(self) -> str:
+        return "inputs" if self.inputs is not None else "input"
 
 
 # --- pydantic errors -> located diagnostics ---------------------------------------------------
@@ -181,7 +194,10 @@ def _unwrap(annotation: Any) -> Any:
     while get_origin(annotation) is Annotated:
         annotation = get_args(annotation)[0]
     if get_origin(annotation) in (Union, UnionType):
-        models = [a for a in map(_unwrap, get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        if len(options) == 1:  # X | None
+            return _unwrap(options[0])
+        models = [a for a in map(_unwrap, options) if isinstance(a, type) and issubclass(a, BaseModel)]
         return models[0] if models else annotation
     return annotation
 
@@ -292,6 +308,15 @@ def validate_spec(doc: Document) -> Spec | None:
     except ValidationError as exc:
         report_validation(exc, doc, (), Spec, out)
         out.raise_if_any()
+    if (spec.input is None) == (spec.inputs is None):
+        both = spec.input is not None
+        out.add("AS107" if both else "AS102",
+                "give either `input:` (one input) or `inputs:` (several), not both" if both
+                else "missing required key 'input'", doc.loc(("inputs",)) if both else Loc(doc.file, 1, 1),
+                "inputs" if both else "", "" if both else "declare it, e.g. `input: {image: [3, 224, 224]}`")
+    if "output" in data and spec.outputs is not None:
+        out.add("AS107", "give either `output:` (the one output's name) or `outputs:` (several), not both",
+                doc.loc(("outputs",)), "outputs")
     for name in spec.blocks:
         if name in RESERVED or name in REGISTRY:
             what = "a layer kind" if name in REGISTRY else "reserved"

@@ -7,13 +7,15 @@ from torch import nn
 
 
 def recorded_shapes(module: nn.Module, x: torch.Tensor, paths: set[str]) -> dict[str, tuple[int, ...]]:
-    """Output shape of every submodule named in `paths` (and of the model, under ""), via forward hooks."""
+    """Output shape of every submodule named in `paths` (and of the model's first output, under ""),
+    via forward hooks."""
     seen: dict[str, tuple[int, ...]] = {}
     hooks = [m.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, tuple(o.shape)))
              for name, m in module.named_modules() if name in paths]
     try:
         with torch.no_grad():
-            seen[""] = tuple(module(x).shape)
+            y = module(x)
+            seen[""] = tuple((y[0] if isinstance(y, tuple) else y).shape)  # the first of several outputs
     finally:
         for h in hooks:
             h.remove()

@@ -20,8 +20,15 @@ import torch
 
 import archspec
 from archspec import PathError, export_onnx
-from archspec.export_onnx import ExportError, ExportResult, WeightsError, choose_exporter, export_model, report_at
+from archspec.export_onnx import (
+    ExportError,
+    ExportResult,
+    choose_exporter,
+    export_model,
+    report_at,
+)
 from archspec.runtime import Session
+from archspec.weights import WeightsError
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -254,7 +261,7 @@ def test_small_inception_block(tmp_path: Path) -> None:
     assert result.exporter == "dynamo"  # concat branches, LRN and adaptive pooling through dynamo
     model = assert_verified(result, report, {"batch": 0})
     concat_docs = [n.doc_string for n in model.graph.node if n.op_type == "Concat"]
-    assert len(concat_docs) == 2 and concat_docs[0].startswith("inception3a: inception at ")
+    assert len(concat_docs) == 2 and concat_docs[0].startswith("inception3a.merge: concat at ")
     assert "in block 'inception' invoked here" in concat_docs[0]
 
 

@@ -276,7 +276,7 @@ def test_float_block_parameter(tmp_path):
         network:
           - act: {slope: 1}
         """)
-    layer = archspec.check(path).graph.root.children[0]
+    layer = archspec.check(path).graph.nodes[0]
     assert layer.params.slope == 0.5
 
 

@@ -27,10 +27,11 @@ import torch
 import archspec
 from archspec import PathError, SpecError, export_onnx, memory
 from archspec.cli import main as cli_main
-from archspec.export_onnx import WeightsError, export_model
+from archspec.export_onnx import export_model
 from archspec.files import commit
 from archspec.limits import CEILINGS, Limits
 from archspec.runtime import RunError, run_model
+from archspec.weights import WeightsError
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "archspec.cli"]

@@ -249,9 +249,10 @@ def test_concat_of_different_spatial_sizes(tmp_path):
     d, = errors(tmp_path, [3, 8, 8], body)
     assert where(d) == ("AS201", 7, 11)  # the only layer that changed the spatial size: branch a's 3x3 conv
     assert "2x6x6" in d.message and "2x8x8" in d.message
-    assert [(loc.line, loc.col) for _, loc in d.related] == [(7, 9), (9, 9)]
-    assert "branch 'a' ends with 2x6x6" in d.related[0][0]
-    assert "branch 'b' ends with 2x8x8" in d.related[1][0]
+    # the notes point at the layers that produced the two inputs, the last of each branch
+    assert [(loc.line, loc.col) for _, loc in d.related] == [(7, 11), (9, 11)]
+    assert d.related[0][0] == "input 0 2x6x6 comes from 'concat0.a.conv2d0'"
+    assert d.related[1][0] == "input 1 2x8x8 comes from 'concat0.b.conv2d0'"
 
 
 def test_add_of_mismatched_shapes(tmp_path):
@@ -262,7 +263,7 @@ def test_add_of_mismatched_shapes(tmp_path):
     """
     d, = errors(tmp_path, [3, 8, 8], body)
     assert where(d) == ("AS201", 6, 11)  # the only layer that changed the channels
-    assert d.message == "cannot add branch outputs 2x8x8 and 3x8x8"
+    assert d.message == "add 'add0.merge': cannot add 2x8x8 and 3x8x8"
 
 
 def test_residual_with_projection_shortcut(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import archspec
 from archspec.cli import TEMPLATES
 from archspec.diagram import draw, to_dot, to_mermaid
 from archspec.editor_schema import installed_schema, json_schema_text
+from archspec.layers import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "archspec.cli"]
@@ -51,26 +51,16 @@ def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
 def test_diagram_shows_groups_branches_and_shapes(spec: str) -> None:
     report = archspec.check(ROOT / "specs" / f"{spec}.yaml")
     drawing = draw(report)
-    layers = sum(1 for n in report.nodes if n.leaf)
-    assert len([v for v in drawing.nodes.values() if v[1] == "box"]) == layers
+    leaves = [n for n in report.nodes if n.leaf]
+    nary = sum(1 for n in leaves if REGISTRY[n.kind].arity is None)
+    assert len([v for v in drawing.nodes.values() if v[1] == "box"]) == len(leaves) - nary
+    assert len([v for v in drawing.nodes.values() if v[1] == "circle"]) == nary  # merges
     edge_labels = {label for _, _, label in drawing.edges}
     assert str(report.output) in edge_labels and "x".join(map(str, report.graph.input.shape)) in edge_labels
     dot, mmd = to_dot(drawing, spec), to_mermaid(drawing)
     assert dot.startswith("digraph") and mmd.startswith("flowchart TB")
-    merges = [label for label, shape in drawing.nodes.values() if shape == "circle"]
-    assert len(merges) == sum(1 for n in report.nodes if n.kind in ("concat", "residual", "add")
-                              or (not n.leaf and n.path and _merges_at(report, n.path)))
-
-
-def _merges_at(report: archspec.Report, path: str) -> bool:
-    """A block whose body is a single concat/residual collapsed into it (e.g. inception3a)."""
-    from archspec.resolve import Parallel
-
-    node = report.graph.root
-    for part in path.split("."):
-        children = node.children if hasattr(node, "children") else node.branches
-        node = next(c for c in children if c.name == part)
-    return isinstance(node, Parallel) and node.label not in ("concat", "residual", "add")
+    # one edge per value a layer reads: a residual's add has two
+    assert len(drawing.edges) == sum(len(n.reads) for n in leaves) + len(report.graph.outputs)
 
 
 def test_diagram_depth_collapses_blocks() -> None:

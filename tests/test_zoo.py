@@ -96,9 +96,20 @@ def bilstm_tagger(vocab: int = 10_000, dim: int = 128, hidden: int = 128, tags: 
     return total(parts)
 
 
+def googlenet_aux(classes: int = 1000) -> tuple[int, int]:
+    """torchvision googlenet(aux_logits=True): the main network plus two InceptionAux heads on
+    inception4a (512 channels) and inception4d (528), each pooled to 4x4: BasicConv2d 1x1 -> 128
+    (conv without bias + BN), fc 2048 -> 1024, fc 1024 -> classes."""
+    def aux(cin: int) -> list[tuple[int, int]]:
+        return [conv(cin, 128, 1, 4), bn(128), linear(128 * 4 * 4, 1024), linear(1024, classes)]
+
+    return total([PUBLISHED["googlenet"], *aux(512), *aux(528)])
+
+
 INDEPENDENT = {
     "resnet18_preact": preact_resnet18(),
     "bilstm_tagger": bilstm_tagger(),
+    "googlenet_aux": googlenet_aux(),
 }
 EXPECTED = {**PUBLISHED, **INDEPENDENT}
 
@@ -121,6 +132,7 @@ def resnet18() -> tuple[int, int]:
 def test_independent_formulas_reproduce_published_counts():
     """The helpers behind INDEPENDENT reproduce published neighbours of those models."""
     assert resnet18() == PUBLISHED["resnet18"]
+    assert googlenet_aux()[0] == 13_004_888  # sum(p.numel()) of torchvision's googlenet(aux_logits=True)
     assert total([lstm_layer(128, 256, 50, 1), lstm_layer(256, 256, 50, 1), linear(256, 10)]) \
         == PUBLISHED["lstm_classifier"]
 

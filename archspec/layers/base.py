@@ -10,6 +10,21 @@ Conventions, stated once and used everywhere:
   convention behind torchvision's published GFLOPS.
 - flops: 2*macs + bias adds + one flop per element for activations, adds and normalisation
   steps, one per window element for pooling (documented per kind in `flops`). Per sample.
+- A tensor type carries its layout: "CHW" (image), "TF" (sequence: time, features), "T" (token
+  ids), "F" (features). A rule that keeps the rank keeps the layout; one that changes the rank
+  gets the default layout of the new rank unless it says otherwise (`default_layout`).
+
+The operator contract is N-ary: a node reads a tuple of input types and produces a tuple of
+output types. The graph engines call only the N-ary methods:
+
+    output_types(p, xs) -> ys      shape rule (raise ShapeError)
+    cost_n(p, xs, ys) -> Cost      cost rule
+    lower_n(p, xs, ys) -> Module   lowering; the module's forward takes the inputs positionally
+
+`arity` says how many inputs a kind reads (1; None = two or more). A unary kind (almost every
+kind) writes only the unary methods, `infer(p, shape)` or `output_type(p, x)`, `cost(p, x, y)` on
+shapes and `lower(p, x, y)`; the N-ary defaults delegate to them. `concat` and `add` (merge.py)
+are the N-ary kinds.
 """
 
 from __future__ import annotations
@@ -39,9 +54,22 @@ class ShapeError(Exception):
 class TensorType:
     shape: Shape
     dtype: str = FLOAT
+    layout: str = ""  # "CHW", "TF", "T", "F"; "" = the default of its rank (`default_layout`)
 
     def __str__(self) -> str:
         return "x".join(map(str, self.shape)) if self.shape else "scalar"
+
+    @property
+    def axes(self) -> str:
+        """The layout, one letter per per-sample axis."""
+        return self.layout or default_layout(len(self.shape), self.dtype)
+
+
+def default_layout(rank: int, dtype: str = FLOAT) -> str:
+    """An input's layout when the spec does not say: (C, H, W), (T, F), token ids (T,), features (F,)."""
+    if rank == 1:
+        return "T" if dtype == INT else "F"
+    return {2: "TF", 3: "CHW"}.get(rank, "C" + "".join(f"D{i}" for i in range(rank - 1)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +181,7 @@ class LayerKind:
     macs_rule: ClassVar[str] = "0 (no multiply-accumulates)"
     example: ClassVar[dict[str, Any] | None] = None  # a valid parameter set, for generated tests
     exporter: ClassVar[str] = "dynamo"  # "torchscript" where torch.onnx's dynamo path mishandles the op
+    arity: ClassVar[int | None] = 1  # inputs read; None = two or more (concat, add)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -161,6 +190,24 @@ class LayerKind:
                 raise RuntimeError(f"layer kind {cls.name!r} registered twice")
             REGISTRY[cls.name] = cls
 
+    # -- the N-ary contract (what the engines call); the defaults delegate to the unary rules --
+    @classmethod
+    def output_types(cls, p: Any, xs: tuple[TensorType, ...]) -> tuple[TensorType, ...]:
+        x, y = xs[0], cls.output_type(p, xs[0])
+        if not y.layout:  # the same rank keeps the layout; another rank takes that rank's default
+            same = len(y.shape) == len(x.shape) and y.dtype == x.dtype and x.layout
+            y = TensorType(y.shape, y.dtype, x.layout if same else default_layout(len(y.shape), y.dtype))
+        return (y,)
+
+    @classmethod
+    def cost_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]) -> Cost:
+        return cls.cost(p, xs[0].shape, ys[0].shape)
+
+    @classmethod
+    def lower_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]) -> torch.nn.Module:
+        return cls.lower(p, xs[0].shape, ys[0].shape)
+
+    # -- the unary rules ---------------------------------------------------------------------
     @classmethod
     def output_type(cls, p: Any, x: TensorType) -> TensorType:
         return TensorType(cls.infer(p, x.shape), FLOAT)
@@ -177,6 +224,11 @@ class LayerKind:
     @classmethod
     def lower(cls, p: Any, x: Shape, y: Shape) -> torch.nn.Module:
         raise NotImplementedError(f"{cls.name} has no PyTorch lowering")
+
+    @classmethod
+    def fix_hint(cls, first: Shape, other: Shape) -> str:
+        """A suggested fix when inputs of these shapes cannot be combined (N-ary kinds)."""
+        return ""
 
     @classmethod
     def brief(cls, p: Any) -> str:

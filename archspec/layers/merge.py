@@ -1,99 +1,97 @@
-"""How parallel branches meet: channel concatenation (Inception) or element-wise add (ResNet)."""
+"""The N-ary kinds: channel/feature concatenation (Inception, DenseNet, multi-input heads) and
+element-wise addition (ResNet). Written as branches (`concat: {b1: [...], b2: [...]}`) or over
+named values (`- {concat, from: [stage2, stage4]}`); both become one node of these kinds."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any
 
-from .base import Cost, Shape, ShapeError, numel
-
-MERGES: dict[str, type[Merge]] = {}
+from .base import Cost, LayerKind, NoParams, Shape, ShapeError, TensorType, numel
 
 
-def concat_axis(rank: int) -> int:
-    """Channels-first for images (C, H, W) and vectors; features-last for sequences (T, F)."""
-    return 1 if rank == 2 else 0
+def concat_axis(t: TensorType) -> int:
+    """Per-sample axis joined: channels of an image (C), features of a sequence or vector (F)."""
+    axes = t.axes
+    return axes.index("C") if "C" in axes else axes.index("F") if "F" in axes else 0
 
 
-class Merge:
-    name: ClassVar[str]
-    doc: ClassVar[str]
-
-    def __init_subclass__(cls) -> None:
-        MERGES[cls.name] = cls
-
-    @classmethod
-    def infer(cls, shapes: list[Shape]) -> Shape:
-        raise NotImplementedError
+class Concat(LayerKind):
+    name = "concat"
+    Params = NoParams
+    arity = None
+    example: dict[str, Any] = {}
+    doc = "Concatenates its inputs along channels (images) or features (sequences, vectors); the other axes must agree."
+    input_desc = "two or more tensors of one layout"
+    shape_rule = "the joined axis sums; every other axis must be equal"
+    flops_rule = "0 (a copy)"
 
     @classmethod
-    def cost(cls, shapes: list[Shape], y: Shape) -> Cost:
+    def output_types(cls, p: Any, xs: tuple[TensorType, ...]) -> tuple[TensorType, ...]:
+        first = xs[0]
+        axis = concat_axis(first)
+        what = "channels" if first.axes[axis] == "C" else "features"
+        for i, x in enumerate(xs[1:], 1):
+            if x.axes != first.axes or x.shape[:axis] + x.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]:
+                raise ShapeError(f"cannot concatenate {first} and {x}: all axes but {what} must agree", str(i))
+            if x.dtype != first.dtype:
+                raise ShapeError(f"cannot concatenate {first.dtype} and {x.dtype} tensors", str(i))
+        shape = first.shape[:axis] + (sum(x.shape[axis] for x in xs),) + first.shape[axis + 1:]
+        return (TensorType(shape, first.dtype, first.layout),)
+
+    @classmethod
+    def cost_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]) -> Cost:
         return Cost()
 
     @classmethod
-    def lower(cls, shapes: list[Shape]):
-        raise NotImplementedError
-
-    @classmethod
-    def fix_hint(cls, x: Shape, a: Shape, b: Shape) -> str:
-        """A suggested fix when branch outputs `a` and `b` (of input `x`) cannot merge."""
-        return ""
-
-
-class Concat(Merge):
-    name = "concat"
-    doc = "Concatenates branch outputs along channels (images) or features (sequences)."
-
-    @classmethod
-    def infer(cls, shapes: list[Shape]) -> Shape:
-        first = shapes[0]
-        axis = concat_axis(len(first))
-        for i, s in enumerate(shapes[1:], 1):
-            if len(s) != len(first) or s[:axis] + s[axis + 1:] != first[:axis] + first[axis + 1:]:
-                raise ShapeError(f"cannot concatenate branch outputs {_fmt(first)} and {_fmt(s)}: "
-                                 f"all axes but {'channels' if axis == 0 else 'features'} must agree", str(i))
-        return first[:axis] + (sum(s[axis] for s in shapes),) + first[axis + 1:]
-
-    @classmethod
-    def lower(cls, shapes: list[Shape]):
+    def lower_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]):
         from ..nn import Concat as TorchConcat
 
-        return TorchConcat(concat_axis(len(shapes[0])) + 1)
+        return TorchConcat(concat_axis(xs[0]) + 1)  # + the batch axis
+
+    @classmethod
+    def brief(cls, p: Any) -> str:
+        return "concat"
 
 
-class Add(Merge):
+class Add(LayerKind):
     name = "add"
-    doc = "Adds branch outputs element-wise; every branch must have the same shape."
+    Params = NoParams
+    arity = None
+    example: dict[str, Any] = {}
+    doc = "Adds its inputs element-wise; every input must have the same shape."
+    input_desc = "two or more tensors of one shape"
+    shape_rule = "output shape = the (common) input shape"
+    flops_rule = "(inputs - 1) x output elements"
 
     @classmethod
-    def infer(cls, shapes: list[Shape]) -> Shape:
-        for i, s in enumerate(shapes[1:], 1):
-            if s != shapes[0]:
-                raise ShapeError(f"cannot add branch outputs {_fmt(shapes[0])} and {_fmt(s)}", str(i))
-        return shapes[0]
+    def output_types(cls, p: Any, xs: tuple[TensorType, ...]) -> tuple[TensorType, ...]:
+        for i, x in enumerate(xs[1:], 1):
+            if x.shape != xs[0].shape:
+                raise ShapeError(f"cannot add {xs[0]} and {x}", str(i))
+        return (xs[0],)
 
     @classmethod
-    def cost(cls, shapes: list[Shape], y: Shape) -> Cost:
-        return Cost(flops=(len(shapes) - 1) * numel(y))
+    def cost_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]) -> Cost:
+        return Cost(flops=(len(xs) - 1) * numel(ys[0].shape))
 
     @classmethod
-    def fix_hint(cls, x: Shape, a: Shape, b: Shape) -> str:
-        """An identity shortcut that no longer matches the body: project it as ResNet does (He et al.
-        2016, option B: a strided 1x1 convolution, then batch norm)."""
-        if len(x) != 3 or x not in (a, b):
-            return ""
-        y = b if a == x else a
-        if len(y) != 3 or x[1] % y[1] or x[2] % y[2] or x[1] // y[1] != x[2] // y[2]:
+    def fix_hint(cls, body: Shape, shortcut: Shape) -> str:
+        """An identity shortcut that no longer matches the body (the residual sugar adds the body
+        first): project it as ResNet does (He et al. 2016, option B: a strided 1x1 convolution, then
+        batch norm)."""
+        x, y = shortcut, body
+        if len(x) != 3 or len(y) != 3 or x[1] % y[1] or x[2] % y[2] or x[1] // y[1] != x[2] // y[2]:
             return ""
         stride = x[1] // y[1]
         return ("project the shortcut to the body's shape: `shortcut: [{conv2d: {out: %d, kernel: 1%s, "
                 "bias: false}}, batchnorm]`" % (y[0], f", stride: {stride}" if stride > 1 else ""))
 
     @classmethod
-    def lower(cls, shapes: list[Shape]):
+    def lower_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]):
         from ..nn import Add as TorchAdd
 
         return TorchAdd()
 
-
-def _fmt(shape: Shape) -> str:
-    return "x".join(map(str, shape))
+    @classmethod
+    def brief(cls, p: Any) -> str:
+        return "+"

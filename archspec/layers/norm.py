@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .base import Cost, LayerKind, LayerParams, PositiveInt, Shape, numel
+from .base import Cost, LayerKind, LayerParams, Shape, numel
 
 
 class BatchNormParams(LayerParams):
