@@ -108,9 +108,9 @@ def test_an_accuracy_needs_its_source() -> None:
         network: [flatten, {linear: {out: 2}}]
         """)
     with pytest.raises(SpecError) as err:
-        archspec.check(text)
+        archspec.check(archspec.load_text(text))
     (d,) = err.value.diagnostics
     assert (d.code, d.loc.line, d.path) == ("AS107", 4, "meta") and "source" in d.message
     with pytest.raises(SpecError) as err:
-        archspec.check(text.replace("{top1: 71.5}", "{top1: 171.5, source: x}"))
+        archspec.check(archspec.load_text(text.replace("{top1: 71.5}", "{top1: 171.5, source: x}")))
     assert [(d.code, d.path) for d in err.value.diagnostics] == [("AS104", "meta.top1")]
