@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import keyword
 import re
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,8 @@ from . import nn as archspec_nn
 from .analyze import Report
 from .expr import ExprError, evaluate, is_identifier, looks_like_expression
 from .lower import build_module
-from .resolve import Layer, Node, Sequence
+from .errors import call_note
+from .resolve import Node
 
 _SKIP_ARGS = {"self", "device", "dtype", "mode"}  # `mode` is fixed by nn.LSTM/GRU/RNN themselves
 _SIZE_ARGS = ("in_channels", "in_features", "num_features", "input_size")
@@ -41,7 +42,7 @@ class Leaf:
     args: OrderedDict[str, Any]  # constructor arguments that differ from their defaults
     positional: int  # how many of them are written positionally (the required ones)
     defaults: dict[str, Any]  # the constructor's defaults, for a use that leaves one out
-    node: Layer
+    node: Node
     written: dict[str, Any]  # the layer's parameters as the spec writes them
 
 
@@ -59,6 +60,10 @@ class Box:
     written: dict[str, Any] = field(default_factory=dict)  # a block's arguments as its invocation writes them
     cls: str = ""  # the class chosen for it
     call: list[tuple[str, Any]] = field(default_factory=list)  # its constructor arguments
+    mode: str = "chain"  # chain (nn.Sequential), parallel (`_forward`) or graph (`_graph_forward`)
+    wiring: tuple[Any, ...] = ()  # (inputs read, ((child, its inputs, outputs), ...), outputs): see _Tree.box
+    inputs: tuple[str, ...] = ("x",)  # the forward's parameters
+    branch: bool = False  # a branch of a parallel
 
 
 def _ctor(module: nn.Module) -> tuple[str, OrderedDict[str, Any], int, dict[str, Any]]:
@@ -112,7 +117,9 @@ def _simple(value: Any) -> Any:
 
 
 class _Tree:
-    """Walks the resolved graph beside the built module, into Leaf/Box trees."""
+    """Walks the graph IR beside the built module, into Leaf/Box trees: one Box per scope prefix
+    (block, group, repeat, branch, residual, concat), its layers and sub-containers in node order,
+    and how values flow between them (`Box.wiring`), from which the Box's form is chosen."""
 
     def __init__(self, report: Report):
         self.graph = report.graph
@@ -120,14 +127,28 @@ class _Tree:
         self.module = build_module(report, device="meta")
         self.helpers: set[type] = set()
         self.paths: dict[Any, tuple[Any, ...]] | None = None  # source location -> YAML path
+        self.scopes = {s.path: s for s in self.graph.scopes}
+        self.kids: dict[str, list[tuple[str, Any]]] = {"": []}  # container -> ("node", index) | ("box", path)
+        for i, node in enumerate(self.graph.nodes):
+            parts = node.scope.split(".")
+            for depth in range(1, len(parts)):
+                self.open(".".join(parts[:depth]))
+            parent = ".".join(parts[:-1])
+            if parts[-1] == "merge" and parent in self.scopes:  # empty branches (identity shortcuts) go before it
+                for s in self.graph.scopes:
+                    if s.label == "branch" and s.path.rsplit(".", 1)[0] == parent:
+                        self.open(s.path)
+            self.kids[parent].append(("node", i))
+
+    def open(self, path: str) -> None:
+        if path not in self.kids:
+            self.kids[path] = []
+            self.kids[path.rsplit(".", 1)[0] if "." in path else ""].append(("box", path))
 
     def root(self) -> Box:
-        box = Box(self.graph.name, "network", [])
-        box.children = [self.item(c, c.name, self.module.get_submodule(c.name)) for c in self.graph.root.children]
-        box.when = {c.name: self.when(c) for c in self.graph.root.children if self.when(c)}
-        return box
+        return self.box("")
 
-    def written(self, node: Layer) -> dict[str, Any]:
+    def written(self, node: Node) -> dict[str, Any]:
         data: Any = self.graph.doc.data
         try:
             for part in node.yaml_path:
@@ -136,14 +157,17 @@ class _Tree:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def invocation(self, node: Node, block: str) -> dict[str, Any]:
-        """The arguments written where a block is used (`{bottleneck: {width: width, ...}}`)."""
+    def invocation(self, path: str, block: str) -> dict[str, Any]:
+        """The arguments written where a block is used (`{bottleneck: {width: width, ...}}`): the
+        invocation's location is in the call chain of the block's layers."""
         if self.paths is None:
             self.paths = {}
-            for path, loc in self.graph.doc.value_locs.items():
-                if loc not in self.paths or len(path) < len(self.paths[loc]):
-                    self.paths[loc] = path
-        loc = node.loc if isinstance(node, Sequence) else (node.calls[0][1] if node.calls else None)
+            for ypath, loc in self.graph.doc.value_locs.items():
+                if loc not in self.paths or len(ypath) < len(self.paths[loc]):
+                    self.paths[loc] = ypath
+        first = next((n for n in self.graph.nodes if n.scope.startswith(path + ".")), None)
+        loc = next((where for note, where in (first.calls if first else ()) if note == call_note(block)),
+                   self.scopes[path].loc if path in self.scopes else None)
         data: Any = self.graph.doc.data
         for part in self.paths.get(loc, ("-",)):
             data = data.get(part) if isinstance(data, dict) else data[part] if isinstance(data, list) else None
@@ -151,41 +175,133 @@ class _Tree:
         return args if isinstance(args, dict) else {}
 
     def when(self, node: Node) -> str:
-        if isinstance(node, Layer):
-            cond = self.written(node).get("when")
-            return cond if isinstance(cond, str) and is_identifier(cond) else ""
-        return ""
+        cond = self.written(node).get("when")
+        return cond if isinstance(cond, str) and is_identifier(cond) else ""
 
-    def item(self, node: Node, name: str, module: nn.Module) -> Leaf | Box:
-        if isinstance(node, Layer):
-            if type(module).__module__ == archspec_nn.__name__:
-                self.helpers.add(type(module))
-            ctor, args, positional, defaults = _ctor(module)
-            written = self.written(node).get(node.kind)
-            return Leaf(name, ctor, args, positional, defaults, node, written if isinstance(written, dict) else {})
-        key = node.label if node.label in self.blocks else None
-        written = self.invocation(node, key) if key else {}
-        if isinstance(node, Sequence):
-            kids = [self.item(c, c.name, module.get_submodule(c.name)) for c in node.children]
-            return Box(name, key, kids, when={c.name: self.when(c) for c in node.children if self.when(c)},
-                       written=written)
-        box = Box(name, key or node.label, [], inline=node.inline is not None, written=written)
-        for b in node.branches:
-            if b.name == node.inline:
-                for c in b.children:
-                    box.children.append(self.item(c, c.name, module.get_submodule(c.name)))
-                    box.role[c.name] = "body"
-                    if self.when(c):
-                        box.when[c.name] = self.when(c)
+    def nodes_in(self, path: str) -> list[int]:
+        out: list[int] = []
+        for what, ref in self.kids[path]:
+            out += [ref] if what == "node" else self.nodes_in(ref)
+        return out
+
+    def ends(self, path: str) -> tuple[list[int], list[int]]:
+        """The values a container reads from outside (in order of first use) and those it gives:
+        the model's inputs and outputs for the network, else its last layer's output."""
+        nodes = self.nodes_in(path)
+        if not path:
+            return list(range(len(self.graph.inputs))), [o.value for o in self.graph.outputs]
+        made = {v for i in nodes for v in self.graph.nodes[i].outputs}
+        reads = list(dict.fromkeys(v for i in nodes for v in self.graph.nodes[i].inputs if v not in made))
+        return reads, list(self.graph.nodes[nodes[-1]].outputs) if nodes else []
+
+    def box(self, path: str) -> Box:
+        name = path.rsplit(".", 1)[-1] if path else self.graph.name
+        module = self.module.get_submodule(path) if path and self.nodes_in(path) else self.module
+        label = self.scopes[path].label if path in self.scopes else "network"
+        key = "network" if not path else label if label in self.blocks else None
+        box = Box(name, key, [], written=self.invocation(path, label) if key and path else {})
+        reads, gives = self.ends(path)
+        local: dict[int, Any] = {v: ("in", k) for k, v in enumerate(reads)}
+        steps: list[tuple[str, tuple[Any, ...], int]] = []
+        merge_at = None
+        for what, ref in self.kids[path]:
+            at = len(box.children)
+            if what == "node":
+                node = self.graph.nodes[ref]
+                sub = module.get_submodule(node.name)
+                ctor, args, positional, defaults = _ctor(sub)
+                written = self.written(node).get(node.kind)
+                child: Leaf | Box = Leaf(node.name, ctor, args, positional, defaults, node,
+                                         written if isinstance(written, dict) else {})
+                if self.when(node):
+                    box.when[node.name] = self.when(node)
+                ins, outs = node.inputs, node.outputs
+                if isinstance(sub, (archspec_nn.Concat, archspec_nn.Add)) and node.name == "merge":
+                    merge_at = at
+                    box.merge = ("cat", sub.dim) if isinstance(sub, archspec_nn.Concat) else ("add",)
             else:
-                box.children.append(self.item(b, b.name, module.get_submodule(b.name)))
-                box.role[b.name] = "branch"
-        for c in node.then:
-            box.children.append(self.item(c, c.name, module.get_submodule(c.name)))
-            box.role[c.name] = "then"
-        merge = module.merge
-        box.merge = ("cat", merge.dim) if hasattr(merge, "dim") else ("add",)
+                child = self.box(ref)
+                child.branch = self.scopes[ref].label == "branch" if ref in self.scopes else False
+                ins, outs = tuple(self.ends(ref)[0]), tuple(self.ends(ref)[1])
+            box.children.append(child)
+            steps.append((child.name, tuple(local.get(v, ("?", v)) for v in ins), len(outs)))
+            for j, v in enumerate(outs):
+                local[v] = at if len(outs) == 1 else (at, j)
+        result = tuple(local.get(v, ("?", v)) for v in gives) if gives else (("in", 0),) if reads else ()
+        box.wiring = (len(reads), tuple(steps), result)
+        if path:
+            box.inputs = ("x",) if len(reads) == 1 else tuple(f"x{k}" for k in range(len(reads)))
+        else:
+            box.inputs = tuple(_ident(i.name) for i in self.graph.inputs)
+        box.mode = "chain" if _is_chain(box.wiring) else "graph"
+        if merge_at is not None and self.parallel(box, merge_at):
+            box.mode = "parallel"
+            del box.children[merge_at]
+            key = key or label
+        else:
+            box.merge = ()
+        if box.mode == "graph":
+            key = key or label
+        for c in box.children:  # the helper classes the file must define (a merge written in place needs none)
+            if isinstance(c, Leaf) and type(self.module.get_submodule(c.node.scope)).__module__ == archspec_nn.__name__:
+                self.helpers.add(type(self.module.get_submodule(c.node.scope)))
+        box.key = key
         return box
+
+    @staticmethod
+    def parallel(box: Box, m: int) -> bool:
+        """Body layers in place (a residual's), branches beside them from the same input, merged,
+        then `then` layers: the form `_forward` writes; roles set on the box when it holds."""
+        reads, steps, result = box.wiring
+        if reads != 1 or any(n != 1 for i, (_, _, n) in enumerate(steps) if not _empty(box.children[i])):
+            return False
+        branches = [i for i in range(m) if isinstance(box.children[i], Box) and box.children[i].branch]
+        body = [i for i in range(m) if i not in branches]
+        if body and max(body) > min(branches or [m]):
+            return False
+        prev: Any = ("in", 0)
+        for i in body:
+            if steps[i][1] != (prev,):
+                return False
+            prev = i
+        ends = []
+        for i in branches:
+            if steps[i][1] not in ((("in", 0),), ()):
+                return False
+            ends.append(i if box.children[i].children else ("in", 0))
+        inline = len(steps[m][1]) == len(branches) + 1
+        if steps[m][1] != tuple(([prev] if inline else []) + ends) or (body and not inline):
+            return False
+        prev = m
+        for i in range(m + 1, len(steps)):
+            if steps[i][1] != (prev,):
+                return False
+            prev = i
+        if result != (prev,):
+            return False
+        box.inline = inline
+        for i in range(len(steps)):
+            box.role[box.children[i].name] = "body" if i in body else "branch" if i in branches else "then"
+        return True
+
+
+def _empty(child: Leaf | Box) -> bool:
+    return isinstance(child, Box) and not child.children
+
+
+def _is_chain(wiring: tuple[Any, ...]) -> bool:
+    """Each part reads the one before it (the first the one input), the last gives the output."""
+    reads, steps, result = wiring
+    if not reads and not steps:
+        return True  # an empty branch: the identity
+    if reads != 1 or any(n != 1 for _, _, n in steps):
+        return False
+    prev: Any = ("in", 0)
+    for i, (_, ins, _) in enumerate(steps):
+        if ins != (prev,):
+            return False
+        prev = i
+    return result == (prev,)
 
 
 # -- generalising the uses of one class ---------------------------------------------------------
@@ -234,7 +350,10 @@ class _Class:
     # pass 1: a skeleton of the body with a slot for every value
     def merge(self, boxes: list[Box | None], path: str) -> list[tuple[str, Any]]:
         """Children merged by name over the uses; (name, entry) in registration order."""
-        kids = [_collapse(box.children) if box else [] for box in boxes]
+        if len({(b.mode, b.wiring if b.mode == "graph" else ()) for b in boxes if b}) > 1:
+            raise _NotGeneral(path)  # a straight-line forward is written from one use: all must match it
+        kids = [(_collapse(box.children) if box.mode != "graph" else list(box.children)) if box else []
+                for box in boxes]
         order: list[str] = []  # every use's children, in each use's order (a child a use lacks goes where others have it)
         for children in kids:
             at = 0
@@ -509,7 +628,7 @@ def eject_source(report: Report) -> str:
         while variants:
             group = variants.pop(0)
             base = _camel(report.graph.name) if key == "network" else _camel(key)
-            name = _unique(base, {c.name for c in classes})
+            name = _unique(base, {c.name for c in classes} | {h.__name__ for h in tree.helpers})
             cls = _Class(name, group, expressions)
             try:
                 cls.entries = cls.merge(group, "")
@@ -556,7 +675,7 @@ def _render(report: Report, classes: list[_Class], helpers: set[type], constants
     written = [f"{n} = {v!r}" for n, v in constants.items() if n in used and not any(n in c.args for c in classes)]
     if written:
         out += ["# the spec's vars", *written, ""]
-    order = [archspec_nn.PaddedConv2d, archspec_nn.GlobalPool, archspec_nn._Recurrent, archspec_nn.RNN,
+    order = [archspec_nn.PaddedConv2d, archspec_nn.GlobalPool, archspec_nn.Concat, archspec_nn.Add, archspec_nn._Recurrent, archspec_nn.RNN,
              archspec_nn.GRU, archspec_nn.LSTM]
     needed = set(helpers)
     if needed & {archspec_nn.RNN, archspec_nn.GRU, archspec_nn.LSTM}:
@@ -568,8 +687,8 @@ def _render(report: Report, classes: list[_Class], helpers: set[type], constants
     for cls in classes:
         w = _Writer()
         key = cls.uses[0].key or ""
-        parallel = bool(cls.uses[0].merge)
-        base = "nn.Module" if parallel else "nn.Sequential"
+        mode = cls.uses[0].mode
+        base = "nn.Sequential" if mode == "chain" else "nn.Module"
         doc = blocks[key].doc if key in blocks and getattr(blocks[key], "doc", "") else ""
         what = f"Block '{key}' of the spec" if key in blocks else ("The network" if key == "network" else
                                                                     f"A {key} written in the spec")
@@ -578,8 +697,10 @@ def _render(report: Report, classes: list[_Class], helpers: set[type], constants
         out.append(f"    def __init__(self{args}):")
         out.append("        super().__init__()")
         w.body(cls.entries, "self", "        ")
-        if parallel:
+        if mode == "parallel":
             w.lines += _forward(cls)
+        elif mode == "graph":
+            w.lines += _graph_forward(cls.uses[0])
         out += w.lines
     net = classes[-1]
     call = ", ".join(f"{a}={v!r}" for a, v in net.uses[0].call)
@@ -618,6 +739,29 @@ def _forward(cls: _Class) -> list[str]:
     for n in then:
         lines.append(f"        out = self.{n}(out)")
     lines.append("        return out")
+    return lines
+
+
+def _graph_forward(use: Box) -> list[str]:
+    """Any other dataflow (several inputs or outputs, `from:` references): one line per part in
+    order, a value kept in a variable named after its part while a later part still reads it."""
+    _, steps, result = use.wiring
+    reads = Counter(r for _, ins, _ in steps for r in ins) + Counter(result)
+    names = set(use.inputs) | {_ident(n) for n, _, _ in steps}
+    temp = next(t for t in ("x", "h", "out", "y", "tmp") if t not in names)
+    var: dict[Any, str] = {("in", k): p for k, p in enumerate(use.inputs)}
+    taken = set(use.inputs) | {temp}
+    lines = ["", f"    def forward(self, {', '.join(f'{p}: torch.Tensor' for p in use.inputs)})"
+             f" -> {'torch.Tensor' if len(result) == 1 else 'tuple[torch.Tensor, ...]'}:"]
+    for i, (name, ins, n) in enumerate(steps):
+        call = f"self.{name}({', '.join(var[r] for r in ins)})"
+        refs = [i] if n == 1 else [(i, j) for j in range(n)]
+        for r in refs:
+            passing = n == 1 and reads[r] == 1 and i + 1 < len(steps) and steps[i + 1][1] == (i,)
+            var[r] = temp if passing else _unique(_ident(name if n == 1 else f"{name}_{r[1]}"), dict.fromkeys(taken))
+            taken.add(var[r])
+        lines.append(f"        {', '.join(var[r] for r in refs)} = {call}")
+    lines.append(f"        return {', '.join(var[r] for r in result)}")
     return lines
 
 
