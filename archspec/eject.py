@@ -754,6 +754,8 @@ def _graph_forward(use: Box) -> list[str]:
     lines = ["", f"    def forward(self, {', '.join(f'{p}: torch.Tensor' for p in use.inputs)})"
              f" -> {'torch.Tensor' if len(result) == 1 else 'tuple[torch.Tensor, ...]'}:"]
     for i, (name, ins, n) in enumerate(steps):
+        if not n:
+            continue  # an empty branch: the identity, its readers read its input
         call = f"self.{name}({', '.join(var[r] for r in ins)})"
         refs = [i] if n == 1 else [(i, j) for j in range(n)]
         for r in refs:

@@ -21,6 +21,9 @@ from archspec.export_onnx import vocab_size
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = sorted((ROOT / "specs").glob("*.yaml"))
+# several inputs or outputs, `from:` references: a straight-line forward (googlenet_aux is in the zoo)
+GRAPHS = [ROOT / "examples/image_metadata.yaml", ROOT / "examples/multiscale_head.yaml",
+          ROOT / "tests/data/eject_wiring.yaml"]
 BIG = {"vgg11", "vgg11_bn", "vgg11_lrn", "vgg13", "vgg16", "vgg16_c", "vgg19", "resnet101", "resnet152", "alexnet"}
 TOLERANCE = 1e-5  # relative to max(1, max|build output|)
 
@@ -34,16 +37,21 @@ def eject(spec: Path, folder: Path) -> tuple[Path, ModuleType]:
     return out, module
 
 
-def example(report: archspec.Report, batch: int = 2) -> torch.Tensor:
+def example(report: archspec.Report, batch: int = 2) -> tuple[torch.Tensor, ...]:
+    """One random batch per model input."""
     gen = torch.Generator().manual_seed(0)
-    shape = (batch, *report.graph.input.shape)
-    if report.graph.input.dtype == "int64":
-        return torch.randint(0, vocab_size(report), shape, generator=gen)
-    return torch.randn(shape, generator=gen)
+    xs = []
+    for inp in report.graph.inputs:
+        shape = (batch, *inp.shape)
+        if inp.dtype == "int64":
+            xs.append(torch.randint(0, vocab_size(report), shape, generator=gen))
+        else:
+            xs.append(torch.randn(shape, generator=gen))
+    return tuple(xs)
 
 
-@pytest.mark.parametrize("spec", [pytest.param(s, marks=pytest.mark.slow) if s.stem in BIG else s for s in ZOO],
-                         ids=lambda s: s.stem)
+@pytest.mark.parametrize("spec", [pytest.param(s, marks=pytest.mark.slow) if s.stem in BIG else s
+                                  for s in ZOO + GRAPHS], ids=lambda s: s.stem)
 def test_ejected_module_equals_build(spec: Path, tmp_path: Path):
     path, ejected = eject(spec, tmp_path)
     imports = set()
@@ -60,17 +68,21 @@ def test_ejected_module_equals_build(spec: Path, tmp_path: Path):
     ours_keys = [(k, tuple(v.shape)) for k, v in built.state_dict().items()]
     assert [(k, tuple(v.shape)) for k, v in theirs.state_dict().items()] == ours_keys
     theirs.load_state_dict(built.state_dict(), strict=True)
-    x = example(report)
+    xs = example(report)
     with torch.no_grad():
-        want, got = built(x), theirs(x)
-    assert want.shape == got.shape
-    assert float((want - got).abs().max()) <= TOLERANCE * max(1.0, float(want.abs().max()))
+        want, got = built(*xs), theirs(*xs)
+    if len(report.graph.outputs) == 1:
+        want, got = (want,), (got,)
+    assert isinstance(got, tuple) and len(got) == len(want) == len(report.graph.outputs)
+    for w, g in zip(want, got):
+        assert w.shape == g.shape
+        assert float((w - g).abs().max()) <= TOLERANCE * max(1.0, float(w.abs().max()))
 
 
 @pytest.mark.skipif(shutil.which("ruff") is None and not (Path(sys.executable).parent / "ruff").exists(),
                     reason="ruff is in the test extra")
 def test_ejected_zoo_is_ruff_clean(tmp_path: Path):
-    for spec in ZOO:
+    for spec in ZOO + GRAPHS:
         assert main(["eject", str(spec), "-o", str(tmp_path / f"{spec.stem}.py")]) == 0
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     r = subprocess.run([ruff, "check", "--isolated", "--select", "E,F,W,I", "--line-length", "120", str(tmp_path)],
@@ -91,6 +103,21 @@ def test_resnet50_reads_like_its_spec(tmp_path: Path):
     assert "        for i in range(1, blocks):\n" in text
     assert "self.layer3 = Stage(width=256, blocks=6, stride=2, in_channels=512)" in text
     assert "archspec" not in text.replace("`archspec eject`", "").replace("`archspec.build`", "")
+
+
+def test_references_become_a_straight_line_forward(tmp_path: Path):
+    """Several inputs, several outputs and `from:` references: one line per layer, a value kept in a
+    variable named after its layer while a later one reads it; blocks stay classes."""
+    text = eject(ROOT / "examples/image_metadata.yaml", tmp_path)[0].read_text()
+    assert "    def forward(self, image: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:\n" in text
+    assert "        meta_mlp = self.meta_mlp(meta)\n        x = self.joined(image_features, meta_mlp)\n" in text
+    text = eject(ROOT / "specs/googlenet_aux.yaml", tmp_path)[0].read_text()
+    assert "class Inception(nn.Module):" in text and "class AuxHead(nn.Sequential):" in text
+    assert "        aux1 = self.aux1(inception4a)\n        aux2 = self.aux2(inception4d)\n" in text
+    assert "        return fc, aux1, aux2\n" in text
+    text = eject(ROOT / "tests/data/eject_wiring.yaml", tmp_path)[0].read_text()
+    assert "class Unit(nn.Module):" in text and "        h = self.sum(a, b)\n" in text
+    assert "    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:\n" in text
 
 
 def test_docs_show_the_current_ejected_block(tmp_path: Path):
