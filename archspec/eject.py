@@ -8,6 +8,12 @@ value the spec writes as an expression of parameters (`channels * 4`) is written
 expression; a value that never changes stays a literal. Layers are written from the module the
 kind's own `lower` rule builds (its constructor's arguments read back from the module), so the
 ejected model has `archspec.build`'s state-dict keys, in the same order, and its outputs.
+
+The form of each container follows its dataflow in the graph IR: a chain (each part reads the one
+before) is an `nn.Sequential`; a residual, concat or add whose branches all read the container's
+input gets the forward those constructs read as (`out = out + self.shortcut(x)`); anything else
+(several inputs or outputs, `from:` references inside it) gets a correct straight-line forward,
+one line per part, rather than a failure. Loops are written only in `nn.Sequential`s.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ from torch import nn
 
 from . import nn as archspec_nn
 from .analyze import Report
+from .errors import call_note
 from .expr import ExprError, evaluate, is_identifier, looks_like_expression
 from .lower import build_module
-from .errors import call_note
 from .resolve import Node
 
 _SKIP_ARGS = {"self", "device", "dtype", "mode"}  # `mode` is fixed by nn.LSTM/GRU/RNN themselves
@@ -449,9 +455,9 @@ class _Class:
             for fname, raw in item.written.items():
                 if not (fname == arg or fname in arg.split("_")):
                     continue
-                if isinstance(raw, str) and raw != value and (is_identifier(raw) or looks_like_expression(raw)):
-                    if _simple(getattr(item.node.params, fname, None)) == value:
-                        here.add(raw)
+                if (isinstance(raw, str) and raw != value and (is_identifier(raw) or looks_like_expression(raw))
+                        and _simple(getattr(item.node.params, fname, None)) == value):
+                    here.add(raw)
             found = here if found is None else found & here
         candidates = sorted(found or ())
         idents = [c for c in candidates if is_identifier(c)]
@@ -490,7 +496,7 @@ class _Class:
             same_expr = next((e.out for e in self.slots if e.expr and e.out == e.expr and e.values == s.values), None)
             for expr, mapping in s.derived:
                 if all(m.out and is_identifier(m.out) for m in mapping.values()):
-                    text = re.sub(r"[A-Za-z_]\w*", lambda t: mapping[t.group(0)].out if t.group(0) in mapping
+                    text = re.sub(r"[A-Za-z_]\w*", lambda t, m=mapping: m[t.group(0)].out if t.group(0) in m
                                   else t.group(0), expr)
                     if self.expression_holds(_Slot(s.values, expr=text), groups, constants):
                         same_expr = same_expr or text
@@ -751,8 +757,9 @@ def _graph_forward(use: Box) -> list[str]:
     temp = next(t for t in ("x", "h", "out", "y", "tmp") if t not in names)
     var: dict[Any, str] = {("in", k): p for k, p in enumerate(use.inputs)}
     taken = set(use.inputs) | {temp}
-    lines = ["", f"    def forward(self, {', '.join(f'{p}: torch.Tensor' for p in use.inputs)})"
-             f" -> {'torch.Tensor' if len(result) == 1 else 'tuple[torch.Tensor, ...]'}:"]
+    params = ", ".join(f"{p}: torch.Tensor" for p in use.inputs)
+    returns = "torch.Tensor" if len(result) == 1 else "tuple[torch.Tensor, ...]"
+    lines = ["", f"    def forward(self, {params}) -> {returns}:"]
     for i, (name, ins, n) in enumerate(steps):
         if not n:
             continue  # an empty branch: the identity, its readers read its input
