@@ -29,7 +29,7 @@ from torch import nn
 
 from . import nn as archspec_nn
 from .analyze import Report
-from .errors import call_note
+from .errors import InternalError, call_note
 from .expr import ExprError, evaluate, is_identifier, looks_like_expression
 from .lower import build_module
 from .resolve import Node
@@ -235,6 +235,9 @@ class _Tree:
                 local[v] = at if len(outs) == 1 else (at, j)
         result = tuple(local.get(v, ("?", v)) for v in gives) if gives else (("in", 0),) if reads else ()
         box.wiring = (len(reads), tuple(steps), result)
+        if any(isinstance(r, tuple) and r[0] == "?" for r in (*result, *(r for _, ins, _ in steps for r in ins))):
+            raise InternalError(f"eject: a layer in '{path or self.graph.name}' reads a value private to another "
+                                "container, which resolve does not allow; please report this with the spec")
         if path:
             box.inputs = ("x",) if len(reads) == 1 else tuple(f"x{k}" for k in range(len(reads)))
         else:
