@@ -211,9 +211,10 @@ class Session:
         if not text and not single:
             return []
         try:
-            metas = json.loads(text) if text else [json.loads(single)]
+            metas = json.loads(text) if text else []
             ok = isinstance(metas, list)
-            for meta in metas if ok else ():
+            first = [json.loads(single)] if single else []  # kept for readers of one-input exports
+            for meta in (metas if ok else []) + first:
                 if meta is None:
                     continue
                 dims = meta["dims"]
@@ -224,7 +225,7 @@ class Session:
             ok = False
         if not ok:
             raise RunError("the model's archspec input metadata is malformed; pass --input FILE.npy")
-        return metas
+        return metas or first
 
     def coerce(self, array: "np.ndarray", name: str | None = None) -> dict[str, "np.ndarray"]:
         """A user array for the (first) input: dtype cast, a batch axis added to a single sample,
