@@ -244,10 +244,28 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export_onnx import export_model
 
+    if args.triton_repo is not None:
+        return cmd_export_triton(args)
+    if args.output is None:
+        raise UsageError("export needs -o MODEL.onnx or --triton-repo DIR")
     report = _check(args.spec, _limits(args))
     result = export_model(report, Path(args.output), weights=args.weights, opset=args.opset,
                           dynamic=args.dynamic, verbose=args.verbose, exporter=args.exporter)
     print(result.summary())
+    return EXIT_OK
+
+
+def cmd_export_triton(args: argparse.Namespace) -> int:
+    """`export --triton-repo DIR`: the export plus Triton's config.pbtxt (archspec/triton.py)."""
+    from .triton import write_repository
+
+    if args.output is not None:
+        raise UsageError("give either -o MODEL.onnx or --triton-repo DIR, not both")
+    report = _check(args.spec, _limits(args))
+    repo = write_repository(report, Path(args.triton_repo), version=args.triton_version,
+                            max_batch=args.triton_max_batch, device=args.triton_device, weights=args.weights,
+                            opset=args.opset, dynamic=args.dynamic, verbose=args.verbose, exporter=args.exporter)
+    print(repo.summary())
     return EXIT_OK
 
 
@@ -488,7 +506,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("export", cmd_export, "Export to ONNX and verify it: checker, dynamic axes, shape inference, "
                 "onnxruntime = PyTorch at two sizes of each dynamic axis.")
     p.add_argument("spec")
-    p.add_argument("-o", "--output", required=True, help="the .onnx file to write (atomically)")
+    p.add_argument("-o", "--output", default=None, help="the .onnx file to write (atomically)")
     p.add_argument("--weights", default=None, help="a .safetensors, torch.save(module.state_dict()) or .npz file "
                    "of the built module (see `archspec weights import` for foreign checkpoints)")
     p.add_argument("--opset", type=_int_in(1, 1000), default=None, help="ONNX opset (default: the exporter's)")
@@ -498,6 +516,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
                    help="torch.onnx exporter (default: chosen from the layer kinds)")
     p.add_argument("--verbose", action="store_true", help="show the exporters' own output")
+    triton = p.add_argument_group("Triton model repository (instead of -o)")
+    triton.add_argument("--triton-repo", default=None, metavar="DIR",
+                        help="write DIR/<name>/config.pbtxt and DIR/<name>/<version>/model.onnx")
+    triton.add_argument("--triton-device", choices=("cpu", "gpu"), default="cpu", help="instance_group kind")
+    triton.add_argument("--triton-max-batch", type=int, default=8, metavar="B",
+                        help="max_batch_size when the batch axis is dynamic (default 8)")
+    triton.add_argument("--triton-version", type=int, default=1, metavar="N", help="model version folder")
 
     weights = sub.add_parser("weights", help="Pretrained weights: import a torchvision/timm checkpoint.")
     weights.set_defaults(command=lambda args: weights.print_help() or EXIT_USAGE)
