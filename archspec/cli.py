@@ -316,6 +316,23 @@ def _run_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`serve`: the model on Ray Serve, Open Inference Protocol over HTTP (archspec/serve.py)."""
+    try:
+        from .serve import ServeOptions, serve_forever
+    except ImportError as exc:
+        raise UsageError(f"`serve` needs {exc.name}, which is not installed: pip install 'archspec[serve]'") from None
+    from .runtime import is_spec
+
+    model = _check(args.model, _limits(args)) if is_spec(args.model) else args.model
+    options = ServeOptions(name=args.name, replicas=args.replicas, max_batch=args.max_batch,
+                           batch_wait_ms=args.batch_wait_ms, threads=args.threads,
+                           max_body_bytes=int(args.max_body_mb * (1 << 20)), host=args.host, port=args.port,
+                           address=args.address, num_cpus=args.num_cpus)
+    serve_forever(model, options)
+    return EXIT_OK
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .runtime import bench_model, bench_notes, bench_table
 
@@ -566,6 +583,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=_int_in(0), default=3)
     p.add_argument("--threads", type=_int_in(1, 4096), default=None, help="threads for both (default: physical cores)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="onnxruntime's device")
+    p = command("serve", cmd_serve, "Serve a model (or a spec, exported first) on Ray Serve over the Open "
+                "Inference Protocol (KServe v2): infer, metadata, health; concurrent requests share a run.")
+    p.add_argument("model", metavar="MODEL", help="a .onnx file, or a .yaml spec")
+    p.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas, one onnxruntime session each")
+    p.add_argument("--max-batch", type=int, default=8, metavar="B",
+                   help="requests gathered into one run (@serve.batch), and samples per request")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="T",
+                   help="how long a partial batch waits for more requests")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
+    p.add_argument("--address", default=None, help="join this Ray cluster (e.g. auto, ray://head:10001) "
+                   "instead of starting a local Ray")
+    p.add_argument("--name", default=None, help="the served model name (default: the spec's)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads per replica "
+                   "(default: physical cores / replicas)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: physical cores)")
+    p.add_argument("--max-body-mb", type=float, default=64.0, help="larger request bodies get 413")
     for p in with_limits:  # after each command's own options, so `--help` reads in that order
         limits = p.add_argument_group("limits (accept 30M, 5G, ...)")
         for field in Limits.names():
