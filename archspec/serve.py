@@ -497,8 +497,11 @@ def load_model(model: Any, *, limits: Any = None) -> tuple[bytes | str, Contract
     return path.read_bytes(), contract
 
 
-def start(model: Any, options: ServeOptions = ServeOptions(), *, limits: Any = None) -> tuple[Contract, str]:
-    """Starts (or joins) Ray, then the application; returns the contract and the base URL."""
+def start(model: Any, options: ServeOptions = ServeOptions(), *, limits: Any = None,
+          sigterm_interrupts: bool = False) -> tuple[Contract, str]:
+    """Starts (or joins) Ray, then the application; returns the contract and the base URL.
+    sigterm_interrupts: SIGTERM raises KeyboardInterrupt from then on (ray.init installs a handler
+    that aborts the process, which would leave no chance to shut down cleanly)."""
     import ray
     from ray import serve
 
@@ -513,6 +516,8 @@ def start(model: Any, options: ServeOptions = ServeOptions(), *, limits: Any = N
     else:
         ray.init(address="local", num_cpus=options.num_cpus or physical_cores(), include_dashboard=False,
                  object_store_memory=256 << 20, logging_level="warning", log_to_driver=False)
+    if sigterm_interrupts and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         serve.start(http_options={"host": options.host, "port": options.port})
         serve.run(application(data, contract, options), name=contract.name, route_prefix="/",
@@ -541,10 +546,10 @@ def serve_forever(model: Any, options: ServeOptions, *, limits: Any = None) -> N
     """`archspec serve`: runs until Ctrl-C or SIGTERM, then shuts Serve and Ray down."""
     import sys
 
-    contract, url = start(model, options, limits=limits)
-    if threading.current_thread() is threading.main_thread():
-        # ray.init installs a crash handler on SIGTERM in this process; `kill` must shut down cleanly
-        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        contract, url = start(model, options, limits=limits, sigterm_interrupts=True)
+    except KeyboardInterrupt:  # stopped while starting: start() has shut down what it started
+        return
     try:
         print(f"serving '{contract.name}' at {url}/v2/models/{contract.name} (infer: POST .../infer); "
               f"{options.replicas} replica(s), up to {options.max_batch} requests per run, "
