@@ -358,7 +358,9 @@ def _deployment_class() -> Any:
             from . import __version__
             from .runtime import Session
 
-            self.session = Session(model, device="cpu", threads=threads)
+            # no spinning: idle pool threads that busy-wait between a run's tasks would take the CPU
+            # the event loop needs to accept the requests of the next batch
+            self.session = Session(model, device="cpu", threads=threads, spinning="never")
             self.contract = read_contract(model, name)
             self.limits = Limits(max_batch, max_body_bytes)
             self.version = __version__
@@ -469,10 +471,13 @@ def application(model: bytes | str, contract: Contract, options: ServeOptions) -
 
 
 def load_model(model: Any, *, limits: Any = None) -> tuple[bytes | str, Contract]:
-    """The model to ship to replicas: an ONNX file's bytes (a spec is exported and verified first);
+    """The model to ship to replicas: an ONNX file's bytes (a spec is exported and verified first;
+    bytes pass as they are);
     a model with external data (over 2 GB) is shipped as its path, which every node must see."""
     from .runtime import is_spec
 
+    if isinstance(model, bytes):
+        return model, read_contract(model)
     if is_spec(model):
         from .api import check
         from .export_onnx import export_model

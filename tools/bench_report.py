@@ -10,6 +10,7 @@
 
 Sections: the machine; the targets; (1) archspec's static analysis against forward-pass tools
 (tools/bench_peers.py); the checker's fresh-process speed and its profile (tools/bench_check.py);
+(4) serving, tools/bench_serve.py (`--serve-json PATH` includes a saved run);
 (2/3) inference, when tools/bench_inference.py exists: if its --help lists `--json`, it is run as
 `python tools/bench_inference.py --json PATH` and that JSON goes under "inference" in
 docs/benchmarks.json; it may carry "markdown" (a string, included verbatim) or
@@ -853,6 +854,17 @@ def inference_section(inf: dict | None) -> list[str]:
     return out + [""]
 
 
+def serve_section(srv: dict | None) -> list[str]:
+    """tools/bench_serve.py's run (`--serve-json PATH`, or run here): `archspec serve` under load."""
+    if not srv:
+        return []
+    out = ["## 4. Serving: `archspec serve` under load", ""]
+    if srv.get("error"):
+        return out + [f"tools/bench_serve.py failed: {srv['error']}", ""]
+    return out + [f"Output of `python tools/bench_serve.py` (started {srv.get('started', 'at an unrecorded time')}):",
+                  "", srv["markdown"].rstrip(), ""]
+
+
 def render(data: dict) -> str:
     m = data["machine"]
     out = ["# Benchmarks", "",
@@ -876,6 +888,7 @@ def render(data: dict) -> str:
     if data.get("check") and not data["check"].get("error"):
         out += check_section(data["check"], found)
     out += inference_section(data.get("inference"))
+    out += serve_section(data.get("serve"))
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -888,12 +901,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inference-json", type=Path, help="include this JSON instead of running bench_inference.py")
     ap.add_argument("--inference-timeout", type=float, default=2400)
     ap.add_argument("--from-json", type=Path, help="re-render the Markdown from a saved benchmarks.json")
+    ap.add_argument("--serve-json", type=Path, help="include this tools/bench_serve.py --json run")
+    ap.add_argument("--skip-serve", action="store_true")
     ap.add_argument("--out-dir", type=Path, default=DOCS)
     a = ap.parse_args(argv)
     if a.from_json:
         data = json.loads(a.from_json.read_text())
         if a.inference_json:  # a newer inference run replaces the saved one (its figures are self-contained)
             data["inference"] = json.loads(a.inference_json.read_text())
+        if a.serve_json:
+            data["serve"] = json.loads(a.serve_json.read_text())
     else:
         t0 = time.perf_counter()
         data = {"machine": bc.machine_info()}
@@ -910,6 +927,11 @@ def main(argv: list[str] | None = None) -> int:
             data["inference"] = run_inference(a.inference_timeout)
         elif INFERENCE_SCRIPT.exists():
             data["inference"] = {"skipped": True}
+        if a.serve_json:
+            data["serve"] = json.loads(a.serve_json.read_text())
+        elif not a.skip_serve:
+            print("bench_serve ...", file=sys.stderr, flush=True)
+            data["serve"] = run_json("bench_serve.py", ["--seconds", "5"] if a.quick else [])
         data["suite_seconds"] = time.perf_counter() - t0
         data["machine"]["load_end"] = bc.loadavg()
     bc.write_json(a.out_dir / "benchmarks.json", data)
