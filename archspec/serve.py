@@ -367,7 +367,7 @@ def _deployment_class() -> Any:
             self.infer_batch.set_max_batch_size(max_batch)
             self.infer_batch.set_batch_wait_timeout_s(batch_wait_s)
             self.executions = self.requests = self.samples = 0
-            self.batch_counts: dict[int, int] = {}  # requests per run -> runs
+            self.batch_counts: dict[int, tuple[int, int]] = {}  # requests per run -> (runs, nanoseconds)
 
         def _unknown(self, model_name: str) -> JSONResponse | None:
             if model_name == self.contract.name:
@@ -398,12 +398,13 @@ def _deployment_class() -> Any:
 
         @api.get("/v2/models/{model_name}/stats")
         async def stats(self, model_name: str) -> Any:
-            """Triton's statistics extension, counts only; per replica (the one that answers)."""
+            """Triton's statistics extension, in part: counts, and the model's time per number of
+            requests gathered (`batch_stats`); per replica (the one that answers)."""
             return self._unknown(model_name) or {"model_stats": [{
                 "name": self.contract.name, "version": VERSION, "inference_count": self.samples,
                 "execution_count": self.executions, "request_count": self.requests,
-                "batch_stats": [{"batch_size": b, "compute_infer": {"count": n}}
-                                for b, n in sorted(self.batch_counts.items())]}]}
+                "batch_stats": [{"batch_size": b, "compute_infer": {"count": n, "ns": ns}}
+                                for b, (n, ns) in sorted(self.batch_counts.items())]}]}
 
         @api.post("/v2/models/{model_name}/infer")
         @api.post("/v2/models/{model_name}/versions/{model_version}/infer")
@@ -428,12 +429,15 @@ def _deployment_class() -> Any:
 
         @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
         async def infer_batch(self, requests: list[InferRequest]) -> list[Any]:
+            t0 = time.perf_counter_ns()
             results = await asyncio.to_thread(run_batch, self.session, self.contract, requests)
+            ns = time.perf_counter_ns() - t0
             self.executions += len({tuple(a.shape[1:] for a in r.feeds.values()) for r in requests}) \
                 if self.contract.batched else len(requests)  # one run per group of equal non-batch axes
             self.requests += len(requests)
             self.samples += sum(r.batch for r in requests)
-            self.batch_counts[len(requests)] = self.batch_counts.get(len(requests), 0) + 1
+            count, total = self.batch_counts.get(len(requests), (0, 0))
+            self.batch_counts[len(requests)] = (count + 1, total + ns)
             return results
 
     return OpenInferenceModel

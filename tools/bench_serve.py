@@ -26,7 +26,9 @@ import argparse
 import http.client
 import json
 import statistics
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -115,12 +117,16 @@ def load(port: int, name: str, bodies: list[tuple[bytes, dict]], seconds: float,
     flat = sorted(x for lat in latencies for x in lat)
     runs = stats1["execution_count"] - stats0["execution_count"]
     reqs = stats1["request_count"] - stats0["request_count"]
-    before = {b["batch_size"]: b["compute_infer"]["count"] for b in stats0["batch_stats"]}
-    formed = {b["batch_size"]: b["compute_infer"]["count"] - before.get(b["batch_size"], 0)
+    before = {b["batch_size"]: b["compute_infer"] for b in stats0["batch_stats"]}
+    formed = {b["batch_size"]: b["compute_infer"]["count"] - before.get(b["batch_size"], {}).get("count", 0)
               for b in stats1["batch_stats"]}
+    busy_ns = sum(b["compute_infer"]["ns"] - before.get(b["batch_size"], {}).get("ns", 0)
+                  for b in stats1["batch_stats"])
     return {"requests": len(flat), "seconds": seconds, "throughput": len(flat) / seconds,
             "p50": percentile(flat, 50), "p99": percentile(flat, 99),
             "requests_per_run": reqs / runs if runs else 0.0,
+            "model_seconds_per_run": busy_ns / 1e9 / runs if runs else 0.0,
+            "model_busy": busy_ns / 1e9 / seconds,
             "batch_histogram": {b: n for b, n in sorted(formed.items()) if n}}
 
 
@@ -132,24 +138,41 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[int(k)]
 
 
-def in_process(session, contract, batches: list[int], seconds: float) -> dict[int, dict]:
-    """onnxruntime in this process, same session settings as a replica: median latency per batch."""
-    rows = {}
-    for b in batches:
-        import numpy as np
+def in_process(model: Path, batches: list[int], threads: int, seconds: float) -> dict[int, dict]:
+    """onnxruntime in a fresh process (`--reference`), as `archspec run` makes a session, with pool
+    threads spinning during a run (archspec's default) and without (as a replica): the faster."""
+    import subprocess
 
-        rng = np.random.default_rng(0)
-        feeds = {t.name: rng.standard_normal([b] + [d if d > 0 else 1 for d in t.shape[1:]]).astype(t.dtype)
-                 for t in contract.inputs}
-        run = session.run_fn(feeds)
-        run()
-        times, deadline = [], time.perf_counter() + seconds
-        while time.perf_counter() < deadline or len(times) < 5:
-            t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, __file__, "--reference", str(model), "--batches",
+                          ",".join(map(str, batches)), "--threads", str(threads), "--seconds", str(seconds)],
+                         capture_output=True, text=True, check=True, timeout=600)
+    return {int(b): v for b, v in json.loads(out.stdout).items()}
+
+
+def reference(model: str, batches: list[int], threads: int, seconds: float) -> dict[int, dict]:
+    import numpy as np
+
+    from archspec.contract import read_contract
+    from archspec.runtime import Session
+
+    contract = read_contract(model)
+    rows: dict[int, dict] = {}
+    for spinning in ("during_run", "never"):
+        session = Session(model, threads=threads, spinning=spinning)
+        for b in batches:
+            rng = np.random.default_rng(0)
+            feeds = {t.name: rng.standard_normal([b] + [d if d > 0 else 1 for d in t.shape[1:]]).astype(t.dtype)
+                     for t in contract.inputs}
+            run = session.run_fn(feeds)
             run()
-            times.append(time.perf_counter() - t0)
-        med = statistics.median(times)
-        rows[b] = {"latency": med, "throughput": b / med, "runs": len(times)}
+            times, deadline = [], time.perf_counter() + seconds
+            while time.perf_counter() < deadline or len(times) < 5:
+                t0 = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - t0)
+            med = statistics.median(times)
+            if b not in rows or med < rows[b]["latency"]:
+                rows[b] = {"latency": med, "throughput": b / med, "runs": len(times), "spinning": spinning}
     return rows
 
 
@@ -157,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench_common import busy_processes, loadavg, machine_info
 
     import archspec
-    from archspec.runtime import Session, physical_cores
+    from archspec.runtime import physical_cores
     from archspec.serve import ServeOptions, load_model, start, stop
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -172,7 +195,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="tensors as raw bytes (binary tensor data extension) or JSON numbers")
     p.add_argument("--port", type=int, default=8123)
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--reference", help=argparse.SUPPRESS)  # internal: the in-process figures, as JSON
+    p.add_argument("--batches", default="1", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.reference:
+        print(json.dumps(reference(args.reference, [int(b) for b in args.batches.split(",")], args.threads,
+                                   args.seconds)))
+        return 0
     levels = [int(c) for c in args.concurrency.split(",")]
     threads = args.threads or physical_cores()
 
@@ -185,43 +214,49 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     start(data, options)
     startup = time.perf_counter() - t0
-    # the reference: a session as `archspec run` makes it, measured right after each load level (the server
-    # idle), so that both figures of a row see the same background load of this shared machine
-    session = Session(data if isinstance(data, bytes) else str(data), threads=threads)  # as `archspec run`
+    # the reference, measured right after each load level (the server idle), so that both figures of a
+    # row see the same background load of this shared machine
+    folder = tempfile.mkdtemp(prefix="bench-serve-")
+    model_file = Path(folder) / "model.onnx"
+    model_file.write_bytes(data if isinstance(data, bytes) else Path(data).read_bytes())
     served, local = {}, {}
     try:
         for c in levels:
             bodies = [request_bodies(contract, 1, args.protocol, seed=k) for k in range(c)]
             served[c] = load(args.port, contract.name, bodies, args.seconds, args.warmup)
             b = max(1, round(served[c]["requests_per_run"]))
-            local[c] = in_process(session, contract, sorted({1, b}), min(args.seconds, 10.0))
+            local[c] = in_process(model_file, sorted({1, b}), threads, min(args.seconds, 5.0))
             print(f"concurrency {c}: {served[c]['throughput']:.2f} req/s, p50 {served[c]['p50'] * 1e3:.1f} ms, "
                   f"p99 {served[c]['p99'] * 1e3:.1f} ms, {served[c]['requests_per_run']:.2f} requests per run; "
                   f"in-process batch {b}: {local[c][b]['throughput']:.2f} samples/s", file=sys.stderr, flush=True)
     finally:
         stop()
+        shutil.rmtree(folder, ignore_errors=True)
     load_after = loadavg()
 
     lines = [f"`archspec serve` {contract.name} ({args.protocol} tensors; 1 replica, {threads} onnxruntime threads, "
              f"--max-batch {args.max_batch}, --batch-wait-ms {args.batch_wait_ms:g}); closed-loop clients in the "
              f"benchmark process on the same machine; {args.seconds:g} s measured per row after {args.warmup:g} s "
              "warm-up.", "",
-             "| concurrency | throughput (req/s) | p50 | p99 | requests per run (server) | in-process ORT at that "
-             "batch (samples/s) | served / in-process |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+             "| concurrency | throughput (req/s) | p50 | p99 | requests per run | model time per run | model busy | "
+             "in-process ORT at that batch (samples/s) | served / in-process |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c, r in served.items():
         b = max(1, round(r["requests_per_run"]))
         ref = local[c][b]["throughput"]
         r["in_process_batch"], r["in_process_throughput"], r["efficiency"] = b, ref, r["throughput"] / ref
         lines.append(f"| {c} | {r['throughput']:.2f} | {r['p50'] * 1e3:.1f} ms | {r['p99'] * 1e3:.1f} ms | "
-                     f"{r['requests_per_run']:.2f} | {ref:.2f} (batch {b}) | {r['efficiency']:.0%} |")
+                     f"{r['requests_per_run']:.2f} | {r['model_seconds_per_run'] * 1e3:.1f} ms | {r['model_busy']:.0%} | "
+                     f"{ref:.2f} (batch {b}, {local[c][b]['spinning']}) | {r['efficiency']:.0%} |")
     overhead = served[1]["p50"] - local[1][1]["latency"] if 1 in served else None
+    overhead_own = served[1]["p50"] - served[1]["model_seconds_per_run"] if 1 in served else None
     lines.append("")
     for c, rows in local.items():
         lines.append(f"in-process onnxruntime after concurrency {c}: " + ", ".join(
             f"batch {b}: {v['latency'] * 1e3:.1f} ms ({v['throughput']:.2f} samples/s)" for b, v in rows.items()))
     if overhead is not None:
-        lines.append(f"overhead per request (p50 at concurrency 1 minus in-process batch 1): {overhead * 1e3:.1f} ms")
+        lines.append(f"overhead per request at concurrency 1: p50 minus in-process batch 1 = {overhead * 1e3:.1f} ms; "
+                     f"p50 minus the server's own model time per run = {overhead_own * 1e3:.1f} ms")
     lines.append(f"server start-up (Ray, Serve, replica): {startup:.1f} s; load average before "
                  f"{load_before}, after {load_after}")
     print("\n".join(lines))
@@ -232,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_wait_ms": args.batch_wait_ms, "seconds": args.seconds, "warmup": args.warmup,
             "served": {str(c): r for c, r in served.items()},
             "in_process": {str(c): {str(b): v for b, v in rows.items()} for c, rows in local.items()},
-            "overhead_s": overhead, "startup_s": startup,
+            "overhead_s": overhead, "overhead_own_s": overhead_own, "startup_s": startup,
             "loadavg_before": load_before, "loadavg_after": load_after, "busy_processes": busy_processes(),
             "machine": machine_info()}, indent=2) + "\n")
     return 0
