@@ -324,3 +324,46 @@ def test_serve_refuses_oversized_bodies(lenet_server: Server) -> None:
     finally:
         conn.close()
     assert lenet_server.request("POST", "/v2/models/lenet/infer", body(image(X1)))[0] == 200  # still serving
+
+
+@pytest.mark.parametrize("args,message", [
+    (["missing.onnx"], "no such model file: missing.onnx"),
+    (["LENET", "--replicas", "0"], "--replicas must be >= 1, got 0"),
+    (["LENET", "--batch-wait-ms", "-1"], "--batch-wait-ms must be between 0 and 60000"),
+    (["LENET", "--port", "70000"], "--port must be <= 65535"),
+])
+def test_cli_serve_refuses_bad_options_before_starting_ray(lenet_onnx: Path, args: list[str], message: str) -> None:
+    args = [str(lenet_onnx) if a == "LENET" else a for a in args]
+    r = subprocess.run([sys.executable, "-m", "archspec.cli", "serve", *args], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and f"archspec: error: {message}" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_several_inputs_and_outputs(tmp_path: Path) -> None:
+    """N inputs and outputs: all required, a shared symbolic axis agrees, batches split per output."""
+    from test_triton import two_in_two_out
+
+    path = two_in_two_out(tmp_path / "two.onnx")
+    contract, session = read_contract(path, "two"), Session(path)
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.arange(8, dtype=np.int64).reshape(2, 4)
+    req = parse_request(body({"name": "b", "shape": [2, 4], "datatype": "INT64", "data": b.ravel().tolist()},
+                             {"name": "a", "shape": [2, 3], "datatype": "FP32", "data": a.ravel().tolist()},
+                             outputs=[{"name": "count"}]), None, contract, LIMITS)
+    assert list(req.feeds) == ["a", "b"] and req.outputs == (("count", False),) and req.batch == 2
+    with pytest.raises(RequestError, match="missing input.s. b"):
+        parse_request(body({"name": "a", "shape": [2, 3], "datatype": "FP32", "data": a.ravel().tolist()}), None,
+                      contract, LIMITS)
+    with pytest.raises(RequestError, match="axis 'batch' is 2 in input 'a' but 1 in input 'b'"):
+        parse_request(body({"name": "a", "shape": [2, 3], "datatype": "FP32", "data": a.ravel().tolist()},
+                           {"name": "b", "shape": [1, 4], "datatype": "INT64", "data": b[:1].ravel().tolist()}),
+                      None, contract, LIMITS)
+    one = parse_request(body({"name": "a", "shape": [1, 3], "datatype": "FP32", "data": [1.0, 2.0, 3.0]},
+                             {"name": "b", "shape": [1, 4], "datatype": "INT64", "data": [9, 8, 7, 6]}),
+                        None, contract, LIMITS)
+    first, second = run_batch(session, contract, [req, one])
+    np.testing.assert_array_equal(first["sum"], 2 * a)
+    np.testing.assert_array_equal(first["count"], b)
+    np.testing.assert_array_equal(second["sum"], [[2.0, 4.0, 6.0]])
+    content, _ = encode_response(contract, req, first)
+    assert [o["name"] for o in json.loads(content)["outputs"]] == ["count"]

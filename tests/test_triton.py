@@ -121,3 +121,32 @@ def test_cli_export_triton_repo(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "archspec.cli", "export", str(ROOT / "specs" / "lenet.yaml")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "export needs -o MODEL.onnx or --triton-repo DIR" in r.stderr
+
+
+def two_in_two_out(path: Path) -> Path:
+    """A hand-built ONNX graph with two inputs and two outputs (a: batch x 3, b: batch x time int64)."""
+    from onnx import TensorProto, helper
+
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 3])
+    b = helper.make_tensor_value_info("b", TensorProto.INT64, ["batch", "time"])
+    s = helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["batch", 3])
+    c = helper.make_tensor_value_info("count", TensorProto.INT64, ["batch", "time"])
+    nodes = [helper.make_node("Add", ["a", "a"], ["sum"]), helper.make_node("Identity", ["b"], ["count"])]
+    graph = helper.make_graph(nodes, "two", [a, b], [s, c])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_config_of_several_inputs_and_outputs(tmp_path: Path) -> None:
+    from archspec.contract import read_contract
+    from archspec.triton import triton_config
+
+    contract = read_contract(two_in_two_out(tmp_path / "two.onnx"), "two")
+    config = text_format.Parse(triton_config(contract, max_batch=4).text(), mc.ModelConfig())
+    assert config.max_batch_size == 4
+    assert [(i.name, mc.DataType.Name(i.data_type), list(i.dims)) for i in config.input] == \
+        [("a", "TYPE_FP32", [3]), ("b", "TYPE_INT64", [-1])]
+    assert [(o.name, mc.DataType.Name(o.data_type), list(o.dims)) for o in config.output] == \
+        [("sum", "TYPE_FP32", [3]), ("count", "TYPE_INT64", [-1])]
