@@ -114,9 +114,9 @@ def parse_request(body: bytes, header_length: str | None, contract: Contract, li
             raise RequestError(400, f"inputs[{k}] needs a 'name' string")
         tensor = contract.input(name)
         if tensor is None:
-            hint = did_you_mean(name, [t.name for t in contract.inputs])
-            raise RequestError(400, f"model '{contract.name}' has no input '{name}'"
-                               + (f"; {hint}" if hint else f"; its inputs: {', '.join(t.name for t in contract.inputs)}"))
+            names = [t.name for t in contract.inputs]
+            hint = did_you_mean(name, names) or f"its inputs: {', '.join(names)}"
+            raise RequestError(400, f"model '{contract.name}' has no input '{name}'; {hint}")
         if name in feeds:
             raise RequestError(400, f"input '{name}' is given twice")
         if entry.get("datatype") != tensor.datatype:
@@ -169,10 +169,9 @@ def parse_request(body: bytes, header_length: str | None, contract: Contract, li
             entry = _object(entry, f"outputs[{k}]")
             name = entry.get("name")
             if not isinstance(name, str) or contract.output(name) is None:
-                hint = did_you_mean(str(name), [t.name for t in contract.outputs])
-                raise RequestError(400, f"model '{contract.name}' has no output {name!r}"
-                                   + (f"; {hint}" if hint else f"; its outputs: "
-                                      f"{', '.join(t.name for t in contract.outputs)}"))
+                names = [t.name for t in contract.outputs]
+                hint = did_you_mean(str(name), names) or f"its outputs: {', '.join(names)}"
+                raise RequestError(400, f"model '{contract.name}' has no output {name!r}; {hint}")
             oparams = _object(entry.get("parameters", {}), f"output '{name}' parameters")
             chosen.append((name, oparams.get("binary_data", binary_default) is True))
         outputs = tuple(chosen)
@@ -274,7 +273,8 @@ def _kind_name(dtype: "np.dtype") -> str:
             "O": "mixed or out-of-range"}.get(dtype.kind, str(dtype))
 
 
-def run_batch(session: Any, contract: Contract, requests: list[InferRequest]) -> list[dict[str, "np.ndarray"] | Exception]:
+def run_batch(session: Any, contract: Contract,
+              requests: list[InferRequest]) -> list[dict[str, "np.ndarray"] | Exception]:
     """One onnxruntime run per group of requests whose non-batch axes agree (a `time` axis may
     differ between requests); a model without a batch axis runs each request alone."""
     import numpy as np
