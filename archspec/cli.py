@@ -593,7 +593,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="how long a partial batch waits for more requests")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
-    p.add_argument("--address", default=None, help="join this Ray cluster (e.g. auto, ray://head:10001) "
+    p.add_argument("--address", default=None, help="join this Ray cluster (auto, or HEAD:6379) "
                    "instead of starting a local Ray")
     p.add_argument("--name", default=None, help="the served model name (default: the spec's)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads per replica "

@@ -312,7 +312,7 @@ class ServeOptions:
     max_body_bytes: int = DEFAULT_MAX_BODY
     host: str = "127.0.0.1"
     port: int = 8000
-    address: str | None = None  # an existing Ray cluster ("auto", "ray://host:10001"); None: a local one
+    address: str | None = None  # an existing Ray cluster ("auto", "HEAD:6379"); None: a local one
     num_cpus: int | None = None  # for the local Ray instance; default the physical cores
 
     def check(self) -> None:
@@ -534,6 +534,11 @@ def start(model: Any, options: ServeOptions = ServeOptions(), *, limits: Any = N
         serve.start(http_options={"host": options.host, "port": options.port})
         serve.run(application(data, contract, options), name=contract.name, route_prefix="/",
                   logging_config={"enable_access_log": False, "log_level": "WARNING"})
+    except Exception as exc:
+        stop()
+        text = str(exc).strip()
+        raise ServeError(f"Ray Serve could not start '{contract.name}': "
+                         f"{text.splitlines()[0] if text else type(exc).__name__}") from exc
     except BaseException:
         stop()
         raise
