@@ -8,10 +8,12 @@ module adds only the protocol: parsing and validating requests against the model
 
 Protocol: https://github.com/kserve/open-inference-protocol (REST), with Triton's binary tensor
 data extension (an `Inference-Header-Content-Length` header, raw little-endian tensors after the
-JSON) and a subset of its statistics extension (execution and inference counts), which is how a
-client sees that batching took place. Errors: a 4xx status and `{"error": "<message>"}`.
+JSON) and part of its statistics extension (request, sample and run counts, model time), which
+is how a client sees that batching took place. Errors: a 4xx status and `{"error": "<message>"}`.
+Ray, FastAPI and onnxruntime are imported on use, so the protocol functions test without them.
 """
 
+# no `from __future__ import annotations`: FastAPI reads the routes' annotations at run time
 import asyncio
 import json
 import math
@@ -59,7 +61,7 @@ class InferRequest:
 
 
 @dataclass(frozen=True)
-class Limits:
+class RequestLimits:
     max_batch: int  # samples per request, and requests per model run
     max_body_bytes: int
 
@@ -74,7 +76,8 @@ def model_metadata(contract: Contract) -> dict[str, Any]:
             "inputs": rows(contract.inputs), "outputs": rows(contract.outputs)}
 
 
-def parse_request(body: bytes, header_length: str | None, contract: Contract, limits: Limits) -> InferRequest:
+def parse_request(body: bytes, header_length: str | None, contract: Contract,
+                  limits: RequestLimits) -> InferRequest:
     """Validates an infer request against the contract; RequestError(400) names the first problem."""
     import numpy as np
 
@@ -214,7 +217,7 @@ def _object(value: Any, what: str) -> dict:
     return value
 
 
-def _check_shape(tensor: Tensor, shape: list[int], limits: Limits) -> None:
+def _check_shape(tensor: Tensor, shape: list[int], limits: RequestLimits) -> None:
     want = "[" + ", ".join(map(str, tensor.shape)) + "]"
     if len(shape) != len(tensor.shape):
         raise RequestError(400, f"input '{tensor.name}' has shape {want} (-1: any size), got {shape}: "
@@ -362,7 +365,7 @@ def _deployment_class() -> Any:
             # the event loop needs to accept the requests of the next batch
             self.session = Session(model, device="cpu", threads=threads, spinning="never")
             self.contract = read_contract(model, name)
-            self.limits = Limits(max_batch, max_body_bytes)
+            self.limits = RequestLimits(max_batch, max_body_bytes)
             self.version = __version__
             self.infer_batch.set_max_batch_size(max_batch)
             self.infer_batch.set_batch_wait_timeout_s(batch_wait_s)

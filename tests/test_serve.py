@@ -27,14 +27,14 @@ import archspec
 from archspec.contract import read_contract
 from archspec.export_onnx import export_model
 from archspec.runtime import Session
-from archspec.serve import HEADER_LENGTH, Limits, RequestError, encode_response, model_metadata, parse_request, \
-    run_batch
+from archspec.serve import HEADER_LENGTH, RequestError, RequestLimits, encode_response, model_metadata, \
+    parse_request, run_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 LENET = ROOT / "specs" / "lenet.yaml"
 TIMEOUT = 30  # seconds, any one HTTP request
 START_TIMEOUT = 180  # seconds for Ray and the application to come up on a busy 2-core runner
-LIMITS = Limits(max_batch=4, max_body_bytes=1 << 20)
+LIMITS = RequestLimits(max_batch=4, max_body_bytes=1 << 20)
 
 
 @pytest.fixture(scope="module")
