@@ -371,3 +371,50 @@ def test_several_inputs_and_outputs(tmp_path: Path) -> None:
     np.testing.assert_array_equal(second["sum"], [[2.0, 4.0, 6.0]])
     content, _ = encode_response(contract, req, first)
     assert [o["name"] for o in json.loads(content)["outputs"]] == ["count"]
+
+
+# -- end to end: a two-input spec, served from the spec itself ----------------------------------------
+
+TWO_INPUTS = ROOT / "examples" / "image_metadata.yaml"
+
+
+@pytest.fixture(scope="module")
+def two_input_server() -> Iterator[Server]:
+    """`archspec serve SPEC`: the spec is exported (seed 0) and verified by the command itself."""
+    yield from _serve(str(TWO_INPUTS), "image_metadata")
+
+
+def test_serve_two_inputs_equal_archspec_run(two_input_server: Server, tmp_path: Path) -> None:
+    report = archspec.check(TWO_INPUTS)
+    model = tmp_path / "two.onnx"
+    export_model(report, model)  # the same seeded weights the server exported
+    status, meta = two_input_server.json("GET", "/v2/models/image_metadata")
+    assert status == 200 and meta == model_metadata(read_contract(model))
+    assert [i["name"] for i in meta["inputs"]] == [i.name for i in report.graph.inputs]
+    assert [i["shape"][1:] for i in meta["inputs"]] == [list(i.shape) for i in report.graph.inputs]
+    rng = np.random.default_rng(11)
+    cases = [{"image": rng.standard_normal((1 + k % 2, 3, 64, 64)).astype(np.float32),
+              "meta": rng.standard_normal((1 + k % 2, 12)).astype(np.float32)} for k in range(24)]
+    _, before = two_input_server.json("GET", "/v2/models/image_metadata/stats")
+
+    def infer(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # the inputs in the other order than the model's: matched by name
+        status, doc = two_input_server.json("POST", "/v2/models/image_metadata/infer",
+                                            body(image(feeds["meta"], "meta"), image(feeds["image"])))
+        assert status == 200, doc
+        return {o["name"]: np.array(o["data"], np.float32).reshape(o["shape"]) for o in doc["outputs"]}
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(infer, cases))
+    for feeds, got in zip(cases, results):
+        want = archspec.run(model, feeds).outputs
+        assert list(got) == list(want)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+    _, after = two_input_server.json("GET", "/v2/models/image_metadata/stats")
+    (a,), (b,) = after["model_stats"], before["model_stats"]
+    assert a["request_count"] - b["request_count"] == 24
+    assert (a["request_count"] - b["request_count"]) / (a["execution_count"] - b["execution_count"]) > 1
+    status, data, _ = two_input_server.request("POST", "/v2/models/image_metadata/infer",
+                                               body(image(cases[0]["image"])))
+    assert status == 400 and json.loads(data) == {"error": "missing input(s) meta"}

@@ -18,6 +18,7 @@ from archspec.triton import TritonError, preferred_sizes, write_repository
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = sorted((ROOT / "specs").glob("*.yaml"))
+EXAMPLES = [ROOT / "examples" / "image_metadata.yaml", ROOT / "examples" / "multiscale_head.yaml"]  # 2 inputs; a skip
 LARGE = {"alexnet", "vgg11", "vgg11_bn", "vgg11_lrn", "vgg13", "vgg16", "vgg16_c", "vgg19", "resnet101", "resnet152"}
 # ONNX TensorProto element type name -> Triton DataType name (Triton docs, "Datatypes" table)
 ONNX_TO_TRITON = {"FLOAT": "TYPE_FP32", "INT64": "TYPE_INT64", "INT32": "TYPE_INT32", "DOUBLE": "TYPE_FP64",
@@ -54,12 +55,14 @@ def assert_agrees(root: Path, report: archspec.Report, max_batch: int) -> mc.Mod
             assert mc.DataType.Name(entry.data_type) == ONNX_TO_TRITON[elem]
             want = [-1 if isinstance(d, str) else d for d in (dims[1:] if batched else dims)]
             assert list(entry.dims) == want
-    # ... and with the analysed spec: the input's declared shape, symbolic axes -1; the output's shape
-    spec_in = [-1 if d.name else d.size for d in report.graph.input.dims]
-    assert list(config.input[0].dims) == spec_in and config.input[0].name == report.graph.input.name
-    out = list(config.output[0].dims)  # a symbolic axis (-1) carries the spec's nominal size in the report
-    assert len(out) == len(report.output.shape) and all(c in (-1, s) for c, s in zip(out, report.output.shape))
-    assert out.count(-1) <= spec_in.count(-1)  # no symbolic output axis without a symbolic input axis
+    # ... and with the analysed spec: every input's declared shape (symbolic axes -1), every output's
+    assert [e.name for e in config.input] == [i.name for i in report.graph.inputs]
+    for entry, declared in zip(config.input, report.graph.inputs):
+        assert list(entry.dims) == [-1 if d.name else d.size for d in declared.dims]
+    assert [e.name for e in config.output] == list(report.outputs)
+    for entry, typ in zip(config.output, report.outputs.values()):
+        dims = list(entry.dims)  # a symbolic axis (-1) carries the spec's nominal size in the report
+        assert len(dims) == len(typ.shape) and all(c in (-1, s) for c, s in zip(dims, typ.shape))
     if batched:
         assert list(config.dynamic_batching.preferred_batch_size) == list(preferred_sizes(max_batch))
         assert config.dynamic_batching.max_queue_delay_microseconds == 1000
@@ -70,10 +73,11 @@ def assert_agrees(root: Path, report: archspec.Report, max_batch: int) -> mc.Mod
     return config
 
 
-@pytest.mark.parametrize("spec", [pytest.param(p, marks=pytest.mark.slow) if p.stem in LARGE else p for p in ZOO],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize("spec", [pytest.param(p, marks=pytest.mark.slow) if p.stem in LARGE else p
+                                  for p in ZOO + EXAMPLES], ids=lambda p: p.stem)
 def test_zoo_repository_config_parses_and_agrees(spec: Path, tmp_path: Path) -> None:
-    """check=False: the export's own verification is test_export's; here only the contract counts."""
+    """Every zoo spec (googlenet_aux: three outputs) and the two-input example. check=False: the
+    export's own verification is test_export's; here only the contract counts."""
     report = archspec.check(spec)
     repo = write_repository(report, tmp_path / "repo", check=False)
     assert repo.validated_with.startswith("tritonclient ")
