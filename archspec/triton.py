@@ -52,7 +52,7 @@ class TritonConfig:
 
     def text(self) -> str:
         c = self.contract
-        lines = [f"# written by archspec from the exported model; inputs and outputs as in model.onnx",
+        lines = ["# written by archspec from the exported model; inputs and outputs as in model.onnx",
                  f"name: {_quote(c.name)}", 'platform: "onnxruntime_onnx"',
                  f"max_batch_size: {self.max_batch_size}",
                  f"version_policy: {{ latest: {{ num_versions: {self.versions_kept} }} }}"]

@@ -27,8 +27,15 @@ import archspec
 from archspec.contract import read_contract
 from archspec.export_onnx import export_model
 from archspec.runtime import Session
-from archspec.serve import HEADER_LENGTH, RequestError, RequestLimits, encode_response, model_metadata, \
-    parse_request, run_batch
+from archspec.serve import (
+    HEADER_LENGTH,
+    RequestError,
+    RequestLimits,
+    encode_response,
+    model_metadata,
+    parse_request,
+    run_batch,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LENET = ROOT / "specs" / "lenet.yaml"

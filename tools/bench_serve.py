@@ -25,8 +25,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import statistics
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
