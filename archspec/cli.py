@@ -321,7 +321,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .serve import ServeOptions, serve_forever
     except ImportError as exc:
-        raise UsageError(f"`serve` needs {exc.name}, which is not installed: pip install 'archspec[serve]'") from None
+        from .errors import install_hint
+
+        raise UsageError(f"`serve` needs {exc.name}, which is not installed: {install_hint('serve')}") from None
     from .runtime import is_spec
 
     model = _check(args.model, _limits(args)) if is_spec(args.model) else args.model

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .contract import Contract, ContractError, Tensor, read_contract
-from .errors import ArchspecError
+from .errors import ArchspecError, install_hint
 from .files import atomic_write_text
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class TritonRepository:
         for kind, tensors in (("input", c.contract.inputs), ("output", c.contract.outputs)):
             lines += [f"  {kind} {t.name}: TYPE_{t.datatype} dims {list(c.dims(t))}" for t in tensors]
         lines.append(f"  config.pbtxt parsed into Triton's ModelConfig ({self.validated_with})" if self.validated_with
-                     else "  config.pbtxt NOT validated: pip install 'archspec[triton]' to parse it into ModelConfig")
+                     else f"  config.pbtxt NOT validated: {install_hint('triton')}")
         return "\n".join(lines)
 
 
