@@ -600,7 +600,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="the served model name (default: the spec's)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads per replica "
                    "(default: physical cores / replicas)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: physical cores)")
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="CPUs of the local Ray instance (default: physical cores)")
     p.add_argument("--max-body-mb", type=float, default=64.0, help="larger request bodies get 413")
     for p in with_limits:  # after each command's own options, so `--help` reads in that order
         limits = p.add_argument_group("limits (accept 30M, 5G, ...)")
