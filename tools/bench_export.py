@@ -88,9 +88,9 @@ def traced(module, report, x, path: Path) -> None:
         torch.onnx.export(module, (ex,), str(path), dynamo=False, input_names=["in"], output_names=["out"],
                           dynamic_axes={"in": axes}, opset_version=17)
     else:
-        spec = {a: torch.export.Dim(n) for a, n in axes.items()}
+        spec = {a: torch.export.Dim(n) for a, n in axes.items()}  # forward(*inputs): one entry for the varargs
         torch.onnx.export(module, (ex,), dynamo=True, input_names=["in"], output_names=["out"],
-                          dynamic_shapes=(spec,), optimize=True).save(str(path))
+                          dynamic_shapes=((spec,),), optimize=True).save(str(path))
 
 
 def latency(specs: list[str], rounds: int, tmp: Path) -> list[dict]:
