@@ -623,7 +623,7 @@ def test_weights_without_torch(tmp_path: Path, lenet_state) -> None:
         np.testing.assert_allclose(Session(tmp_path / "m.onnx").run(x.numpy())["output"], module(x).numpy(),
                                    rtol=1e-5, atol=1e-5)
     r = run_without_torch("export", SPECS / "lenet.yaml", "-o", tmp_path / "n.onnx", "--weights", tmp_path / "w.pt")
-    assert r.returncode == 1 and "reading a PyTorch state dict needs torch" in r.stderr
+    assert r.returncode == 1 and "is a PyTorch checkpoint; reading it needs torch" in r.stderr
     assert not (tmp_path / "n.onnx").exists()
 
 
