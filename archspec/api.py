@@ -85,9 +85,9 @@ def save_weights(module: torch.nn.Module, path: str | os.PathLike) -> None:
 
 
 def export(spec: SpecLike, output: str | os.PathLike, **options: Any) -> Any:
-    """Exports to ONNX and proves onnxruntime matches PyTorch; see `archspec.export_onnx.export_model`."""
+    """Exports to ONNX and proves onnxruntime matches PyTorch; see `archspec.exporter.export_model`."""
     with _needs_torch("export"):
-        from .export_onnx import export_model
+        from .exporter import export_model
 
     return export_model(check(spec, limits=options.pop("limits", None)), FsPath(output), **options)
 

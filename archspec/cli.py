@@ -242,7 +242,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export_onnx import export_model
+    from .exporter import export_model
 
     if args.triton_repo is not None:
         return cmd_export_triton(args)
@@ -250,7 +250,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("export needs -o MODEL.onnx or --triton-repo DIR")
     report = _check(args.spec, _limits(args))
     result = export_model(report, Path(args.output), weights=args.weights, opset=args.opset,
-                          dynamic=args.dynamic, verbose=args.verbose, exporter=args.exporter)
+                          dynamic=args.dynamic, seed=args.seed, dtype=args.dtype, quantize=args.quantize,
+                          calibration=args.calibration)
     print(result.summary())
     return EXIT_OK
 
@@ -264,7 +265,7 @@ def cmd_export_triton(args: argparse.Namespace) -> int:
     report = _check(args.spec, _limits(args))
     repo = write_repository(report, Path(args.triton_repo), version=args.triton_version,
                             max_batch=args.triton_max_batch, device=args.triton_device, weights=args.weights,
-                            opset=args.opset, dynamic=args.dynamic, verbose=args.verbose, exporter=args.exporter)
+                            opset=args.opset, dynamic=args.dynamic, seed=args.seed, dtype=args.dtype)
     print(repo.summary())
     return EXIT_OK
 
@@ -526,15 +527,20 @@ def _parser() -> argparse.ArgumentParser:
                 "onnxruntime = PyTorch at two sizes of each dynamic axis.")
     p.add_argument("spec")
     p.add_argument("-o", "--output", default=None, help="the .onnx file to write (atomically)")
-    p.add_argument("--weights", default=None, help="a .safetensors, torch.save(module.state_dict()) or .npz file "
-                   "of the built module (see `archspec weights import` for foreign checkpoints)")
-    p.add_argument("--opset", type=_int_in(1, 1000), default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--weights", default=None, help="a .safetensors, torch.save(module.state_dict()) (needs torch) or "
+                   ".npz file of the built module (see `archspec weights import` for foreign checkpoints); "
+                   "default: seeded initial values")
+    p.add_argument("--opset", type=_int_in(13, 23), default=None, help="ONNX opset (default 17; 13..23)")
     p.add_argument("--dynamic", default=None, metavar="AXES",
                    help="comma-separated dynamic axes, e.g. batch,time (default: batch and every symbolic "
                         "input axis; 'none' for a static model)")
-    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
-                   help="torch.onnx exporter (default: chosen from the layer kinds)")
-    p.add_argument("--verbose", action="store_true", help="show the exporters' own output")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="seed of the initial values when no --weights are given")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                   help="float16: weights and activations in half precision, verified against PyTorch in float16")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="int8: onnxruntime static quantization of the verified float32 model; prints size and error")
+    p.add_argument("--calibration", nargs="+", default=None, metavar="FILE.npy",
+                   help="inputs to calibrate int8 on (one sample or a batch per file; default: 32 random inputs)")
     triton = p.add_argument_group("Triton model repository (instead of -o)")
     triton.add_argument("--triton-repo", default=None, metavar="DIR",
                         help="write DIR/<name>/config.pbtxt and DIR/<name>/<version>/model.onnx")

@@ -91,7 +91,7 @@ class Diagnostic:
 
 DISTRIBUTION = "archspec-compiler"  # the name to install; the index's `archspec` is another project
 # optional module -> the extra that installs it (pyproject.toml's optional-dependencies)
-EXTRAS = {"torch": "torch", "onnx": "torch", "onnxruntime": "torch", "onnxscript": "torch", "numpy": "torch",
+EXTRAS = {"torch": "torch", "onnx": "export", "onnxruntime": "export", "numpy": "export",
           "graphviz": "graph", "matplotlib": "plot"}
 
 

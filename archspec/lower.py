@@ -24,17 +24,18 @@ from .nn import Network
 
 
 def build_module(report: Report, *, device: Any = None, dtype: Any = None, seed: int | None = None) -> Network:
+    """With a seed, the initial values are `exporter.initial_state(report, seed)` (seeded numpy, the
+    spec's init scheme): the very tensors an export without weights writes, with or without torch.
+    Without a seed, PyTorch's own initialisation from its global generator."""
     graph = report.graph
     if str(device or "cpu") != "meta":
         require(f"building '{graph.name}'", needed(report, "build"))
     init = graph.spec.init
     target = torch.device(device or "cpu")
-    # A seed must give the same weights on every machine: draw them from the CPU generator, then
-    # move them (each CUDA device has its own generator and its own random streams).
-    place = torch.device("cpu") if seed is not None and target.type != "meta" else target
-    with torch.random.fork_rng(devices=[]), place:
-        if seed is not None:
-            torch.manual_seed(seed)
+    # With a seed, the module is built on the meta device and takes the seeded numpy values (the
+    # same on every machine and device), then moves to the target.
+    seeded = seed is not None and target.type != "meta"
+    with torch.random.fork_rng(devices=[]), torch.device("meta") if seeded else target:
         net = Network(name=graph.name, input_names=tuple(i.name for i in graph.inputs),
                       output_names=tuple(o.name for o in graph.outputs), sha256=graph.sha256,
                       values=len(graph.values), outputs=tuple(o.value for o in graph.outputs))
@@ -43,11 +44,16 @@ def build_module(report: Report, *, device: Any = None, dtype: Any = None, seed:
             module = _layer(report, node, init.scheme)
             net.add_step(node.scope, module, node.inputs, node.outputs)
             modules.append(module)
-        if init.zero_init_residual:
+        if init.zero_init_residual and not seeded:
             for scope in graph.scopes:
                 _zero_last_norm(graph, scope.zero_init, modules)
-    if place != target:
-        net = net.to(target)
+    if seeded:
+        from .exporter.params import initial_state
+
+        state = initial_state(report, seed)
+        net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True, assign=True)
+        if target.type != "cpu":
+            net = net.to(target)
     if dtype is not None:
         net = net.to(dtype=dtype)
     return net

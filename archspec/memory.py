@@ -18,7 +18,7 @@ from __future__ import annotations
 from .errors import ArchspecError
 
 FLOAT32 = 4
-EXPORT_CHECK_BATCH = 3  # export_onnx.CHECK_BATCHES' larger size, without importing torch here
+EXPORT_CHECK_BATCH = 3  # exporter.plan.CHECK_BATCHES' larger size, without importing torch here
 
 
 class MemoryLimitError(ArchspecError):

@@ -57,7 +57,7 @@ def language_reference() -> str:
                 f"- MACs: {cls.macs_rule}",
                 f"- FLOPs: {cls.flops_rule}",
                 f"- inputs: {'two or more (`from: [a, b]`, or branches)' if cls.arity is None else cls.arity}",
-                f"- ONNX exporter: {cls.exporter}", ""]
+                f"- ONNX: emitted by the kind itself, from opset {cls.min_opset}", ""]
         out += _params_table(cls)
     return "\n".join(out) + "\n"
 

@@ -435,7 +435,7 @@ def _session_for_model(model: Any, device: str, threads: int | None, limits: Any
         return model
     if is_spec(model):
         from .api import check
-        from .export_onnx import export_model
+        from .exporter import export_model
 
         report = check(model, limits=limits)
         with tempfile.TemporaryDirectory(prefix="archspec-run-") as tmp:
@@ -562,7 +562,7 @@ def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, w
     import torch
 
     from .api import check
-    from .export_onnx import _examples, export_model
+    from .exporter import example_inputs, export_model
     from .lower import build_module
 
     report: Report = check(spec, limits=limits)
@@ -585,7 +585,8 @@ def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, w
     torch.set_num_threads(session.threads)
     try:
         for batch in batches:
-            xs = _examples(report, tuple((batch, *i.shape) for i in report.graph.inputs), seed=seed)
+            xs = tuple(torch.from_numpy(a) for a in
+                       example_inputs(report, tuple((batch, *i.shape) for i in report.graph.inputs), seed=seed))
             feeds = {i.name: x.numpy() for i, x in zip(report.graph.inputs, xs)}
             xs = tuple(x.to("cuda") for x in xs) if on_cuda else xs
 
@@ -606,7 +607,7 @@ def bench_model(spec: Any, *, batches: Iterable[int] = (1,), rounds: int = 15, w
                 t_torch, t_ort = time_interleaved([torch_call, session.run_fn(feeds)], rounds=rounds,
                                                   warmup=warmup, min_block=min_block)
             rows.append(BenchRow(report.graph.name, batch, report.totals.macs, t_torch, t_ort, session.threads,
-                                 session.device, result.exporter, result.seconds, report.graph.input.shape))
+                                 session.device, f"emitted, opset {result.opset}", result.seconds, report.graph.input.shape))
     finally:
         torch.set_num_threads(saved_threads)
     return rows

@@ -490,7 +490,7 @@ def load_model(model: Any, *, limits: Any = None) -> tuple[bytes | str, Contract
         return model, read_contract(model)
     if is_spec(model):
         from .api import check
-        from .export_onnx import export_model
+        from .exporter import export_model
 
         report = check(model, limits=limits)
         with tempfile.TemporaryDirectory(prefix="archspec-serve-") as tmp:

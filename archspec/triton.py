@@ -26,7 +26,7 @@ from .files import atomic_write_text
 
 if TYPE_CHECKING:
     from .analyze import Report
-    from .export_onnx import ExportResult
+    from .exporter import ExportResult
 
 TRITON_DEVICES = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 DEFAULT_MAX_BATCH = 8
@@ -130,7 +130,7 @@ def write_repository(report: "Report", root: str | os.PathLike, *, version: int 
                      **export_options: Any) -> TritonRepository:
     """Exports (and verifies) the spec into root/<name>/<version>/model.onnx, then writes
     root/<name>/config.pbtxt from the exported file. Other versions already there are kept."""
-    from .export_onnx import export_model
+    from .exporter import export_model
 
     if version < 1:
         raise TritonError(f"Triton model versions are positive integers, got {version}")

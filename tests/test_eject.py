@@ -17,7 +17,7 @@ import torch
 
 import archspec
 from archspec.cli import main
-from archspec.export_onnx import vocab_size
+from archspec.exporter import vocab_size
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = sorted((ROOT / "specs").glob("*.yaml"))

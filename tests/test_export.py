@@ -1,6 +1,7 @@
-"""ONNX export: every export is checked (onnx checker, symbolic dynamic axes, shape inference vs
-archspec check) and onnxruntime is compared with PyTorch at two sizes of each dynamic axis; the
-write is atomic; trained weights round trip; bad weights are named; the CLI works as a user runs it."""
+"""ONNX export by emission: every export is checked (onnx checker, symbolic dynamic axes, shape
+inference vs archspec check) and onnxruntime is compared with PyTorch at two sizes of each dynamic
+axis; the write is atomic; trained weights round trip; bad weights are named; the CLI works as a
+user runs it; without torch the export still works and says what it could not verify."""
 
 from __future__ import annotations
 
@@ -19,20 +20,24 @@ import pytest
 import torch
 
 import archspec
-from archspec import PathError, export_onnx
-from archspec.export_onnx import (
+from archspec import PathError
+from archspec.exporter import (
+    DEFAULT_OPSET,
     ExportError,
     ExportResult,
-    choose_exporter,
     export_model,
+    initial_state,
     report_at,
+    verify,
+    vocab_size,
+    write,
 )
 from archspec.runtime import Session
 from archspec.weights import WeightsError
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
-TOL = export_onnx.TOLERANCE
+TOL = verify.TOLERANCE["float32"]
 
 TINY_INCEPTION = """
 archspec: 1
@@ -154,15 +159,13 @@ def assert_verified(result: ExportResult, report: archspec.Report, dynamic: dict
 def test_lenet(tmp_path: Path) -> None:
     report = archspec.check(zoo("lenet"))
     result = archspec.export(report, tmp_path / "lenet.onnx")
-    assert result.exporter == "dynamo" and result.opset >= 18
+    assert result.opset == DEFAULT_OPSET and result.compared
     model = assert_verified(result, report, {"batch": 0})
     assert [c.input_shape for c in result.checks] == [(1, 1, 28, 28), (3, 1, 28, 28)]
     # every node points back to the spec layer it came from
     docs = [n.doc_string for n in model.graph.node]
     assert all(docs), [n.name for n in model.graph.node if not n.doc_string]
     assert any("conv2d0: conv2d at " in d and "lenet.yaml:" in d for d in docs)
-    # no absolute paths of the exporting machine inside the nodes
-    assert not any(p.key == "pkg.torch.onnx.stack_trace" for n in model.graph.node for p in n.metadata_props)
     assert leftovers(tmp_path) == ["lenet.onnx"]
 
 
@@ -172,49 +175,32 @@ def test_recurrent_classifiers_two_lengths(tmp_path: Path, name: str) -> None:
     fallback = SMALL_RECURRENT.format(kind=kind, output="last").replace(f"small_{kind}", name)
     report = archspec.check(zoo(name, tmp_path, fallback))
     result = export_model(report, tmp_path / f"{name}.onnx")
-    assert result.exporter == "torchscript"  # recurrent kinds ask for it
     assert_verified(result, report, {"batch": 0, "time": 1})
     nominal = report.graph.input.shape[0]
     assert [c.input_shape[:2] for c in result.checks] == [(1, nominal), (3, nominal + 7)]
-    # a lean graph: no zero initial states built from the input's shape, and the classifier reads
+    # a lean graph: no initial states (zero by the operator's definition), and the classifier reads
     # the top layer's final state rather than transposing the whole output sequence
-    ops = [n.op_type for n in onnx.load(str(result.path)).graph.node]
+    graph = onnx.load(str(result.path)).graph
+    ops = [n.op_type for n in graph.node]
     assert ops.count(kind.upper()) == 2 and ops.count("Transpose") == 1  # the batch-first input only
     assert not {"Shape", "ConstantOfShape", "Slice"} & set(ops), ops
-    # and the file really runs at a third length, never checked by the export
+    assert all(len(n.input) <= 4 for n in graph.node if n.op_type == kind.upper())  # X, W, R, B
+    # and the file really runs at a third length, never checked by the export, with the default
+    # (seeded numpy) weights in the spec's own module
     session = Session(result.path)
-    module = archspec.build(report, seed=0).eval()
+    module = archspec.build(report).eval()
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in initial_state(report, seed=0).items()})
     x = torch.randn(2, nominal + 20, report.graph.input.shape[1])
     with torch.no_grad():
         np.testing.assert_allclose(session.run(x.numpy())["output"], module(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_only_all_zero_initial_states_are_dropped() -> None:
-    from onnx import TensorProto, helper
-
-    def graph(fill: float) -> onnx.GraphProto:
-        nodes = [
-            helper.make_node("ConstantOfShape", ["shape"], ["zeros"],
-                             value=helper.make_tensor("v", TensorProto.FLOAT, [1], [fill])),
-            helper.make_node("Slice", ["zeros", "starts", "ends", "axes"], ["h0"]),
-            helper.make_node("GRU", ["X", "W", "R", "B", "", "h0"], ["Y", "Y_h"], hidden_size=4),
-        ]
-        return helper.make_graph(nodes, "g", [], [helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, None)])
-
-    zeros = graph(0.0)
-    assert export_onnx.drop_zero_initial_states(zeros) == 2
-    assert [list(n.input) for n in zeros.node] == [["X", "W", "R", "B"]]
-    ones = graph(1.0)
-    assert export_onnx.drop_zero_initial_states(ones) == 0
-    assert [n.op_type for n in ones.node] == ["ConstantOfShape", "Slice", "GRU"]
-
-
 @pytest.mark.parametrize("text, in_name, out_name", [
     (TINY_INCEPTION, "image", "logits"),
-    (TINY_INCEPTION, "relu", "concat"),  # names the dynamo exporter also gives internal values
+    (TINY_INCEPTION, "relu", "concat"),  # names that are also op types
     (SMALL_RECURRENT.format(kind="gru", output="sequence"), "x", "logits"),
     (SMALL_RECURRENT.format(kind="lstm", output="last"), "linear", "onnx"),
-], ids=["dynamo", "dynamo-taken-names", "torchscript", "torchscript-taken-names"])
+], ids=["cnn", "cnn-op-names", "recurrent", "recurrent-op-names"])
 def test_input_and_output_named_by_the_spec(tmp_path: Path, text: str, in_name: str, out_name: str) -> None:
     text = textwrap.dedent(text).replace("input: {image:", f"input: {{{in_name}:").replace(
         "input: {x:", f"input: {{{in_name}:")
@@ -250,7 +236,7 @@ def test_bidirectional_token_tagger(tmp_path: Path) -> None:
     model = assert_verified(result, report, {"batch": 0, "time": 1})
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
     meta = json.loads({p.key: p.value for p in model.metadata_props}["archspec.input"])
-    assert meta["dtype"] == "int64" and meta["vocab"] == export_onnx.vocab_size(report)
+    assert meta["dtype"] == "int64" and meta["vocab"] == vocab_size(report)
     n = report.graph.input.shape[0]
     assert [c.output_shape for c in result.checks] == [(1, n, 17), (3, n + 7, 17)]
 
@@ -258,14 +244,13 @@ def test_bidirectional_token_tagger(tmp_path: Path) -> None:
 def test_small_inception_block(tmp_path: Path) -> None:
     report = archspec.check(spec_file(tmp_path, TINY_INCEPTION))
     result = export_model(report, tmp_path / "inception.onnx")
-    assert result.exporter == "dynamo"  # concat branches, LRN and adaptive pooling through dynamo
     model = assert_verified(result, report, {"batch": 0})
     concat_docs = [n.doc_string for n in model.graph.node if n.op_type == "Concat"]
     assert len(concat_docs) == 2 and concat_docs[0].startswith("inception3a.merge: concat at ")
     assert "in block 'inception' invoked here" in concat_docs[0]
 
 
-def test_small_residual_stage_bn_folded(tmp_path: Path) -> None:
+def test_small_residual_stage_bn_folded_by_onnxruntime(tmp_path: Path) -> None:
     report = archspec.check(spec_file(tmp_path, TINY_RESNET))
     # "train" a little, so batch norm carries real running statistics
     module = archspec.build(report, seed=1).train()
@@ -278,9 +263,9 @@ def test_small_residual_stage_bn_folded(tmp_path: Path) -> None:
     result = export_model(report, tmp_path / "resnet.onnx", weights=module.state_dict())
     model = assert_verified(result, report, {"batch": 0})
     ops = [n.op_type for n in model.graph.node]
-    assert "BatchNormalization" not in ops and ops.count("Add") == 2  # dynamo's optimizer folded BN into Conv
+    assert ops.count("BatchNormalization") == 7 and ops.count("Add") == 2  # emitted as the spec says
     assert result.checks[0].reference_max > 0.1  # a non-trivial output was compared
-    # onnxruntime fuses further: Conv+Relu -> FusedConv, and there is still no BN
+    # onnxruntime folds BN into the convolutions and fuses Conv+Relu -> FusedConv
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -339,10 +324,12 @@ def test_weights_saved_by_archspec_build_cli(tmp_path: Path) -> None:
 
 def test_opset_is_honoured_or_refused(tmp_path: Path) -> None:
     report = rnn_report(tmp_path)
-    assert export_model(report, tmp_path / "m.onnx", opset=14).opset == 14
+    for opset in (13, 18, 21):
+        assert export_model(report, tmp_path / "m.onnx", opset=opset).opset == opset
+        assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == opset
     report = archspec.check(spec_file(tmp_path, TINY_RESNET))
-    with pytest.raises(ExportError, match="asked for opset 13, but the dynamo exporter produced opset 18"):
-        export_model(report, tmp_path / "r.onnx", opset=13)  # dynamo would quietly give 18
+    with pytest.raises(ExportError, match=r"opset 12 is not supported; choose 13\.\.23 \(default 17\)"):
+        export_model(report, tmp_path / "r.onnx", opset=12)
     assert not (tmp_path / "r.onnx").exists()
 
 
@@ -404,7 +391,7 @@ def test_failed_verification_leaves_no_file(tmp_path: Path, monkeypatch: pytest.
     def broken(*args, **kwargs):
         raise ExportError("simulated verification failure")
 
-    monkeypatch.setattr(export_onnx, "_check_parity", broken)
+    monkeypatch.setattr(verify, "check_numerics", broken)
     with pytest.raises(ExportError, match="simulated"):
         export_model(report, tmp_path / "m.onnx")
     assert leftovers(tmp_path) == ["rnn.yaml"]
@@ -418,7 +405,7 @@ def test_failed_export_keeps_previous_file_intact(tmp_path: Path, monkeypatch: p
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export_onnx, "_verify", interrupted)
+    monkeypatch.setattr(verify, "check_structure", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export_model(report, out)
     assert out.read_bytes() == b"previous model"
@@ -428,16 +415,16 @@ def test_failed_export_keeps_previous_file_intact(tmp_path: Path, monkeypatch: p
 def test_parity_check_catches_a_wrong_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Corrupt one weight in the ONNX graph: the comparison with PyTorch must refuse it."""
     report = rnn_report(tmp_path)
-    annotate = export_onnx._annotate
+    save = write.save
 
     def corrupt(model, *args):
-        annotate(model, *args)
         init = next(t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2)
         arr = onnx.numpy_helper.to_array(init).copy()
         arr.flat[0] += 0.5
         init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+        return save(model, *args)
 
-    monkeypatch.setattr(export_onnx, "_annotate", corrupt)
+    monkeypatch.setattr(write, "save", corrupt)
     with pytest.raises(ExportError, match="onnxruntime differs from PyTorch at input 1x12x8"):
         export_model(report, tmp_path / "m.onnx")
     assert leftovers(tmp_path) == ["rnn.yaml"]
@@ -457,7 +444,7 @@ def test_replaces_existing_model_atomically(tmp_path: Path) -> None:
 def test_external_data_pair_is_replaced_as_a_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The new data file gets a new name, so until the model's atomic rename the old model still reads
     its own data; a commit that fails there leaves the old pair exactly as it was."""
-    monkeypatch.setattr(export_onnx, "EXTERNAL_DATA_THRESHOLD", 0)
+    monkeypatch.setattr(write, "EXTERNAL_DATA_THRESHOLD", 0)
     report = rnn_report(tmp_path)
     out = tmp_path / "big.onnx"
     old = export_model(report, out).external_data
@@ -469,19 +456,19 @@ def test_external_data_pair_is_replaced_as_a_pair(tmp_path: Path, monkeypatch: p
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
-    monkeypatch.setattr(export_onnx.os, "replace", fail_on_the_model)
+    monkeypatch.setattr(write.os, "replace", fail_on_the_model)
     with pytest.raises(OSError, match="No space left"):
         export_model(report, out, seed=1)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     onnx.checker.check_model(str(out), full_check=True)  # loads the old pair's external data
-    monkeypatch.setattr(export_onnx.os, "replace", real_replace)
+    monkeypatch.setattr(write.os, "replace", real_replace)
     new = export_model(report, out, seed=1).external_data
     assert new != old and not old.exists() and leftovers(tmp_path) == ["big.onnx", new.name, "rnn.yaml"]
 
 
 def test_external_data_over_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Models over 2 GB are written as graph + one external data file; forced here on a small one."""
-    monkeypatch.setattr(export_onnx, "EXTERNAL_DATA_THRESHOLD", 0)
+    monkeypatch.setattr(write, "EXTERNAL_DATA_THRESHOLD", 0)
     report = rnn_report(tmp_path)
     result = export_model(report, tmp_path / "big.onnx")
     data = result.external_data
@@ -493,7 +480,7 @@ def test_external_data_over_threshold(tmp_path: Path, monkeypatch: pytest.Monkey
     assert result.bytes == result.path.stat().st_size + result.external_data.stat().st_size
     assert result.max_rel_error <= TOL
     # a later small export replaces the pair with one self-contained file
-    monkeypatch.setattr(export_onnx, "EXTERNAL_DATA_THRESHOLD", 1 << 40)
+    monkeypatch.setattr(write, "EXTERNAL_DATA_THRESHOLD", 1 << 40)
     export_model(report, tmp_path / "big.onnx")
     assert leftovers(tmp_path) == ["big.onnx", "rnn.yaml"]
 
@@ -545,11 +532,6 @@ def test_report_at_ignores_the_spec_budget(tmp_path: Path) -> None:
     assert report_at(report, (19, 8)).graph.input.shape == (19, 8)
 
 
-def test_exporter_choice_from_layer_kinds(tmp_path: Path) -> None:
-    assert choose_exporter(archspec.check(zoo("lenet"))) == "dynamo"
-    assert choose_exporter(rnn_report(tmp_path)) == "torchscript"
-
-
 # -- the CLI -------------------------------------------------------------------------------------
 
 def cli(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -561,20 +543,10 @@ def test_cli_export_quiet_and_verified(tmp_path: Path) -> None:
     spec = spec_file(tmp_path, SMALL_RECURRENT.format(kind="lstm", output="last"))
     r = cli("export", spec, "-o", tmp_path / "m.onnx", "--dynamic", "batch,time", "--opset", "17")
     assert r.returncode == 0, r.stderr
-    assert r.stderr == ""  # exporter warnings and prints hidden
-    assert "torchscript exporter, opset 17, dynamic axes: batch, time" in r.stdout
+    assert r.stderr == ""
+    assert "float32, opset 17, dynamic axes: batch, time" in r.stdout
     assert "1x12x8 -> 1x5" in r.stdout and "3x19x8 -> 3x5" in r.stdout
     assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == 17
-
-
-def test_cli_export_dynamo_in_folder_with_triton_dir(tmp_path: Path) -> None:
-    """A folder named `triton` in the working directory must not break the dynamo exporter."""
-    (tmp_path / "triton").mkdir()
-    spec = spec_file(tmp_path, TINY_INCEPTION)
-    r = cli("export", spec, "-o", "m.onnx", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert r.stderr == "" and "dynamo exporter" in r.stdout
-    assert "torchvision" not in r.stdout and "[torch.onnx]" not in r.stdout
 
 
 def test_cli_export_weights_error(tmp_path: Path) -> None:
@@ -598,14 +570,137 @@ def test_large_zoo_models(tmp_path: Path, name: str) -> None:
     result = export_model(report, tmp_path / f"{name}.onnx")
     seconds = time.perf_counter() - t0
     assert_verified(result, report, {"batch": 0})
-    print(f"{name}: {seconds:.1f}s ({result.exporter}, export {result.export_seconds:.1f}s, "
+    print(f"{name}: {seconds:.1f}s (export {result.export_seconds:.1f}s, "
           f"verify {result.verify_seconds:.1f}s, {result.bytes / 1e6:.0f} MB, max rel err {result.max_rel_error:.1e})")
 
 
-def test_verification_catches_dynamo_fixing_the_sequence_length(tmp_path: Path) -> None:
-    """Why recurrent kinds ask for the TorchScript exporter: forced through dynamo, nn.RNN's
-    sequence axis comes out fixed at the traced length. The export must refuse, not write it."""
-    report = rnn_report(tmp_path)
-    with pytest.raises(ExportError, match="did not keep input 'x' as declared: axis 1: 12 .*symbolic 'time'"):
-        export_model(report, tmp_path / "m.onnx", exporter="dynamo")
-    assert leftovers(tmp_path) == ["rnn.yaml"]
+# -- without torch ----------------------------------------------------------------------------------
+
+NO_TORCH = """
+import sys
+sys.modules["torch"] = None  # `import torch` now raises ImportError, as on an install without torch
+from archspec.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] == "torch" and sys.modules[m] is not None)
+print("torch modules:", heavy)
+sys.exit(code)
+"""
+
+
+def run_without_torch(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", NO_TORCH, *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("name", ["lenet", "lstm_classifier"])
+def test_export_without_torch(tmp_path: Path, name: str) -> None:
+    out = tmp_path / f"{name}.onnx"
+    r = run_without_torch("export", SPECS / f"{name}.yaml", "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert "numeric verification against PyTorch SKIPPED (torch is not installed)" in r.stdout
+    assert "onnxruntime ran, outputs finite (no PyTorch reference)" in r.stdout
+    assert "torch modules: []" in r.stdout
+    # the file is the one an export with torch writes (same seeded numpy weights), and that one is
+    # verified against PyTorch
+    report = archspec.check(SPECS / f"{name}.yaml")
+    with_torch = export_model(report, tmp_path / "with_torch.onnx")
+    assert with_torch.compared
+    a, b = onnx.load(str(out)), onnx.load(str(with_torch.path))
+    assert {t.name: t.raw_data for t in a.graph.initializer} == {t.name: t.raw_data for t in b.graph.initializer}
+    assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
+
+
+def test_weights_without_torch(tmp_path: Path, lenet_state) -> None:
+    report, state = lenet_state
+    np.savez(tmp_path / "w.npz", **{k: v.numpy() for k, v in state.items()})
+    torch.save(state, tmp_path / "w.pt")
+    r = run_without_torch("export", SPECS / "lenet.yaml", "-o", tmp_path / "m.onnx", "--weights", tmp_path / "w.npz")
+    assert r.returncode == 0, r.stderr
+    module = archspec.build(report).eval()
+    module.load_state_dict(state)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        np.testing.assert_allclose(Session(tmp_path / "m.onnx").run(x.numpy())["output"], module(x).numpy(),
+                                   rtol=1e-5, atol=1e-5)
+    r = run_without_torch("export", SPECS / "lenet.yaml", "-o", tmp_path / "n.onnx", "--weights", tmp_path / "w.pt")
+    assert r.returncode == 1 and "is a PyTorch checkpoint; reading it needs torch" in r.stderr
+    assert not (tmp_path / "n.onnx").exists()
+
+
+# -- precision options -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", [TINY_RESNET, TINY_INCEPTION, SMALL_RECURRENT.format(kind="gru", output="sequence")],
+                         ids=["resnet", "inception", "gru"])
+def test_float16_verified_against_torch_in_float16(tmp_path: Path, text: str) -> None:
+    report = archspec.check(spec_file(tmp_path, text))
+    result = export_model(report, tmp_path / "half.onnx", dtype="float16")
+    assert result.compared and result.tolerance == verify.TOLERANCE["float16"] == 1e-2
+    model = onnx.load(str(result.path))
+    half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    assert {t.data_type for t in model.graph.initializer} <= {half, onnx.TensorProto.INT64}
+    assert model.graph.input[0].type.tensor_type.elem_type == half
+    full = onnx.load(str(export_model(report, tmp_path / "full.onnx").path))
+    assert 2 * sum(len(t.raw_data) for t in model.graph.initializer if t.data_type == half) == \
+        sum(len(t.raw_data) for t in full.graph.initializer if t.data_type == single)  # every weight in half
+    # independently: onnxruntime in float16 vs the float32 module on the same (rounded) weights
+    module = archspec.build(report).eval()
+    module.load_state_dict({k: torch.from_numpy(v.astype(np.float16).astype(v.dtype))
+                            for k, v in initial_state(report, 0).items()})
+    x = torch.randn(2, *report.graph.input.shape).half()
+    with torch.no_grad():
+        want = module(x.float()).numpy()
+    got = Session(result.path).run({report.graph.input.name: x.numpy()})["output"]
+    assert got.dtype == np.float16
+    assert np.abs(got.astype(np.float64) - want).max() <= 1e-2 * max(1.0, np.abs(want).max())
+
+
+def test_int8_quantization_keeps_lenet_accuracy_on_digits(tmp_path: Path) -> None:
+    """LeNet trained on scikit-learn's digits (as in test_train), exported as int8 calibrated on
+    training images: accuracy on held-out digits within 1 point of the float32 model's."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    images = torch.tensor(x, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    images = torch.nn.functional.interpolate(images, size=(28, 28), mode="bilinear", align_corners=False)
+    images = (images - images.mean()) / images.std()
+    labels = torch.tensor(y)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    train, test = order[:1400], order[1400:]
+    report = archspec.check(zoo("lenet"))
+    torch.manual_seed(0)
+    model = archspec.build(report, seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    for _ in range(8):
+        for i in range(0, len(train), 50):
+            loss = torch.nn.functional.cross_entropy(model(images[train[i:i + 50]]), labels[train[i:i + 50]])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    np.save(tmp_path / "calib.npy", images[train[:64]].numpy())
+    fp32 = export_model(report, tmp_path / "fp32.onnx", weights=model.state_dict())
+    int8 = export_model(report, tmp_path / "int8.onnx", weights=model.state_dict(), quantize="int8",
+                        calibration=[tmp_path / "calib.npy"])
+    q = int8.quantization
+    assert q.samples == 64 and q.int8_bytes < 0.4 * q.float_bytes and int8.bytes == q.int8_bytes
+    assert "quantized: int8" in int8.summary()
+
+    def accuracy(path: Path) -> float:
+        out = Session(path).run({"image": images[test].numpy()})["output"]
+        return float((out.argmax(1) == labels[test].numpy()).mean())
+
+    a32, a8 = accuracy(fp32.path), accuracy(int8.path)
+    print(f"LeNet digits: float32 {a32:.4f}, int8 {a8:.4f}, {q}")
+    assert a32 >= 0.95 and abs(a32 - a8) <= 0.01
+    ops = {n.op_type for n in onnx.load(str(int8.path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_quantize_calibration_errors(tmp_path: Path) -> None:
+    report = archspec.check(zoo("lenet"))
+    np.save(tmp_path / "bad.npy", np.zeros((2, 3, 28, 28), np.float32))
+    with pytest.raises(ExportError, match=r"calibration input .*bad.npy has shape \(2, 3, 28, 28\); expected \(1, 28, 28\)"):
+        export_model(report, tmp_path / "m.onnx", quantize="int8", calibration=[tmp_path / "bad.npy"])
+    with pytest.raises(ExportError, match="leave --dtype at float32"):
+        export_model(report, tmp_path / "m.onnx", quantize="int8", dtype="float16")
+    assert not (tmp_path / "m.onnx").exists()

@@ -299,7 +299,7 @@ def test_several_outputs_and_arity(tmp_path: Path) -> None:
 
 def test_export_runs_the_checker_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import archspec.analyze as analyze_mod
-    import archspec.export_onnx as ex
+    import archspec.exporter.plan as ex
 
     calls = []
     real = analyze_mod.analyze

@@ -25,9 +25,9 @@ import pytest
 import torch
 
 import archspec
-from archspec import PathError, SpecError, export_onnx, memory
+from archspec import PathError, SpecError, memory
 from archspec.cli import main as cli_main
-from archspec.export_onnx import export_model
+from archspec.exporter import export_model, verify, write
 from archspec.files import commit
 from archspec.limits import CEILINGS, Limits
 from archspec.runtime import RunError, run_model
@@ -247,11 +247,12 @@ def test_export_onto_the_spec_is_refused(tmp_path, capsys):
 
 _CONCURRENT = """
 import sys
-from archspec import check, export_onnx
-export_onnx.EXTERNAL_DATA_THRESHOLD = 0  # every export writes model + external data
+from archspec import check
+from archspec.exporter import export_model, write
+write.EXTERNAL_DATA_THRESHOLD = 0  # every export writes model + external data
 report = check(sys.argv[1])
 for seed in range(int(sys.argv[3])):
-    export_onnx.export_model(report, sys.argv[2], seed=seed)
+    export_model(report, sys.argv[2], seed=seed)
 """
 
 
@@ -265,7 +266,7 @@ def test_concurrent_exports_with_external_data_leave_a_complete_pair(tmp_path):
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stderr.read()
     onnx.checker.check_model(str(out), full_check=True)  # loads the external data it names
-    names = export_onnx.external_data_files(out)
+    names = write.external_data_files(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.onnx", "spec.yaml", *names])
 
 
@@ -300,14 +301,13 @@ def deep_spec(nesting: int, per_block: int = 20) -> str:
     return "\n".join(lines + ["network: [b0, {linear: {out: 2}}]"]) + "\n"
 
 
-@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
-def test_nesting_at_the_ceiling_builds_and_exports(tmp_path, exporter):
+def test_nesting_at_the_ceiling_builds_and_exports(tmp_path):
     limits = Limits(**CEILINGS)
     path = tmp_path / "deep.yaml"
     path.write_text(deep_spec(CEILINGS["max_nesting"] - 1))
     report = archspec.check(path, limits=limits)
-    result = export_model(report, tmp_path / "deep.onnx", exporter=exporter, dynamic="none")
-    assert result.max_rel_error <= export_onnx.TOLERANCE
+    result = export_model(report, tmp_path / "deep.onnx", dynamic="none")
+    assert result.max_rel_error <= verify.TOLERANCE["float32"]
     path.write_text(deep_spec(CEILINGS["max_nesting"] + 1))
     with pytest.raises(SpecError) as info:
         archspec.check(path, limits=limits)
@@ -434,7 +434,7 @@ def test_example_tokens_fit_the_smallest_vocabulary(tmp_path):
         "  - concat:\n      big: [{embedding: {vocab: 1000, dim: 4}}]\n      small: [{embedding: {vocab: 3, dim: 4}}]\n"
         "  - lstm: {hidden: 8}\n")
     result = export_model(archspec.check(tmp_path / "vocab.yaml"), tmp_path / "v.onnx")
-    assert result.max_rel_error <= export_onnx.TOLERANCE
+    assert result.max_rel_error <= verify.TOLERANCE["float32"]
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "v.onnx")).metadata_props}
     assert json.loads(meta["archspec.input"])["vocab"] == 3
     assert run_model(tmp_path / "v.onnx", batch=2).outputs["output"].shape == (2, 12, 8)

@@ -18,7 +18,7 @@ import torch
 
 import archspec
 from archspec import runtime
-from archspec.export_onnx import export_model
+from archspec.exporter import export_model
 from archspec.runtime import DeviceError, RunError, Session, physical_cores, run_model, session_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,12 +223,12 @@ def test_bench_model_and_table(tmp_path: Path) -> None:
     assert [r.batch for r in rows] == [1, 4]
     report = archspec.check(LENET)
     for r in rows:
-        assert r.macs == report.totals.macs and r.exporter == "dynamo"
+        assert r.macs == report.totals.macs and r.exporter.startswith("emitted")
         assert r.torch.median > 0 and r.ort.median > 0
         assert r.gflops(r.ort) == pytest.approx(2 * r.macs * r.batch / r.ort.median / 1e9)
     table = runtime.bench_table(rows).splitlines()
     assert table[0].startswith("| spec |") and set(table[1]) == {"|", "-"}
-    assert len(table) == 4 and table[2].startswith("| lenet | 1x28x28 | dynamo | ")
+    assert len(table) == 4 and table[2].startswith("| lenet | 1x28x28 | emitted, opset 17 | ")
     assert [cells.split(" | ")[4] for cells in table[2:]] == ["1", "4"]  # the batch column
     assert not list(tmp_path.iterdir())
 
@@ -240,14 +240,14 @@ def test_cli_bench_and_tool(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[0].startswith("| spec |") and len(lines) == 4
-    assert lines[3].startswith("| tiny_tagger | 9 | torchscript | ") and lines[3].split(" | ")[4] == "2"
+    assert lines[3].startswith("| tiny_tagger | 9 | emitted, opset 17 | ") and lines[3].split(" | ")[4] == "2"
     r = cli("bench", spec, "--batch", "x")
     assert r.returncode == 2
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_inference.py"), str(spec), "--rounds", "2",
                         "--warmup", "1", "--profile", "tagger", "--json", "out.json"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "| tiny_tagger | 9 | torchscript | " in r.stdout and "| tiny_tagger | 18 | torchscript | " in r.stdout
+    assert "| tiny_tagger | 9 | emitted, opset 17 | " in r.stdout and "| tiny_tagger | 18 | emitted, opset 17 | " in r.stdout
     assert "GFLOP/s -- the reference" in r.stdout
     data = json.loads((tmp_path / "out.json").read_text())
     assert [(row["spec"], row["batch"], row["input_shape"]) for row in data["rows"]] == [

@@ -25,7 +25,7 @@ import pytest
 
 import archspec
 from archspec.contract import read_contract
-from archspec.export_onnx import export_model
+from archspec.exporter import export_model
 from archspec.runtime import Session
 from archspec.serve import (
     HEADER_LENGTH,

@@ -138,11 +138,11 @@ def profile(spec: Path, threads: int, batch: int = 1, calls: int = 30, top: int 
     import torch
 
     import archspec
-    from archspec.export_onnx import _example
+    from archspec.exporter import example_input
 
     report = archspec.check(spec)
     module = archspec.build(report, seed=0).eval()
-    x = _example(report, (batch, *report.graph.input.shape), seed=0)
+    x = torch.from_numpy(example_input(report, (batch, *report.graph.input.shape), seed=0))
     with tempfile.TemporaryDirectory(prefix="archspec-profile-") as tmp:
         path = Path(tmp) / "model.onnx"
         archspec.export(report, path, weights=module.state_dict())

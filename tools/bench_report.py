@@ -936,7 +936,12 @@ def main(argv: list[str] | None = None) -> int:
         data["machine"]["load_end"] = bc.loadavg()
     bc.write_json(a.out_dir / "benchmarks.json", data)
     text = render(data)
-    (a.out_dir / "benchmarks.md").write_text(text)
+    md = a.out_dir / "benchmarks.md"
+    previous = md.read_text() if md.exists() else ""
+    begin, end = "<!-- bench_export begin -->", "<!-- bench_export end -->"
+    if begin in previous and end in previous:  # tools/bench_export.py's section, kept until it reruns
+        text += "\n" + previous[previous.index(begin):previous.index(end) + len(end)] + "\n"
+    md.write_text(text)
     print(f"wrote {a.out_dir / 'benchmarks.md'} and {a.out_dir / 'benchmarks.json'}", file=sys.stderr)
     return 0
 

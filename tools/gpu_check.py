@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import archspec
-    from archspec.export_onnx import _example
+    from archspec.exporter import example_input
     from archspec.runtime import DeviceError, Session, time_interleaved
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         gpu_module = module.to("cuda")
         row = {"spec": spec.stem, "providers": list(session.providers)}
         for batch in (1, 8):
-            x = _example(report, (batch, *report.graph.input.shape), seed=1)
+            x = torch.from_numpy(example_input(report, (batch, *report.graph.input.shape), seed=1))
             with torch.inference_mode():
                 ref = archspec.build(report, seed=0).eval()(x).numpy()  # the CPU reference
                 x_gpu = x.to("cuda")

@@ -24,23 +24,46 @@ def _check_axis(p: AxisParams, x: Shape) -> Shape:
     return x
 
 
-# (name, params schema, flops per element, lowering from (torch.nn, params), doc)
-_TABLE: list[tuple[str, type[LayerParams], int, Callable[[Any, Any], Any], str]] = [
-    ("relu", NoParams, 1, lambda nn, p: nn.ReLU(), "max(x, 0)"),
-    ("relu6", NoParams, 1, lambda nn, p: nn.ReLU6(), "min(max(x, 0), 6)"),
-    ("leaky_relu", LeakyParams, 1, lambda nn, p: nn.LeakyReLU(p.slope), "x if x > 0 else slope*x"),
-    ("sigmoid", NoParams, 1, lambda nn, p: nn.Sigmoid(), "1 / (1 + exp(-x))"),
-    ("tanh", NoParams, 1, lambda nn, p: nn.Tanh(), "hyperbolic tangent"),
-    ("gelu", NoParams, 1, lambda nn, p: nn.GELU(), "x * Phi(x), exact erf form"),
-    ("softmax", AxisParams, 3, lambda nn, p: nn.Softmax(p.dim + 1 if p.dim >= 0 else p.dim),
+def _axis(p: AxisParams) -> int:
+    """The per-sample axis `dim` on the batched tensor."""
+    return p.dim + 1 if p.dim >= 0 else p.dim
+
+
+def _clip(g: Any, low: float, high: float) -> str:
+    import numpy as np
+
+    return g.op("Clip", [g.x, g.const("min", np.array(low, np.float32)), g.const("max", np.array(high, np.float32))])
+
+
+def _gelu(g: Any) -> str:
+    """x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (Hendrycks & Gimpel 2016); the Gelu operator from opset 20."""
+    import numpy as np
+
+    if g.opset >= 20:
+        return g.op("Gelu", [g.x])
+    erf = g.op("Erf", [g.op("Mul", [g.x, g.const("rsqrt2", np.array(1 / np.sqrt(2), np.float32))])])
+    one_plus = g.op("Add", [erf, g.const("one", np.array(1, np.float32))])
+    return g.op("Mul", [g.op("Mul", [g.x, g.const("half", np.array(0.5, np.float32))]), one_plus])
+
+
+# (name, params schema, flops per element, lowering from (torch.nn, params), ONNX from (emitter, params), doc)
+_TABLE: list[tuple[str, type[LayerParams], int, Callable[[Any, Any], Any], Callable[[Any, Any], str], str]] = [
+    ("relu", NoParams, 1, lambda nn, p: nn.ReLU(), lambda g, p: g.op("Relu", [g.x]), "max(x, 0)"),
+    ("relu6", NoParams, 1, lambda nn, p: nn.ReLU6(), lambda g, p: _clip(g, 0.0, 6.0), "min(max(x, 0), 6)"),
+    ("leaky_relu", LeakyParams, 1, lambda nn, p: nn.LeakyReLU(p.slope),
+     lambda g, p: g.op("LeakyRelu", [g.x], alpha=p.slope), "x if x > 0 else slope*x"),
+    ("sigmoid", NoParams, 1, lambda nn, p: nn.Sigmoid(), lambda g, p: g.op("Sigmoid", [g.x]), "1 / (1 + exp(-x))"),
+    ("tanh", NoParams, 1, lambda nn, p: nn.Tanh(), lambda g, p: g.op("Tanh", [g.x]), "hyperbolic tangent"),
+    ("gelu", NoParams, 1, lambda nn, p: nn.GELU(), lambda g, p: _gelu(g), "x * Phi(x), exact erf form"),
+    ("softmax", AxisParams, 3, lambda nn, p: nn.Softmax(_axis(p)), lambda g, p: g.op("Softmax", [g.x], axis=_axis(p)),
      "exp(x) / sum(exp(x)) along `dim`"),
-    ("log_softmax", AxisParams, 3, lambda nn, p: nn.LogSoftmax(p.dim + 1 if p.dim >= 0 else p.dim),
-     "log of softmax along `dim`, computed stably"),
+    ("log_softmax", AxisParams, 3, lambda nn, p: nn.LogSoftmax(_axis(p)),
+     lambda g, p: g.op("LogSoftmax", [g.x], axis=_axis(p)), "log of softmax along `dim`, computed stably"),
 ]
 
 
 def _make(name: str, params: type[LayerParams], per_element: int, build: Callable[[Any, Any], Any],
-          formula: str) -> type[LayerKind]:
+          to_onnx: Callable[[Any, Any], str], formula: str) -> type[LayerKind]:
     def infer(cls: type, p: Any, x: Shape) -> Shape:
         return _check_axis(p, x) if isinstance(p, AxisParams) else x
 
@@ -52,10 +75,14 @@ def _make(name: str, params: type[LayerParams], per_element: int, build: Callabl
 
         return build(nn, p)
 
+    def emit(cls: type, p: Any, x: Any, y: Any, g: Any) -> str:
+        return to_onnx(g, p)
+
     attrs = {
         "name": name, "Params": params, "doc": f"Activation: {formula}.",
         "flops_rule": f"{per_element} per element (a counting convention, not a cycle count)",
         "example": {}, "infer": classmethod(infer), "cost": classmethod(cost), "lower": classmethod(lower),
+        "emit": classmethod(emit),
     }
     return type(name.title().replace("_", ""), (LayerKind,), attrs)
 

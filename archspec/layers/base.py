@@ -36,7 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchem
 from pydantic_core import PydanticCustomError
 
 if TYPE_CHECKING:
+    import numpy
     import torch
+
+    from ..exporter.emit import Emitter
 
 Shape = tuple[int, ...]
 FLOAT, INT = "float32", "int64"
@@ -180,8 +183,9 @@ class LayerKind:
     shape_rule: ClassVar[str] = "output shape = input shape"
     macs_rule: ClassVar[str] = "0 (no multiply-accumulates)"
     example: ClassVar[dict[str, Any] | None] = None  # a valid parameter set, for generated tests
-    exporter: ClassVar[str] = "dynamo"  # "torchscript" where torch.onnx's dynamo path mishandles the op
     arity: ClassVar[int | None] = 1  # inputs read; None = two or more (concat, add)
+    zero_init: ClassVar[bool] = False  # starts at zero as a residual body's last layer (zero_init_residual)
+    min_opset: ClassVar[int] = 13  # the oldest ONNX opset `emit` is valid in (13: Squeeze/Softmax as used)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -207,6 +211,20 @@ class LayerKind:
     def lower_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]) -> torch.nn.Module:
         return cls.lower(p, xs[0].shape, ys[0].shape)
 
+    @classmethod
+    def emit_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...], g: Emitter) -> tuple[str, ...]:
+        """ONNX emission: nodes for the input values `g.xs` (batch axis first); returns the output values."""
+        return (cls.emit(p, xs[0], ys[0], g),)
+
+    @classmethod
+    def tensors_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]) -> dict[str, tuple[Shape, str]]:
+        return cls.tensors(p, xs[0].shape, ys[0].shape)
+
+    @classmethod
+    def initial_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...], scheme: str,
+                  rng: Any) -> dict[str, Any]:
+        return cls.initial(p, xs[0].shape, ys[0].shape, scheme, rng)
+
     # -- the unary rules ---------------------------------------------------------------------
     @classmethod
     def output_type(cls, p: Any, x: TensorType) -> TensorType:
@@ -229,6 +247,24 @@ class LayerKind:
     def fix_hint(cls, first: Shape, other: Shape) -> str:
         """A suggested fix when inputs of these shapes cannot be combined (N-ary kinds)."""
         return ""
+
+    @classmethod
+    def tensors(cls, p: Any, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        """The lowered module's state-dict entries, local name -> (shape, dtype): what a weights file
+        must hold for this layer, known without building anything."""
+        return {}
+
+    @classmethod
+    def initial(cls, p: Any, x: Shape, y: Shape, scheme: str, rng: Any) -> dict[str, Any]:
+        """Seeded numpy initial values of `tensors` under the spec's `init.scheme` (as `init` does in
+        torch, from the same distributions; "zero" asks a normalisation to start at zero)."""
+        return {}
+
+    @classmethod
+    def emit(cls, p: Any, x: TensorType, y: TensorType, g: Emitter) -> str:
+        """Adds this layer's ONNX nodes for input value `g.x` (batch axis first) and returns the name
+        of its output value; tensors come from `g.param(local name)`."""
+        raise NotImplementedError(f"{cls.name} has no ONNX emission")
 
     @classmethod
     def brief(cls, p: Any) -> str:
@@ -256,6 +292,29 @@ def init_weight_bias(module: Any, scheme: str) -> bool:
     if module.bias is not None:
         nn.init.zeros_(module.bias)
     return True
+
+
+def uniform(rng: Any, shape: Shape, bound: float) -> numpy.ndarray:
+    return rng.uniform(-bound, bound, shape).astype("float32")
+
+
+def weight_bias_initial(weight: Shape, bias: bool, fan_in: int, fan_out: int, scheme: str, rng: Any) -> dict[str, Any]:
+    """Conv/linear initial values, the distributions of `init_weight_bias`: PyTorch's default
+    kaiming_uniform(a=sqrt 5), i.e. U(+-1/sqrt(fan_in)) for weight and bias (torch.nn.Linear docs);
+    kaiming N(0, 2/fan_out) (He et al. 2015); xavier U(+-sqrt(6/(fan_in+fan_out))) (Glorot & Bengio 2010)."""
+    import numpy as np
+
+    if scheme == "kaiming":
+        w = (rng.standard_normal(weight) * np.sqrt(2.0 / fan_out)).astype(np.float32)
+    elif scheme == "xavier":
+        w = uniform(rng, weight, float(np.sqrt(6.0 / (fan_in + fan_out))))
+    else:
+        w = uniform(rng, weight, 1.0 / float(np.sqrt(fan_in)))
+    out = {"weight": w}
+    if bias:
+        out["bias"] = (uniform(rng, weight[:1], 1.0 / float(np.sqrt(fan_in))) if scheme not in ("kaiming", "xavier")
+                       else np.zeros(weight[:1], np.float32))
+    return out
 
 
 def lookup(kind: str) -> type[LayerKind] | None:

@@ -13,9 +13,11 @@ from .base import (
     Shape,
     ShapeError,
     Size2,
+    TensorType,
     init_weight_bias,
     numel,
     out_size,
+    weight_bias_initial,
 )
 
 
@@ -107,3 +109,23 @@ class Conv2d(LayerKind):
     @classmethod
     def init(cls, module, p: Conv2dParams, scheme: str) -> bool:
         return init_weight_bias(module, scheme)
+
+    @classmethod
+    def tensors(cls, p: Conv2dParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        out = {"weight": ((p.out, x[0] // p.groups, *p.kernel), "float32")}
+        if p.bias:
+            out["bias"] = ((p.out,), "float32")
+        return out
+
+    @classmethod
+    def initial(cls, p: Conv2dParams, x: Shape, y: Shape, scheme: str, rng):
+        window = p.kernel[0] * p.kernel[1]  # torch's fans of a conv weight (out, in/groups, kh, kw)
+        return weight_bias_initial(cls.tensors(p, x, y)["weight"][0], p.bias, x[0] // p.groups * window,
+                                   p.out * window, scheme, rng)
+
+    @classmethod
+    def emit(cls, p: Conv2dParams, x: TensorType, y: TensorType, g) -> str:
+        t, b, l, r = cls.pads(p, x.shape)
+        inputs = [g.x, g.param("weight")] + ([g.param("bias")] if p.bias else [])
+        return g.op("Conv", inputs, kernel_shape=list(p.kernel), strides=list(p.stride), pads=[t, l, b, r],
+                    dilations=list(p.dilation), group=p.groups)

@@ -17,6 +17,7 @@ from .base import (
     TensorType,
     init_weight_bias,
     numel,
+    weight_bias_initial,
 )
 
 
@@ -65,6 +66,22 @@ class Linear(LayerKind):
     def init(cls, module, p: LinearParams, scheme: str) -> bool:
         return init_weight_bias(module, scheme)
 
+    @classmethod
+    def tensors(cls, p: LinearParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        return {"weight": ((p.out, x[-1]), "float32"), **({"bias": ((p.out,), "float32")} if p.bias else {})}
+
+    @classmethod
+    def initial(cls, p: LinearParams, x: Shape, y: Shape, scheme: str, rng):
+        return weight_bias_initial((p.out, x[-1]), p.bias, x[-1], p.out, scheme, rng)
+
+    @classmethod
+    def emit(cls, p: LinearParams, x: TensorType, y: TensorType, g) -> str:
+        if len(x.shape) == 1:  # (N, F): one Gemm, y = x W^T + b
+            return g.op("Gemm", [g.x, g.param("weight")] + ([g.param("bias")] if p.bias else []), transB=1)
+        # (N, ..., F): MatMul broadcasts over the leading axes; W^T is stored transposed once
+        y_ = g.op("MatMul", [g.x, g.const("weight_t", g.array("weight").T.copy())])
+        return g.op("Add", [y_, g.param("bias")]) if p.bias else y_
+
 
 class Flatten(LayerKind):
     name = "flatten"
@@ -88,6 +105,10 @@ class Flatten(LayerKind):
 
         return nn.Flatten()
 
+    @classmethod
+    def emit(cls, p: NoParams, x: TensorType, y: TensorType, g) -> str:
+        return g.op("Flatten", [g.x], axis=1)
+
 
 class DropoutParams(LayerParams):
     p: Probability = 0.5
@@ -110,6 +131,10 @@ class Dropout(LayerKind):
 
         return nn.Dropout(p.p)
 
+    @classmethod
+    def emit(cls, p: DropoutParams, x: TensorType, y: TensorType, g) -> str:
+        return g.x  # the identity at inference
+
 
 class Identity(LayerKind):
     name = "identity"
@@ -127,6 +152,10 @@ class Identity(LayerKind):
         from torch import nn
 
         return nn.Identity()
+
+    @classmethod
+    def emit(cls, p: NoParams, x: TensorType, y: TensorType, g) -> str:
+        return g.x
 
 
 class EmbeddingParams(LayerParams):
@@ -158,3 +187,15 @@ class Embedding(LayerKind):
         from torch import nn
 
         return nn.Embedding(p.vocab, p.dim)
+
+    @classmethod
+    def tensors(cls, p: EmbeddingParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        return {"weight": ((p.vocab, p.dim), "float32")}
+
+    @classmethod
+    def initial(cls, p: EmbeddingParams, x: Shape, y: Shape, scheme: str, rng):
+        return {"weight": rng.standard_normal((p.vocab, p.dim)).astype("float32")}  # N(0, 1), as nn.Embedding
+
+    @classmethod
+    def emit(cls, p: EmbeddingParams, x: TensorType, y: TensorType, g) -> str:
+        return g.op("Gather", [g.param("weight"), g.x], axis=0)

@@ -49,6 +49,10 @@ class Concat(LayerKind):
         return TorchConcat(concat_axis(xs[0]) + 1)  # + the batch axis
 
     @classmethod
+    def emit_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...], g: Any) -> tuple[str, ...]:
+        return (g.op("Concat", list(g.xs), axis=concat_axis(xs[0]) + 1),)
+
+    @classmethod
     def brief(cls, p: Any) -> str:
         return "concat"
 
@@ -91,6 +95,13 @@ class Add(LayerKind):
         from ..nn import Add as TorchAdd
 
         return TorchAdd()
+
+    @classmethod
+    def emit_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...], g: Any) -> tuple[str, ...]:
+        out = g.xs[0]
+        for v in g.xs[1:]:  # left to right, as the torch module adds
+            out = g.op("Add", [out, v])
+        return (out,)
 
     @classmethod
     def brief(cls, p: Any) -> str:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .base import Cost, LayerKind, LayerParams, Shape, numel
+from .base import Cost, LayerKind, LayerParams, Shape, TensorType, numel
 
 
 class BatchNormParams(LayerParams):
@@ -22,6 +22,7 @@ class BatchNorm(LayerKind):
     input_desc = "(C, H, W) or (F)"
     flops_rule = "2 per element (inference: one scale and one shift)"
     example = {}
+    zero_init = True
 
     @classmethod
     def cost(cls, p: BatchNormParams, x: Shape, y: Shape) -> Cost:
@@ -42,6 +43,27 @@ class BatchNorm(LayerKind):
 
         nn.init.zeros_(module.weight)  # gamma = 0: the residual block starts as the identity
         return True
+
+    @classmethod
+    def tensors(cls, p: BatchNormParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        c = (x[0],)
+        return {"weight": (c, "float32"), "bias": (c, "float32"), "running_mean": (c, "float32"),
+                "running_var": (c, "float32"), "num_batches_tracked": ((), "int64")}
+
+    @classmethod
+    def initial(cls, p: BatchNormParams, x: Shape, y: Shape, scheme: str, rng):
+        import numpy as np
+
+        c = x[0]
+        return {"weight": (np.zeros if scheme == "zero" else np.ones)(c, np.float32), "bias": np.zeros(c, np.float32),
+                "running_mean": np.zeros(c, np.float32), "running_var": np.ones(c, np.float32),
+                "num_batches_tracked": np.zeros((), np.int64)}
+
+    @classmethod
+    def emit(cls, p: BatchNormParams, x: TensorType, y: TensorType, g) -> str:
+        # inference form: (x - running_mean) / sqrt(running_var + eps) * weight + bias, on axis 1
+        return g.op("BatchNormalization", [g.x] + [g.param(n) for n in ("weight", "bias", "running_mean", "running_var")],
+                    epsilon=p.eps)
 
 
 MAX_LRN_SIZE = 255  # PyTorch pads the channels by size - 1 in a temporary; AlexNet uses 5
@@ -72,3 +94,20 @@ class LocalResponseNorm(LayerKind):
         from torch import nn
 
         return nn.LocalResponseNorm(p.size, p.alpha, p.beta, p.k)
+
+    @classmethod
+    def emit(cls, p: LRNParams, x: TensorType, y: TensorType, g) -> str:
+        if p.size % 2:  # odd: ONNX LRN's window [c - (size-1)/2, c + (size-1)/2] is torch's
+            return g.op("LRN", [g.x], size=p.size, alpha=p.alpha, beta=p.beta, bias=p.k)
+        # even: torch's window is [c - size/2, c + size/2 - 1], ONNX's one channel later, so write
+        # torch's formula (torch.nn.functional.local_response_norm): x / (k + alpha * avg(x^2))^beta
+        import numpy as np
+
+        sq = g.op("Unsqueeze", [g.op("Mul", [g.x, g.x]), g.const("axis1", np.array([1], np.int64))])
+        half = p.size // 2
+        pads = g.const("pads", np.array([0, 0, half, 0, 0, 0, 0, half - 1, 0, 0], np.int64))
+        avg = g.op("AveragePool", [g.op("Pad", [sq, pads])], kernel_shape=[p.size, 1, 1])
+        avg = g.op("Squeeze", [avg, g.const("axis1", np.array([1], np.int64))])
+        scaled = g.op("Add", [g.op("Mul", [avg, g.const("alpha", np.array(p.alpha, np.float32))]),
+                              g.const("k", np.array(p.k, np.float32))])
+        return g.op("Div", [g.x, g.op("Pow", [scaled, g.const("beta", np.array(p.beta, np.float32))])])

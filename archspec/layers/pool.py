@@ -6,7 +6,7 @@ import math
 
 from pydantic import ValidationInfo, field_validator
 
-from .base import Cost, LayerKind, LayerParams, NoParams, Pad2, Shape, ShapeError, Size2, numel, out_size
+from .base import Cost, LayerKind, LayerParams, NoParams, Pad2, Shape, ShapeError, Size2, TensorType, numel, out_size
 
 
 class PoolParams(LayerParams):
@@ -75,6 +75,12 @@ class _Pool(LayerKind):
             != out_size(n, p.kernel[i], s[i], 2 * p.padding[i], 1, False) for i, n in enumerate(x[1:]))
 
     @classmethod
+    def window(cls, p: PoolParams, x: Shape) -> dict:
+        """The ONNX pooling attributes; pads are (top, left, bottom, right)."""
+        return dict(kernel_shape=list(p.kernel), strides=list(p.strides), pads=[*p.padding, *p.padding],
+                    ceil_mode=int(cls.lowered_ceil_mode(p, x)))
+
+    @classmethod
     def brief(cls, p: PoolParams) -> str:
         stride = f", /{p.strides[0]}" if p.strides != (1, 1) else ""
         return f"{p.kernel[0]}x{p.kernel[1]} {cls.name[:3]} pool{stride}"
@@ -97,6 +103,10 @@ class MaxPool2d(_Pool):
 
         return nn.MaxPool2d(p.kernel, p.strides, p.padding, ceil_mode=cls.lowered_ceil_mode(p, x))
 
+    @classmethod
+    def emit(cls, p: PoolParams, x: TensorType, y: TensorType, g) -> str:
+        return g.op("MaxPool", [g.x], **cls.window(p, x.shape))
+
 
 class AvgPool2d(_Pool):
     name = "avgpool2d"
@@ -109,6 +119,10 @@ class AvgPool2d(_Pool):
 
         return nn.AvgPool2d(p.kernel, p.strides, p.padding, ceil_mode=cls.lowered_ceil_mode(p, x),
                             count_include_pad=p.count_include_pad)
+
+    @classmethod
+    def emit(cls, p: AvgPoolParams, x: TensorType, y: TensorType, g) -> str:
+        return g.op("AveragePool", [g.x], count_include_pad=int(p.count_include_pad), **cls.window(p, x.shape))
 
 
 class GlobalAvgPool(LayerKind):
@@ -135,6 +149,11 @@ class GlobalAvgPool(LayerKind):
         from ..nn import GlobalPool
 
         return GlobalPool(cls.reduce)
+
+    @classmethod
+    def emit(cls, p: NoParams, x: TensorType, y: TensorType, g) -> str:
+        pooled = g.op("GlobalAveragePool" if cls.reduce == "avg" else "GlobalMaxPool", [g.x])
+        return g.op("Flatten", [pooled], axis=1)
 
 
 class GlobalMaxPool(GlobalAvgPool):
@@ -183,3 +202,29 @@ class AdaptiveAvgPool2d(LayerKind):
         if h % oh == 0 and w % ow == 0:
             return nn.AvgPool2d((h // oh, w // ow))
         return nn.AdaptiveAvgPool2d(p.output)
+
+    @classmethod
+    def emit(cls, p: AdaptiveParams, x: TensorType, y: TensorType, g) -> str:
+        (h, w), (oh, ow) = x.shape[1:], p.output
+        if (h, w) == (oh, ow):
+            return g.x
+        if h % oh == 0 and w % ow == 0:
+            return g.op("AveragePool", [g.x], kernel_shape=[h // oh, w // ow], strides=[h // oh, w // ow])
+        # uneven: PyTorch's windows [floor(i*n/out), ceil((i+1)*n/out)) per axis (aten
+        # AdaptiveAveragePooling.cpp); a mean over a rectangle is the mean over rows of the mean over
+        # columns, so each axis is pooled on its own: a Slice and ReduceMean per window, then Concat
+        import numpy as np
+
+        v = g.x
+        for axis, n, out in ((2, h, oh), (3, w, ow)):
+            if n == out:
+                continue
+            cells = []
+            for i in range(out):
+                start, end = i * n // out, -(-(i + 1) * n // out)
+                part = g.op("Slice", [v, g.const(f"start{start}", np.array([start], np.int64)),
+                                      g.const(f"end{end}", np.array([end], np.int64)),
+                                      g.const(f"axis{axis}", np.array([axis], np.int64))])
+                cells.append(g.reduce("ReduceMean", part, [axis]))
+            v = g.op("Concat", cells, axis=axis)
+        return v

@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .base import Cost, LayerKind, LayerParams, PositiveInt, Probability, Shape
+from .base import Cost, LayerKind, LayerParams, PositiveInt, Probability, Shape, TensorType, uniform
 
 
 class RecurrentParams(LayerParams):
@@ -33,10 +33,9 @@ class _Recurrent(LayerKind):
     gate_elementwise: ClassVar[int]  # element-wise ops per hidden unit per step, after the matmuls
     input_rank = (2,)
     input_desc = "(T, F)"
+    onnx_op: ClassVar[str]
+    gate_order: ClassVar[tuple[int, ...]]  # PyTorch's gate blocks in ONNX's order
     example = {"hidden": 6, "layers": 2, "output": "last"}
-    # torch 2.13's dynamo exporter bakes the example sequence length into LSTM/GRU (and fixes it
-    # for RNN); the TorchScript exporter keeps it dynamic.
-    exporter = "torchscript"
     shape_rule = "(T, F) -> sequence: (T, D*hidden); last, state: (D*hidden), D = 2 if bidirectional"
     macs_rule = "sum over layers of D * T * g * hidden * (I_layer + hidden), g = 1/3/4 for rnn/gru/lstm"
 
@@ -72,6 +71,67 @@ class _Recurrent(LayerKind):
         return RECURRENT[cls.name](x[1], p.hidden, num_layers=p.layers, bias=p.bias, batch_first=True,
                                    dropout=p.dropout, bidirectional=p.bidirectional, output=p.output, **extra)
 
+    @classmethod
+    def tensors(cls, p: RecurrentParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        """nn.RNNBase's names: weight_ih_l{k}[_reverse] (gH, I_k), weight_hh (gH, H), bias_ih/bias_hh (gH)."""
+        dirs, gh, out = 2 if p.bidirectional else 1, cls.gates * p.hidden, {}
+        for k in range(p.layers):
+            for d in range(dirs):
+                sfx = f"_l{k}" + ("_reverse" if d else "")
+                out[f"weight_ih{sfx}"] = ((gh, x[1] if k == 0 else dirs * p.hidden), "float32")
+                out[f"weight_hh{sfx}"] = ((gh, p.hidden), "float32")
+                if p.bias:
+                    out[f"bias_ih{sfx}"] = out[f"bias_hh{sfx}"] = ((gh,), "float32")
+        return out
+
+    @classmethod
+    def initial(cls, p: RecurrentParams, x: Shape, y: Shape, scheme: str, rng):
+        # every tensor U(+-1/sqrt(hidden)) (torch.nn.RNN/GRU/LSTM docs); no scheme changes it
+        return {k: uniform(rng, shape, p.hidden ** -0.5) for k, (shape, _) in cls.tensors(p, x, y).items()}
+
+    @classmethod
+    def emit(cls, p: RecurrentParams, x: TensorType, y: TensorType, g) -> str:
+        """One ONNX RNN/GRU/LSTM node per layer over (T, N, F), the initial states left out (zero by
+        the operator's definition). PyTorch's gate blocks are reordered to ONNX's (LSTM iofc, GRU zrh)
+        and GRU computes the reset gate after the recurrent matmul (linear_before_reset=1)."""
+        import numpy as np
+
+        dirs, h = (2 if p.bidirectional else 1), p.hidden
+
+        def gates(a):
+            return np.concatenate([a[i * h:(i + 1) * h] for i in cls.gate_order])
+
+        i64 = lambda v: np.array(v, np.int64)  # noqa: E731
+        v = g.op("Transpose", [g.x], perm=[1, 0, 2])  # (N, T, F) -> (T, N, F)
+        seq = state = None
+        for k in range(p.layers):
+            sfx = [f"_l{k}" + ("_reverse" if d else "") for d in range(dirs)]
+            w = g.const(f"W_l{k}", np.stack([gates(g.array("weight_ih" + s)) for s in sfx]))
+            r = g.const(f"R_l{k}", np.stack([gates(g.array("weight_hh" + s)) for s in sfx]))
+            inputs = [v, w, r]
+            if p.bias:
+                inputs.append(g.const(f"B_l{k}", np.stack([
+                    np.concatenate([gates(g.array("bias_ih" + s)), gates(g.array("bias_hh" + s))]) for s in sfx])))
+            attrs = dict(hidden_size=h, direction="bidirectional" if dirs == 2 else "forward")
+            if cls.name == "gru":
+                attrs["linear_before_reset"] = 1
+            if cls.name == "rnn":
+                attrs["activations"] = [p.nonlinearity.title()] * dirs
+            top = k == p.layers - 1
+            need_seq = not top or p.output == "sequence" or (p.output == "last" and dirs == 2)
+            seq, state = g.op(cls.onnx_op, inputs, outputs=("Y" if need_seq else "", "Y_h"), **attrs)
+            if not top:  # (T, D, N, H) -> (T, N, D*H)
+                v = (g.op("Squeeze", [seq, g.const("axis1", i64([1]))]) if dirs == 1 else
+                     g.op("Reshape", [g.op("Transpose", [seq], perm=[0, 2, 1, 3]), g.const("keep2", i64([0, 0, -1]))]))
+        if p.output == "sequence":  # (T, D, N, H) -> (N, T, D*H); for D=1 too, not Squeeze + Transpose,
+            # which crashes onnxruntime 1.32's session creation in float16 when a MatMul follows
+            return g.op("Reshape", [g.op("Transpose", [seq], perm=[2, 0, 1, 3]), g.const("keep2", i64([0, 0, -1]))])
+        if dirs == 1:  # the last step's output is the final state: Y_h (1, N, H) -> (N, H)
+            return g.op("Squeeze", [state, g.const("axis0", i64([0]))])
+        if p.output == "last":  # both directions' outputs at the last step: Y[-1] (2, N, H)
+            state = g.op("Gather", [seq, g.const("last", i64(-1))], axis=0)
+        return g.op("Reshape", [g.op("Transpose", [state], perm=[1, 0, 2]), g.const("keep1", i64([0, -1]))])
+
 
 class RNN(_Recurrent):
     name = "rnn"
@@ -79,6 +139,7 @@ class RNN(_Recurrent):
     doc = "Elman RNN: h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)."
     flops_rule = "2*MACs + 2H bias adds + H activations per layer, direction and step"
     gates, gate_elementwise = 1, 1
+    onnx_op, gate_order = "RNN", (0,)
 
 
 class GRU(_Recurrent):
@@ -87,6 +148,7 @@ class GRU(_Recurrent):
     doc = "Gated recurrent unit (Cho et al. 2014), PyTorch's formulation."
     flops_rule = "2*MACs + 6H bias adds + 8H gate element-wise ops per layer, direction and step"
     gates, gate_elementwise = 3, 8
+    onnx_op, gate_order = "GRU", (1, 0, 2)  # PyTorch r, z, n -> ONNX z, r, h
 
 
 class LSTM(_Recurrent):
@@ -95,3 +157,4 @@ class LSTM(_Recurrent):
     doc = "Long short-term memory (Hochreiter & Schmidhuber 1997), PyTorch's formulation."
     flops_rule = "2*MACs + 8H bias adds + 9H gate element-wise ops per layer, direction and step"
     gates, gate_elementwise = 4, 9
+    onnx_op, gate_order = "LSTM", (0, 3, 1, 2)  # PyTorch i, f, g, o -> ONNX i, o, f, c

@@ -1,0 +1,148 @@
+"""Emission: the analysed graph IR -> an ONNX graph, one kind's `emit_n` per node, in the IR's
+topological order (as the ONNX operator schemas pair each operator with its shape inference, each
+kind says which ONNX nodes it is).
+
+Values are named `<layer path>/<Op>[_k]` and initializers `<layer path>.<tensor>`, so they never take
+the spec's input and output names (identifiers, no '/' or '.'); every layer output gets archspec's
+shape as `value_info`, its dynamic axes as named symbolic dims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..analyze import Report
+from ..layers import REGISTRY
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+    from .plan import Plan
+
+ONNX_DTYPES = {"float32": 1, "int64": 7, "float16": 10}  # onnx.TensorProto's element types
+
+
+@dataclass
+class _Graph:
+    """What the walk collects; turned into a GraphProto once, at the end."""
+
+    opset: int
+    weights: Mapping[str, Any]
+    nodes: list[Any] = field(default_factory=list)
+    initializers: dict[str, Any] = field(default_factory=dict)
+    outputs: list[tuple[str, int, str]] = field(default_factory=list)  # (ONNX value, value id, scope): value_info
+    taken: set[str] = field(default_factory=set)
+
+
+class Emitter:
+    """One layer's view of the graph being built: `xs` are its input values (`x` the first); `op`
+    adds a node, `param` one of the layer's own tensors, `const` a tensor derived from them."""
+
+    def __init__(self, graph: _Graph, path: str, xs: list[str], doc: str):
+        self._g, self.path, self.xs, self.x, self._doc = graph, path, xs, xs[0], doc
+        self.opset = graph.opset
+
+    def array(self, local: str) -> np.ndarray:
+        """The layer's tensor `local` (its state-dict name without the layer path)."""
+        return self._g.weights[f"{self.path}.{local}"]
+
+    def param(self, local: str) -> str:
+        name = f"{self.path}.{local}"
+        self._g.initializers.setdefault(name, self._g.weights[name])
+        return name
+
+    def const(self, hint: str, value: np.ndarray) -> str:
+        import numpy as np
+
+        name = f"{self.path}.{hint}"
+        known = self._g.initializers.get(name)
+        if known is not None and not (known.dtype == value.dtype and np.array_equal(known, value)):
+            raise AssertionError(f"constant {name} emitted twice with different values")  # a kind's bug
+        self._g.initializers[name] = value
+        return name
+
+    def op(self, op_type: str, inputs: list[str], outputs: tuple[str, ...] | None = None, **attrs: Any) -> Any:
+        """Adds one node; returns its output value, or a tuple of them when `outputs` names them
+        ("" leaves an optional output out)."""
+        from onnx import helper
+
+        base = f"{self.path}/{op_type}"
+        name, k = base, 1
+        while name in self._g.taken:
+            name, k = f"{base}_{k}", k + 1
+        self._g.taken.add(name)
+        outs = [f"{name}/{o}" if o else "" for o in outputs] if outputs else [name]
+        node = helper.make_node(op_type, inputs, outs, name=name, doc_string=self._doc, **attrs)
+        self._g.nodes.append(node)
+        return tuple(outs) if outputs else outs[0]
+
+    def reduce(self, op_type: str, x: str, axes: list[int], keepdims: int = 1) -> str:
+        """Reduce* with `axes` as an attribute (opset < 18) or as an input (opset >= 18)."""
+        import numpy as np
+
+        if self.opset >= 18:
+            return self.op(op_type, [x, self.const("axes" + "_".join(map(str, axes)), np.array(axes, np.int64))],
+                           keepdims=keepdims)
+        return self.op(op_type, [x], axes=axes, keepdims=keepdims)
+
+
+def emit_graph(report: Report, weights: Mapping[str, Any], plan: Plan, opset: int) -> onnx.ModelProto:
+    """The model: each node's ONNX nodes from its kind, the spec's input and output names, archspec's
+    types as value_info (dynamic axes as named symbolic dims)."""
+    from onnx import helper, numpy_helper
+
+    g = _Graph(opset, weights)
+    graph = report.graph
+    names: dict[int, str] = {}  # value id -> ONNX value
+    for vid, v in enumerate(graph.values):
+        if v.producer is None:
+            names[vid] = v.name
+    g.taken.update(i.name for i in graph.inputs)
+    g.taken.update(o.name for o in graph.outputs)
+    for node in graph.nodes:
+        doc = f"{node.scope}: {node.kind} at {node.loc}"
+        if node.calls:
+            doc += " (" + "; ".join(f"{note} at {loc}" for note, loc in node.calls) + ")"
+        xs = tuple(report.types[v] for v in node.inputs)
+        ys = tuple(report.types[v] for v in node.outputs)
+        outs = REGISTRY[node.kind].emit_n(node.params, xs, ys, Emitter(g, node.scope, [names[v] for v in node.inputs], doc))
+        for vid, out in zip(node.outputs, outs):
+            names[vid] = out
+            if out not in g.initializers and out not in {names[v] for v in node.inputs}:
+                g.outputs.append((out, vid, node.scope))
+    produced = {o for n in g.nodes for o in n.output}
+    renamed: dict[str, str] = {}
+    for out in graph.outputs:
+        src = names[out.value]
+        if src in produced and src not in renamed:  # the producing node writes the output's name
+            renamed[src] = out.name
+        else:  # an input, a constant, or a value already given another output's name
+            g.nodes.append(helper.make_node("Identity", [renamed.get(src, src)], [out.name], name=f"{out.name}/Identity"))
+    for n in g.nodes:
+        n.output[:] = [renamed.get(o, o) for o in n.output]
+        n.input[:] = [renamed.get(i, i) for i in n.input]
+    value_info = [helper.make_tensor_value_info(v, ONNX_DTYPES[report.types[vid].dtype], plan.dims(vid, scope))
+                  for v, vid, scope in g.outputs if v not in renamed]
+    inputs = [helper.make_tensor_value_info(i.name, ONNX_DTYPES[i.dtype], plan.input_dims(k))
+              for k, i in enumerate(graph.inputs)]
+    outputs = [helper.make_tensor_value_info(o.name, ONNX_DTYPES[report.types[o.value].dtype], plan.output_dims(k))
+               for k, o in enumerate(graph.outputs)]
+    inits = [numpy_helper.from_array(a, name) for name, a in g.initializers.items()]
+    proto = helper.make_graph(g.nodes, graph.name, inputs, outputs, inits, value_info=value_info,
+                              doc_string=f"from {graph.doc.file} (sha256 {graph.sha256[:12]})")
+    model = helper.make_model(proto, opset_imports=[helper.make_opsetid("", opset)], producer_name="archspec")
+    model.ir_version = min(model.ir_version, onnx_ir_version(opset))
+    return model
+
+
+def onnx_ir_version(opset: int) -> int:
+    """The IR version that goes with an opset (onnx.helper.VERSION_TABLE), so older runtimes load the file."""
+    from onnx import helper
+
+    for _, ir, ai_onnx, *_ in helper.VERSION_TABLE:
+        if ai_onnx == opset:
+            return ir
+    return helper.VERSION_TABLE[-1][1]

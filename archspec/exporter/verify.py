@@ -1,0 +1,245 @@
+"""Verification of an emitted model, before it is committed:
+
+1. `onnx.checker.check_model(full_check=True)` (which includes strict shape inference);
+2. each dynamic axis is symbolic (`dim_param`) in the graph input, each fixed axis concrete;
+3. ONNX shape inference of the output agrees with archspec's checker: fixed axes equal, dynamic
+   axes symbolic;
+4. differential, when torch is installed: the module `lower` builds and onnxruntime on the emitted
+   graph are two independent lowerings of the same spec, run on the same weights and inputs at
+   two sizes of every dynamic axis, every output compared. The criterion, float32:
+   max|ort - torch| <= 1e-5 * max(1, max|torch|) (relative to the output's magnitude, floored at 1
+   so near-zero outputs are held to 1e-5 absolute). Without torch, numeric verification is skipped
+   (and said so); onnxruntime still runs at both sizes, giving finite outputs of archspec's shapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..analyze import Report
+from .errors import ExportError
+from .plan import Plan
+
+TOLERANCE = {"float32": 1e-5, "float16": 1e-2}  # relative to max(1, max|torch output|), see above
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One run at one input size: onnxruntime vs PyTorch (or onnxruntime alone, reference None)."""
+
+    input_shape: tuple[int, ...]  # the first input's, with the batch axis
+    output_shape: tuple[int, ...]  # the first output's
+    max_abs_error: float  # max |ort - torch| (of the output with the largest relative error); nan: no reference
+    max_rel_error: float  # max |ort - torch| / max(1, max |torch|) over every output; must be <= tolerance
+    reference_max: float  # max |torch|
+    reference: str = ""  # how PyTorch computed, when not in the model's own dtype
+
+    @property
+    def compared(self) -> bool:
+        return self.max_abs_error == self.max_abs_error  # not nan
+
+    def __str__(self) -> str:
+        shapes = f"{'x'.join(map(str, self.input_shape))} -> {'x'.join(map(str, self.output_shape))}"
+        if not self.compared:
+            return f"{shapes}: onnxruntime ran, outputs finite (no PyTorch reference)"
+        how = f" (PyTorch {self.reference})" if self.reference else ""
+        return f"{shapes}: max abs err {self.max_abs_error:.2e}, rel {self.max_rel_error:.2e}{how}"
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def check_structure(path: Path, report: Report, plan: Plan) -> None:
+    """Steps 1-3."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"onnx.checker rejected the exported model of '{report.graph.name}': {first_line(exc)}") \
+            from exc
+    header = onnx.load(str(path), load_external_data=False)
+    _check_input_axes(header, report, plan)
+    _check_output_shape(path, report, plan)
+
+
+def _dims(value_info: Any) -> list[int | str | None]:
+    tt = value_info.type.tensor_type
+    if not tt.HasField("shape"):
+        return []
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param if d.HasField("dim_param") else None)
+            for d in tt.shape.dim]
+
+
+def _check_input_axes(model: Any, report: Report, plan: Plan) -> None:
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    names = [i.name for i in report.graph.inputs]
+    if [i.name for i in inputs] != names:
+        raise ExportError(f"exported model has inputs {[i.name for i in inputs]}, expected {names}")
+    for k, (value, inp) in enumerate(zip(inputs, report.graph.inputs)):
+        dims, expected = _dims(value), plan.input_dims(k)
+        if len(dims) != len(expected):
+            raise ExportError(f"exported input '{inp.name}' has rank {len(dims)}, expected {len(expected)}")
+        bad = [f"axis {i}: {d!r} (expected {'symbolic ' + repr(e) if isinstance(e, str) else e})"
+               for i, (d, e) in enumerate(zip(dims, expected))
+               if (isinstance(e, str) and not isinstance(d, str)) or (isinstance(e, int) and d != e)]
+        if bad:
+            raise ExportError(f"the exported input '{inp.name}' is not as declared: " + "; ".join(bad))
+
+
+def _check_output_shape(path: Path, report: Report, plan: Plan) -> None:
+    """ONNX shape inference (strict, with data propagation) vs archspec's checker, every output."""
+    import onnx
+
+    inferred_path = path.with_name(path.name + ".inferred")
+    try:
+        onnx.shape_inference.infer_shapes_path(str(path), str(inferred_path), check_type=True, strict_mode=True,
+                                               data_prop=True)
+        inferred = onnx.load(str(inferred_path), load_external_data=False)
+    except Exception as exc:
+        raise ExportError(f"ONNX shape inference failed on the exported '{report.graph.name}': {first_line(exc)}") \
+            from exc
+    finally:
+        with contextlib.suppress(OSError):
+            inferred_path.unlink()
+    outs = list(inferred.graph.output)
+    names = [o.name for o in report.graph.outputs]
+    if [o.name for o in outs] != names:
+        raise ExportError(f"exported model has outputs {[o.name for o in outs]}, expected {names}")
+    for value, (name, t), axes, expected in zip(outs, report.outputs.items(), plan.output_axes, plan.runs[0].outputs):
+        dims = _dims(value)
+        if len(dims) != len(expected):
+            raise ExportError(f"ONNX shape inference gives output '{name}' rank {len(dims)} {dims}, archspec "
+                              f"check says {len(expected)} (batch + {t})")
+        bad = []
+        for j, (d, e) in enumerate(zip(dims, expected)):
+            if j in axes:
+                if not isinstance(d, str):
+                    bad.append(f"axis {j} should be dynamic ({axes[j]}) but is {d!r}")
+            elif d != e:
+                bad.append(f"axis {j} is {d!r}, archspec check says {e}")
+        if bad:
+            raise ExportError(f"ONNX shape inference disagrees with archspec check on output '{name}': "
+                              + "; ".join(bad))
+
+
+def example_input(report: Report, shape: tuple[int, ...], seed: int = 0, index: int = 0) -> Any:
+    """A seeded numpy input for input `index`: N(0, 1) floats, or token ids below every embedding's vocabulary."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    if report.graph.inputs[index].dtype == "int64":
+        return rng.integers(0, vocab_size(report), shape, dtype=np.int64)
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+def example_inputs(report: Report, shapes: tuple[tuple[int, ...], ...], seed: int = 0) -> tuple[Any, ...]:
+    """One seeded input per model input, of the given shapes (batch included)."""
+    return tuple(example_input(report, s, seed + 1000 * k, k) for k, s in enumerate(shapes))
+
+
+def vocab_size(report: Report) -> int:
+    """Token ids must index every embedding: the smallest vocabulary; 2 when there is none."""
+    return min((int(n.params.vocab) for n in report.graph.nodes if n.kind == "embedding"), default=2)
+
+
+def torch_reference(report: Report, weights: Mapping[str, Any], dtype: str = "float32") -> Any:
+    """The module `lower` builds, holding `weights` (no copy, no initialisation: built on the meta
+    device, then the arrays assigned); None when torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    from ..lower import build_module
+
+    module = build_module(report, device="meta")
+    state = {k: torch.from_numpy(v) for k, v in weights.items()}
+    module.load_state_dict(state, strict=True, assign=True)
+    module.eval()
+    if dtype == "float16":
+        module = module.half()
+    return module
+
+
+def check_numerics(path: Path, module: Any, report: Report, plan: Plan, dtype: str = "float32") -> list[Verification]:
+    """Step 4, at every planned size, every output."""
+    import numpy as np
+
+    from ..runtime import Session
+
+    session = Session(path, device="cpu")
+    tolerance = TOLERANCE[dtype]
+    g = report.graph
+    results = []
+    for k, run in enumerate(plan.runs):
+        xs = example_inputs(report, run.inputs, seed=100 + k)
+        if dtype == "float16":
+            xs = tuple(x.astype(np.float16) if x.dtype == np.float32 else x for x in xs)
+        size = ", ".join("x".join(map(str, shape)) for shape in run.inputs)
+        try:
+            got_all = session.run({i.name: x for i, x in zip(g.inputs, xs)})
+        except Exception as exc:
+            raise ExportError(f"onnxruntime failed on input {size}: {first_line(exc)}") from exc
+        refs, how = _torch_run(module, xs) if module is not None else ([None] * len(g.outputs), "")
+        worst = None
+        for out, ref, want_shape in zip(g.outputs, refs, run.outputs):
+            got = got_all[out.name]
+            if tuple(got.shape) != want_shape:
+                raise ExportError(f"at input {size} onnxruntime gives {out.name} {tuple(got.shape)}, "
+                                  f"archspec check {want_shape}")
+            if not np.isfinite(got).all():
+                raise ExportError(f"onnxruntime's output {out.name} at input {size} is not finite")
+            if ref is None:
+                continue
+            if tuple(ref.shape) != want_shape:
+                raise ExportError(f"at input {size} PyTorch gives {out.name} {tuple(ref.shape)}, "
+                                  f"archspec check {want_shape}")
+            if not np.isfinite(ref).all():
+                raise ExportError(f"the PyTorch output {out.name} at input {size} is not finite; "
+                                  "cannot verify the export")
+            diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+            max_abs = float(diff.max()) if diff.size else 0.0
+            scale = float(np.abs(ref.astype(np.float64)).max()) if ref.size else 0.0
+            rel = max_abs / max(1.0, scale)
+            if not rel <= tolerance:
+                raise ExportError(f"onnxruntime differs from PyTorch at input {size} on output {out.name}: max abs "
+                                  f"error {max_abs:.3g} > {tolerance:g} x max(1, {scale:.3g})")
+            if worst is None or rel > worst[1]:
+                worst = (max_abs, rel, scale)
+        shapes = (run.inputs[0], run.outputs[0])  # the first input and output name the run
+        if worst is None:
+            results.append(Verification(*shapes, float("nan"), float("nan"), float("nan")))
+        else:
+            results.append(Verification(*shapes, *worst, how))
+    return results
+
+
+def _torch_run(module: Any, xs: tuple[Any, ...]) -> tuple[list[Any], str]:
+    """The module's outputs; a float16 module whose kernels PyTorch lacks in half precision on this
+    device (e.g. LRN's avg_pool3d on CPU) runs in float32 on its float16-rounded weights, and says so."""
+    import numpy as np
+    import torch
+
+    fallback = "in float32 on the float16 weights: a kernel lacks float16 on the CPU"
+
+    def call(arrays: tuple[Any, ...]) -> list[Any]:
+        ys = module(*(torch.from_numpy(a) for a in arrays))
+        return [y.numpy() for y in (ys if isinstance(ys, tuple) else (ys,))]
+
+    as_float = tuple(a.astype(np.float32) if a.dtype == np.float16 else a for a in xs)
+    with torch.no_grad():
+        if any(a.dtype == np.float16 for a in xs) and next(module.parameters()).dtype == torch.float32:
+            return call(as_float), fallback  # fell back before
+        try:
+            return call(xs), ""
+        except NotImplementedError:
+            if all(a.dtype != np.float16 for a in xs):
+                raise
+            module.float()
+            return call(as_float), fallback
