@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -228,11 +229,14 @@ def _serve(model: str, name: str) -> Iterator[Server]:
             except OSError:
                 pass
             time.sleep(1)
+        # the endpoint answers before `start` returns; the user sees the address once it has
+        ready, _, _ = select.select([proc.stdout], [], [], max(deadline - time.monotonic(), 1.0))
+        assert ready, "archspec serve printed no address"
+        assert f"serving '{name}' at" in proc.stdout.readline()
         yield server
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-3000:]
-        assert f"serving '{name}' at" in out
     finally:
         if proc.poll() is None:  # a failed test must not leave Ray running
             os.killpg(proc.pid, signal.SIGKILL)
