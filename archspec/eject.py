@@ -23,6 +23,7 @@ import keyword
 import re
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -675,8 +676,9 @@ def _constants(report: Report) -> dict[str, Any]:
 def _render(report: Report, classes: list[_Class], helpers: set[type], constants: dict[str, Any]) -> str:
     g = report.graph
     out = [f'"""{g.name}: {g.description or "ejected by archspec"}.', "",
-           f"Written by `archspec eject` from {g.doc.file} (sha256 {g.sha256[:12]}); standalone PyTorch:",
-           "the state-dict keys and outputs equal those of `archspec.build` on the same spec.", '"""', "",
+           f"Written by `archspec eject` from {Path(g.doc.file).name} (sha256 {g.sha256[:12]}).",
+           "Standalone PyTorch: the state-dict keys and outputs equal those of `archspec.build` on the same spec.",
+           '"""', "",
            "from __future__ import annotations", ""]
     uses_f = any("F." in inspect.getsource(h) for h in helpers)
     out += ["import torch"] + (["import torch.nn.functional as F"] if uses_f else []) + ["from torch import nn", ""]
