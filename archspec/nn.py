@@ -144,3 +144,18 @@ class LSTM(_Recurrent, nn.LSTM):
 
 
 RECURRENT = {"rnn": RNN, "gru": GRU, "lstm": LSTM}  # the torch class of each recurrent layer kind
+
+
+class AxisLayerNorm(nn.LayerNorm):
+    """LayerNorm over a per-sample axis that is not the last (ConvNeXt's LayerNorm2d normalises the
+    channels of (N, C, H, W)): move it last, normalise, move it back. Parameter names stay nn.LayerNorm's."""
+
+    def __init__(self, features: int, axis: int, **kwargs):
+        super().__init__(features, **kwargs)
+        self.axis = axis
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(self.axis, -1)).movedim(-1, self.axis)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", axis={self.axis}"
