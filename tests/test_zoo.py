@@ -41,6 +41,11 @@ PUBLISHED = {
     "rnn_classifier": (232_970, 11_471_360),
     "gru_classifier": (693_770, 34_408_960),
     "lstm_classifier": (924_170, 45_877_760),
+    # operator set v2 (issue #13), torchvision 0.29 / timm, MACs = FlopCounterMode / 2 at batch 1
+    "squeezenet1_1": (1_235_496, 349_151_936),
+    "mobilenet_v2": (3_504_872, 300_774_272),
+    "resnext50_32x4d": (25_028_904, 4_230_479_872),
+    "densenet121": (7_978_856, 2_834_161_664),
 }
 
 
