@@ -278,3 +278,15 @@ class OverTime(nn.Module):
         if self.as_2d:
             return self.inner(y.unsqueeze(2)).squeeze(2).transpose(1, 2)
         return self.inner(y).transpose(1, 2)
+
+
+class Scale(nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"

@@ -65,3 +65,30 @@ def _make(name: str, params: type[LayerParams], per_element: int, build: Callabl
 
 
 ACTIVATIONS = {row[0]: _make(*row) for row in _TABLE}
+
+
+class ScaleParams(LayerParams):
+    factor: float
+
+
+class Scale(LayerKind):
+    name = "scale"
+    Params = ScaleParams
+    doc = ("Multiplies by a constant `factor`: the residual scaling of Inception-ResNet (Szegedy et al. 2017 "
+           "§3.3: branches scaled by 0.1-0.3 before the addition stabilise training).")
+    flops_rule = "1 per element"
+    example = {"factor": 0.17}
+
+    @classmethod
+    def cost(cls, p: ScaleParams, x: Shape, y: Shape) -> Cost:
+        return Cost(flops=numel(y))
+
+    @classmethod
+    def brief(cls, p: ScaleParams) -> str:
+        return f"x{p.factor:g}"
+
+    @classmethod
+    def lower(cls, p: ScaleParams, x: Shape, y: Shape):
+        from ..nn import Scale as TorchScale
+
+        return TorchScale(p.factor)
