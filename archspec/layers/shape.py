@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PlainValidator, WithJsonSchema, model_validator
+from pydantic import Field, PlainValidator, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
 from .base import Cost, LayerKind, LayerParams, Padding, PositiveInt, Shape, ShapeError, Size2, _is_int, numel
 
@@ -55,7 +55,7 @@ class Permute(_View):
     def infer(cls, p: PermuteParams, x: Shape) -> Shape:
         dims = [axis(d, len(x), "dims") for d in p.dims]
         if sorted(dims) != list(range(len(x))):
-            raise ShapeError(f"dims {p.dims} is not a permutation of the {len(x)} axes of a {_fmt(x)} input", "dims")
+            raise ShapeError(f"dims {list(p.dims)} is not a permutation of the {len(x)} axes of a {_fmt(x)} input", "dims")
         return tuple(x[d] for d in dims)
 
     @classmethod
@@ -109,15 +109,15 @@ class Reshape(_View):
         if not p.shape:
             raise ShapeError("reshape needs at least one output axis", "shape")
         if p.shape.count(-1) > 1 or any(d < -1 or d == 0 for d in p.shape):
-            raise ShapeError(f"shape {p.shape}: sizes must be positive, with at most one -1", "shape")
+            raise ShapeError(f"shape {list(p.shape)}: sizes must be positive, with at most one -1", "shape")
         known, total = numel(tuple(d for d in p.shape if d != -1)), numel(x)
         if -1 in p.shape:
             if total % known:
-                raise ShapeError(f"cannot reshape {total} elements ({_fmt(x)}) into {p.shape}: "
+                raise ShapeError(f"cannot reshape {total} elements ({_fmt(x)}) into {list(p.shape)}: "
                                  f"{total} is not a multiple of {known}", "shape")
             return tuple(total // known if d == -1 else d for d in p.shape)
         if known != total:
-            raise ShapeError(f"cannot reshape {total} elements ({_fmt(x)}) into {p.shape} ({known} elements)", "shape")
+            raise ShapeError(f"cannot reshape {total} elements ({_fmt(x)}) into {list(p.shape)} ({known} elements)", "shape")
         return tuple(p.shape)
 
     @classmethod
@@ -192,15 +192,26 @@ class PadParams(LayerParams):
     mode: Literal["constant", "reflect", "replicate"] = "constant"
     value: float = 0.0
 
-    @model_validator(mode="after")
-    def _check(self) -> PadParams:
-        if self.padding == "same":
+    @field_validator("padding")
+    @classmethod
+    def _explicit(cls, padding: Any) -> Any:
+        if padding == "same":
             raise ValueError("pad takes explicit sizes, not 'same'")
-        if min(self.channels) < 0:
-            raise ValueError(f"channels padding must be >= 0, got {list(self.channels)}")
-        if self.channels != (0, 0) and self.mode != "constant":
-            raise ValueError(f"channel padding needs mode 'constant' (PyTorch pads only H and W in {self.mode} mode)")
-        return self
+        return padding
+
+    @field_validator("channels")
+    @classmethod
+    def _non_negative(cls, channels: tuple[int, ...]) -> tuple[int, ...]:
+        if min(channels) < 0:
+            raise ValueError(f"channels padding must be >= 0, got {list(channels)}")
+        return channels
+
+    @field_validator("mode")
+    @classmethod
+    def _channels_need_constant(cls, mode: str, info: ValidationInfo) -> str:
+        if mode != "constant" and info.data.get("channels", (0, 0)) != (0, 0):
+            raise ValueError(f"channel padding needs mode 'constant' (PyTorch pads only H and W in {mode} mode)")
+        return mode
 
 
 class Pad(LayerKind):
@@ -265,12 +276,17 @@ class UpsampleParams(LayerParams):
     mode: Literal["nearest", "bilinear"] = "nearest"
     align_corners: bool | None = Field(None, description="bilinear only; default false, as PyTorch")
 
+    @field_validator("align_corners")
+    @classmethod
+    def _bilinear_only(cls, align_corners: bool | None, info: ValidationInfo) -> bool | None:
+        if align_corners is not None and info.data.get("mode", "bilinear") != "bilinear":
+            raise ValueError("align_corners applies to mode 'bilinear' only")
+        return align_corners
+
     @model_validator(mode="after")
-    def _check(self) -> UpsampleParams:
+    def _scale_or_size(self) -> UpsampleParams:
         if (self.scale is None) == (self.size is None):
             raise ValueError("give exactly one of `scale` and `size`")
-        if self.align_corners is not None and self.mode != "bilinear":
-            raise ValueError("align_corners applies to mode 'bilinear' only")
         return self
 
 
