@@ -451,3 +451,18 @@ def test_inception_v2_is_figure_5() -> None:
     ours = archspec.build(report, seed=0)
     assert macs_of(reference.eval(), torch.randn(1, 3, 224, 224)) == report.totals.macs
     assert_same_function(ours, reference, torch.randn(2, 3, 224, 224))
+
+
+def test_resnet20_cifar_exports_and_runs_in_onnxruntime(tmp_path: Path) -> None:
+    """Option A's slices and channel padding survive export; onnxruntime gives the module's logits."""
+    from archspec.runtime import Session
+
+    report = archspec.check(SPECS / "resnet20_cifar.yaml")
+    result = archspec.export(report, tmp_path / "resnet20.onnx")
+    assert result.max_rel_error < 1e-4
+    module = archspec.build(report, seed=0).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = module(x).numpy()
+    (got,) = Session(tmp_path / "resnet20.onnx").run({"image": x.numpy()}).values()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
