@@ -30,6 +30,7 @@ REFERENCES = {
     "mobilenet_v2": ("torchvision", "mobilenet_v2", {}, (3, 224, 224)),
     "resnext50_32x4d": ("torchvision", "resnext50_32x4d", {}, (3, 224, 224)),
     "densenet121": ("torchvision", "densenet121", {}, (3, 224, 224)),
+    "shufflenet_v2_x1_0": ("torchvision", "shufflenet_v2_x1_0", {}, (3, 224, 224)),
     "fcn_resnet50": ("torchvision.segmentation", "fcn_resnet50",
                      {"num_classes": 21, "aux_loss": False, "weights_backbone": None}, (3, 520, 520)),
     "inception_v4": ("timm", "inception_v4", {}, (3, 299, 299)),
