@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import archspec
 from archspec.errors import SpecError
 from archspec.layers import REGISTRY
-from test_lower import _kind_spec, assert_same_function, copy_in_order, randomize_bn_stats
+from test_lower import _kind_spec, assert_same_function
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
