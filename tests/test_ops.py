@@ -252,8 +252,8 @@ def test_small_networks_agree_with_torch_and_export(name: str, tmp_path: Path) -
 
     shape, items = SMALL_NETWORKS[name]
     path = tmp_path / f"{name}.yaml"
-    path.write_text(f"archspec: 1\nname: {name}\ninput: {{x: {shape}}}\nnetwork:\n" + textwrap.dedent(items).strip("\n")
-                    .replace("\n", "\n  ").join(["  ", "\n"]))
+    network = textwrap.indent(textwrap.dedent(items).strip("\n"), "  ")
+    path.write_text(f"archspec: 1\nname: {name}\ninput: {{x: {shape}}}\nnetwork:\n{network}\n")
     report = archspec.check(path)
     assert_torch_agrees(report)
     result = archspec.export(report, tmp_path / f"{name}.onnx", dynamic="batch")
