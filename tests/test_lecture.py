@@ -100,9 +100,12 @@ def test_resnet_flavours_cost_the_same() -> None:
     report = archspec.check(ROOT / "specs" / "resnet_flavours.yaml")
     units = [report.node(f) for f in "abcde"]
     assert {(u.params, u.macs) for u in units} == {(2 * 16 * 16 * 9 + 4 * 16, 2 * 16 * 16 * 9 * 32 * 32)}
-    # pre-order: the residual body, then the (identity) shortcut where the addition happens, then `then`
-    order = {f: " ".join("ADD" if n.path == f"{f}.shortcut" else n.kind for n in report.nodes
-                         if n.path.startswith(f + ".") and (n.leaf or n.path == f"{f}.shortcut")) for f in "abcde"}
+    # in order: the residual body, the addition (the identity shortcut's node), then `then`
+    def is_add(n) -> bool:
+        return n.kind == "add" or n.path.endswith(".shortcut")
+
+    order = {f: " ".join("ADD" if is_add(n) else n.kind for n in report.nodes
+                         if n.path.startswith(f + ".") and (n.leaf or is_add(n))) for f in "abcde"}
     assert order == {"a": "conv2d batchnorm relu conv2d batchnorm ADD relu",
                      "b": "conv2d batchnorm relu conv2d ADD batchnorm relu",
                      "c": "conv2d batchnorm relu conv2d batchnorm relu ADD",

@@ -71,9 +71,10 @@ def _normalise(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> torch.Tens
 def test_layernorm_over_image_channels_is_convnext_layernorm2d(tmp_path: Path) -> None:
     report = one_layer(tmp_path, "[6, 4, 5]", "{layernorm: {eps: 1.0e-6}}")
     module = archspec.build(report, seed=0).eval()
+    norm = next(m for m in module.modules() if isinstance(m, nn.LayerNorm))
     with torch.no_grad():
-        module[0].weight.copy_(torch.arange(6.0) + 1)
-        module[0].bias.copy_(torch.arange(6.0) / 10)
+        norm.weight.copy_(torch.arange(6.0) + 1)
+        norm.bias.copy_(torch.arange(6.0) / 10)
     x = torch.randn(2, 6, 4, 5) * 3 + 1
     expected = _normalise(x, (1,), 1e-6) * (torch.arange(6.0) + 1).view(1, 6, 1, 1) + (torch.arange(6.0) / 10).view(1, 6, 1, 1)
     torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-5)
@@ -176,7 +177,7 @@ def test_conv_transpose2d_is_the_scatter_of_the_kernel(tmp_path: Path) -> None:
     report = one_layer(tmp_path, "[4, 3, 3]", "{conv_transpose2d: {out: 6, kernel: 3, stride: 2, padding: 1, "
                                               "output_padding: 1, groups: 2, dilation: 1}}")
     module = archspec.build(report, seed=0).eval()
-    conv = module[0]
+    conv = next(m for m in module.modules() if isinstance(m, nn.ConvTranspose2d))
     x = torch.randn(1, 4, 3, 3)
     w, b = conv.weight.detach().numpy(), conv.bias.detach().numpy()  # (Cin, out/groups, kh, kw)
     s, p, k = 2, 1, 3
@@ -193,7 +194,7 @@ def test_conv_transpose2d_is_the_scatter_of_the_kernel(tmp_path: Path) -> None:
 def test_conv1d_slides_along_time(tmp_path: Path) -> None:
     report = one_layer(tmp_path, "[time=9, 4]", "{conv1d: {out: 6, kernel: 3, dilation: 2, groups: 2, padding: [2, 1]}}")
     module = archspec.build(report, seed=0).eval()
-    conv = module[0]
+    conv = next(m for m in module.modules() if isinstance(m, nn.Conv1d))
     x = torch.randn(2, 9, 4)
     w, b = conv.weight.detach().numpy(), conv.bias.detach().numpy()  # (out, F/groups, k)
     xp = np.pad(x.numpy(), ((0, 0), (2, 1), (0, 0)))
