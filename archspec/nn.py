@@ -107,6 +107,14 @@ class Add(nn.Module):
         return out
 
 
+class Mul(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+
+
 class _Recurrent:
     """Mixin for RNN/GRU/LSTM: batch-first, and the output the spec asked for: every step,
     the last step, or the top layer's final hidden state (both directions)."""

@@ -467,3 +467,43 @@ def test_resnet20_cifar_exports_and_runs_in_onnxruntime(tmp_path: Path) -> None:
         expected = module(x).numpy()
     (got,) = Session(tmp_path / "resnet20.onnx").run({"image": x.numpy()}).values()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+# --- the N-ary element-wise kinds (graph IR): broadcasting -----------------------------------------
+
+def test_mul_broadcasts_an_se_gate(tmp_path: Path) -> None:
+    path = tmp_path / "se.yaml"
+    path.write_text(textwrap.dedent("""\
+        archspec: 1
+        name: se
+        input: {x: [6, 5, 4]}
+        network:
+          - {identity, name: x0}
+          - {adaptive_avgpool2d: {output: 1}, name: pooled}
+          - {sigmoid, name: gate}
+          - {mul, from: [x0, gate], name: gated}
+          - {add, from: [gated, gate]}
+        """))
+    report = archspec.check(path)
+    assert report.output.shape == (6, 5, 4)
+    x = torch.randn(2, 6, 5, 4)
+    gate = torch.sigmoid(x.mean(dim=(2, 3), keepdim=True))
+    torch.testing.assert_close(run(report, x), x * gate + gate, rtol=1e-5, atol=1e-6)
+    assert report.totals.flops == 2 * 6 * 5 * 4 + 6 * 5 * 4 + 6  # mul, add, the sigmoid's 6 gates
+
+
+def test_mul_of_shapes_that_do_not_broadcast_is_one_diagnostic(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(textwrap.dedent("""\
+        archspec: 1
+        name: bad
+        input: {x: [6, 5, 4]}
+        network:
+          - {identity, name: x0}
+          - {conv2d: {out: 3, kernel: 1}, name: narrow}
+          - {mul, from: [x0, narrow]}
+        """))
+    with pytest.raises(SpecError) as info:
+        archspec.check(path)
+    assert len(info.value.diagnostics) == 1
+    assert "cannot broadcast 6x5x4 and 3x5x4" in str(info.value)
