@@ -469,7 +469,7 @@ def test_resnet20_cifar_exports_and_runs_in_onnxruntime(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
-# --- the N-ary element-wise kinds (graph IR): broadcasting -----------------------------------------
+# --- mul, the broadcasting N-ary kind (graph IR) -----------------------------------------
 
 def test_mul_broadcasts_an_se_gate(tmp_path: Path) -> None:
     path = tmp_path / "se.yaml"
@@ -482,14 +482,14 @@ def test_mul_broadcasts_an_se_gate(tmp_path: Path) -> None:
           - {adaptive_avgpool2d: {output: 1}, name: pooled}
           - {sigmoid, name: gate}
           - {mul, from: [x0, gate], name: gated}
-          - {add, from: [gated, gate]}
+          - {add, from: [gated, x0]}
         """))
     report = archspec.check(path)
     assert report.output.shape == (6, 5, 4)
     x = torch.randn(2, 6, 5, 4)
     gate = torch.sigmoid(x.mean(dim=(2, 3), keepdim=True))
-    torch.testing.assert_close(run(report, x), x * gate + gate, rtol=1e-5, atol=1e-6)
-    assert report.totals.flops == 2 * 6 * 5 * 4 + 6 * 5 * 4 + 6  # mul, add, the sigmoid's 6 gates
+    torch.testing.assert_close(run(report, x), x * gate + x, rtol=1e-5, atol=1e-6)
+    assert report.totals.flops == 2 * 6 * 5 * 4 + 6 * 5 * 4 + 6  # mul, add, pooling's adds, the sigmoid's 6 gates
 
 
 def test_mul_of_shapes_that_do_not_broadcast_is_one_diagnostic(tmp_path: Path) -> None:
