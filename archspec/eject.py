@@ -691,6 +691,8 @@ def _render(report: Report, classes: list[_Class], helpers: set[type], constants
     needed = set(helpers)
     if needed & {archspec_nn.RNN, archspec_nn.GRU, archspec_nn.LSTM}:
         needed.add(archspec_nn._Recurrent)
+    # any other helper of archspec.nn (the shape kinds' modules, Mul, Scale, ...) in its definition order
+    order += sorted((h for h in needed if h not in order), key=lambda h: inspect.getsourcelines(h)[1])
     for h in order:
         if h in needed:
             out += ["", inspect.getsource(h).rstrip(), ""]

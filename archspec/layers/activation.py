@@ -55,6 +55,14 @@ _TABLE: list[tuple[str, type[LayerParams], int, Callable[[Any, Any], Any], Calla
     ("sigmoid", NoParams, 1, lambda nn, p: nn.Sigmoid(), lambda g, p: g.op("Sigmoid", [g.x]), "1 / (1 + exp(-x))"),
     ("tanh", NoParams, 1, lambda nn, p: nn.Tanh(), lambda g, p: g.op("Tanh", [g.x]), "hyperbolic tangent"),
     ("gelu", NoParams, 1, lambda nn, p: nn.GELU(), lambda g, p: _gelu(g), "x * Phi(x), exact erf form"),
+    ("silu", NoParams, 2, lambda nn, p: nn.SiLU(), lambda g, p: g.op("Mul", [g.x, g.op("Sigmoid", [g.x])]),
+     "x * sigmoid(x), a.k.a. swish (Ramachandran et al. 2017)"),
+    ("hardswish", NoParams, 3, lambda nn, p: nn.Hardswish(), lambda g, p: g.op("Mul", [g.x, g.op("HardSigmoid", [g.x], alpha=1 / 6, beta=0.5)]),
+     "x * relu6(x + 3) / 6 (MobileNetV3, Howard et al. 2019)"),
+    ("hardsigmoid", NoParams, 2, lambda nn, p: nn.Hardsigmoid(),
+     lambda g, p: g.op("HardSigmoid", [g.x], alpha=1 / 6, beta=0.5), "relu6(x + 3) / 6 (MobileNetV3)"),
+    ("mish", NoParams, 3, lambda nn, p: nn.Mish(),
+     lambda g, p: g.op("Mul", [g.x, g.op("Tanh", [g.op("Softplus", [g.x])])]), "x * tanh(softplus(x)) (Misra 2019)"),
     ("softmax", AxisParams, 3, lambda nn, p: nn.Softmax(_axis(p)), lambda g, p: g.op("Softmax", [g.x], axis=_axis(p)),
      "exp(x) / sum(exp(x)) along `dim`"),
     ("log_softmax", AxisParams, 3, lambda nn, p: nn.LogSoftmax(_axis(p)),
@@ -88,3 +96,30 @@ def _make(name: str, params: type[LayerParams], per_element: int, build: Callabl
 
 
 ACTIVATIONS = {row[0]: _make(*row) for row in _TABLE}
+
+
+class ScaleParams(LayerParams):
+    factor: float
+
+
+class Scale(LayerKind):
+    name = "scale"
+    Params = ScaleParams
+    doc = ("Multiplies by a constant `factor`: the residual scaling of Inception-ResNet (Szegedy et al. 2017 "
+           "§3.3: branches scaled by 0.1-0.3 before the addition stabilise training).")
+    flops_rule = "1 per element"
+    example = {"factor": 0.17}
+
+    @classmethod
+    def cost(cls, p: ScaleParams, x: Shape, y: Shape) -> Cost:
+        return Cost(flops=numel(y))
+
+    @classmethod
+    def brief(cls, p: ScaleParams) -> str:
+        return f"x{p.factor:g}"
+
+    @classmethod
+    def lower(cls, p: ScaleParams, x: Shape, y: Shape):
+        from ..nn import Scale as TorchScale
+
+        return TorchScale(p.factor)

@@ -1,4 +1,5 @@
-"""Normalisation: batch norm (Ioffe & Szegedy 2015) and local response norm (AlexNet §3.3)."""
+"""Normalisation: batch norm (Ioffe & Szegedy 2015), local response norm (AlexNet §3.3), layer,
+group and instance norm."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .base import Cost, LayerKind, LayerParams, Shape, TensorType, numel
+from .base import Cost, LayerKind, LayerParams, PositiveInt, Shape, ShapeError, TensorType, numel
 
 
 class BatchNormParams(LayerParams):
@@ -111,3 +112,109 @@ class LocalResponseNorm(LayerKind):
         scaled = g.op("Add", [g.op("Mul", [avg, g.const("alpha", np.array(p.alpha, np.float32))]),
                               g.const("k", np.array(p.k, np.float32))])
         return g.op("Div", [g.x, g.op("Pow", [scaled, g.const("beta", np.array(p.beta, np.float32))])])
+
+class LayerNormParams(LayerParams):
+    eps: float = Field(1e-5, gt=0)
+    affine: bool = True  # a learned scale and shift per normalised feature (elementwise_affine)
+    bias: bool = True  # the shift, when affine (torch >= 2.1 `bias`)
+    dim: int | None = Field(None, description="the per-sample axis normalised; default: channels of an "
+                            "image (C, H, W), the last axis otherwise")
+
+
+def _norm_axis(p: LayerNormParams, x: Shape) -> int:
+    """The normalised per-sample axis, non-negative."""
+    if p.dim is None:
+        return 0 if len(x) == 3 else len(x) - 1
+    if not -len(x) <= p.dim < len(x):
+        raise ShapeError(f"dim={p.dim} is out of range for a rank-{len(x)} input", "dim")
+    return p.dim % len(x)
+
+
+class LayerNorm(LayerKind):
+    name = "layernorm"
+    Params = LayerNormParams
+    doc = ("Layer normalisation (Ba et al. 2016) over one axis: the features of tokens (T, F) or (F), "
+           "the channels of an image (C, H, W) at every position, as ConvNeXt's LayerNorm2d does.")
+    flops_rule = "5 per element (mean, variance, subtract, divide, scale-shift; a counting convention)"
+    shape_rule = "output shape = input shape"
+    example = {}
+
+    @classmethod
+    def infer(cls, p: LayerNormParams, x: Shape) -> Shape:
+        if not x:
+            raise ShapeError("layernorm needs at least one axis")
+        _norm_axis(p, x)
+        return x
+
+    @classmethod
+    def cost(cls, p: LayerNormParams, x: Shape, y: Shape) -> Cost:
+        n = x[_norm_axis(p, x)]
+        return Cost(params=(n + (n if p.bias else 0)) if p.affine else 0, flops=5 * numel(x))
+
+    @classmethod
+    def lower(cls, p: LayerNormParams, x: Shape, y: Shape):
+        from torch import nn
+
+        from ..nn import AxisLayerNorm
+
+        axis = _norm_axis(p, x)
+        args = dict(eps=p.eps, elementwise_affine=p.affine, bias=p.bias)
+        return nn.LayerNorm(x[axis], **args) if axis == len(x) - 1 else AxisLayerNorm(x[axis], axis + 1, **args)
+
+
+class GroupNormParams(LayerParams):
+    groups: PositiveInt
+    eps: float = Field(1e-5, gt=0)
+    affine: bool = True
+
+
+class GroupNorm(LayerKind):
+    name = "groupnorm"
+    Params = GroupNormParams
+    doc = "Group normalisation (Wu & He 2018): channels split into `groups`, each normalised over (C/groups, H, W)."
+    input_rank = (2, 3)
+    input_desc = "(C, H, W) or (C, L)"
+    flops_rule = "5 per element (mean, variance, subtract, divide, scale-shift; a counting convention)"
+    example = {"groups": 2}
+
+    @classmethod
+    def infer(cls, p: GroupNormParams, x: Shape) -> Shape:
+        if x[0] % p.groups:
+            raise ShapeError(f"groups={p.groups} must divide the {x[0]} channels", "groups")
+        return x
+
+    @classmethod
+    def cost(cls, p: GroupNormParams, x: Shape, y: Shape) -> Cost:
+        return Cost(params=2 * x[0] if p.affine else 0, flops=5 * numel(x))
+
+    @classmethod
+    def lower(cls, p: GroupNormParams, x: Shape, y: Shape):
+        from torch import nn
+
+        return nn.GroupNorm(p.groups, x[0], eps=p.eps, affine=p.affine)
+
+
+class InstanceNormParams(LayerParams):
+    eps: float = Field(1e-5, gt=0)
+    affine: bool = False  # PyTorch's default for InstanceNorm2d
+
+
+class InstanceNorm(LayerKind):
+    name = "instancenorm"
+    Params = InstanceNormParams
+    doc = ("Instance normalisation (Ulyanov et al. 2016): each channel of each sample over its own "
+           "positions; no running statistics, so training and inference compute the same.")
+    input_rank = (3,)
+    input_desc = "(C, H, W)"
+    flops_rule = "5 per element (mean, variance, subtract, divide, scale-shift; a counting convention)"
+    example = {"affine": True}
+
+    @classmethod
+    def cost(cls, p: InstanceNormParams, x: Shape, y: Shape) -> Cost:
+        return Cost(params=2 * x[0] if p.affine else 0, flops=5 * numel(x))
+
+    @classmethod
+    def lower(cls, p: InstanceNormParams, x: Shape, y: Shape):
+        from torch import nn
+
+        return nn.InstanceNorm2d(x[0], eps=p.eps, affine=p.affine)
