@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from typing import Literal
+
 from pydantic import Field
 
 from .base import Cost, LayerKind, LayerParams, NoParams, Shape, ShapeError, numel
@@ -12,6 +14,12 @@ from .base import Cost, LayerKind, LayerParams, NoParams, Shape, ShapeError, num
 
 class LeakyParams(LayerParams):
     slope: float = Field(0.01, ge=0)
+
+
+class GeluParams(LayerParams):
+    approximate: Literal["none", "tanh"] = Field(
+        "none", description="none: x * Phi(x) with the exact erf; tanh: Hendrycks & Gimpel 2016 eq. 2, "
+        "0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), as nn.GELU(approximate='tanh')")
 
 
 class AxisParams(LayerParams):
@@ -31,7 +39,8 @@ _TABLE: list[tuple[str, type[LayerParams], int, Callable[[Any, Any], Any], str]]
     ("leaky_relu", LeakyParams, 1, lambda nn, p: nn.LeakyReLU(p.slope), "x if x > 0 else slope*x"),
     ("sigmoid", NoParams, 1, lambda nn, p: nn.Sigmoid(), "1 / (1 + exp(-x))"),
     ("tanh", NoParams, 1, lambda nn, p: nn.Tanh(), "hyperbolic tangent"),
-    ("gelu", NoParams, 1, lambda nn, p: nn.GELU(), "x * Phi(x), exact erf form"),
+    ("gelu", GeluParams, 1, lambda nn, p: nn.GELU(approximate=p.approximate),
+     "x * Phi(x), exact erf form or (`approximate: tanh`) the tanh approximation"),
     ("softmax", AxisParams, 3, lambda nn, p: nn.Softmax(p.dim + 1 if p.dim >= 0 else p.dim),
      "exp(x) / sum(exp(x)) along `dim`"),
     ("log_softmax", AxisParams, 3, lambda nn, p: nn.LogSoftmax(p.dim + 1 if p.dim >= 0 else p.dim),

@@ -1,0 +1,105 @@
+"""Transformer pieces: multi-head self-attention (Vaswani et al. 2017, §3.2) and stochastic depth
+(Huang et al. 2016), with torchvision's ViT/ConvNeXt parameter layout so their weights transfer.
+
+MAC convention for attention: the four projections (q, k, v, out) and the two matmuls of scaled
+dot-product attention (Q K^T and A V) are all multiply-accumulates. This is the count
+torchvision's published vit_b_16 GFLOPS (17.56) follows, and what `FlopCounterMode`/2 reports
+for the lowered module (it counts the two batched matmuls as 2*h*T*T*d FLOPs each); the softmax,
+the 1/sqrt(d) scaling and the bias adds are FLOPs, not MACs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import Cost, LayerKind, LayerParams, PositiveInt, Probability, Shape, ShapeError
+
+
+class AttentionParams(LayerParams):
+    heads: PositiveInt
+    dim: PositiveInt | None = Field(None, description="the embedding width; must equal the input's features "
+                                    "(default: taken from the input)")
+    dropout: Probability = Field(0.0, description="on the attention weights, in training only (as "
+                                 "nn.MultiheadAttention's `dropout`)")
+    bias: bool = True
+
+
+class Attention(LayerKind):
+    name = "attention"
+    Params = AttentionParams
+    doc = ("Multi-head self-attention over a sequence of tokens, softmax(Q K^T / sqrt(d)) V per head "
+           "(Vaswani et al. 2017 §3.2.2), mask-free; parameters named and laid out as nn.MultiheadAttention's "
+           "(in_proj_weight 3D x D, in_proj_bias, out_proj.weight, out_proj.bias) and equal in output, so "
+           "torchvision's ViT weights load as they are.")
+    input_rank = (2,)
+    input_desc = "(T, D)"
+    shape_rule = "(T, D) -> (T, D); D divisible by heads"
+    macs_rule = ("4*T*D^2 (q, k, v and out projections) + 2*T^2*D (Q K^T and A V over all heads): the two "
+                 "attention matmuls are counted, as FlopCounterMode and torchvision's ViT GFLOPS count them")
+    flops_rule = ("2*MACs + 4*T*D bias adds + T*D for the 1/sqrt(d) scale + 3*heads*T^2 for the softmax "
+                  "(exp, sum, divide)")
+    example = {"heads": 2}
+
+    @classmethod
+    def infer(cls, p: AttentionParams, x: Shape) -> Shape:
+        width = x[-1]
+        if p.dim is not None and p.dim != width:
+            raise ShapeError(f"declared dim={p.dim} but the tokens have {width} features", "dim")
+        if width % p.heads:
+            raise ShapeError(f"heads={p.heads} does not divide the token width {width}", "heads")
+        return x
+
+    @classmethod
+    def brief(cls, p: AttentionParams) -> str:
+        return f"self-attention, {p.heads} heads"
+
+    @classmethod
+    def cost(cls, p: AttentionParams, x: Shape, y: Shape) -> Cost:
+        t, d = x
+        # Vaswani et al. 2017 Table 1: O(n^2 d) for the attention, O(n d^2) for the projections
+        macs = 4 * t * d * d + 2 * t * t * d
+        biases = 4 * d if p.bias else 0
+        flops = 2 * macs + (4 * t * d if p.bias else 0) + t * d + 3 * p.heads * t * t
+        return Cost(params=4 * d * d + biases, macs=macs, flops=flops, biases=biases)
+
+    @classmethod
+    def lower(cls, p: AttentionParams, x: Shape, y: Shape):
+        from ..nn_transformer import SelfAttention
+
+        return SelfAttention(x[-1], p.heads, dropout=p.dropout, bias=p.bias)
+
+    @classmethod
+    def init(cls, module, p: AttentionParams, scheme: str) -> bool:
+        return False  # nn.MultiheadAttention's own (xavier-uniform projections, zero biases) for every scheme
+
+
+class StochasticDepthParams(LayerParams):
+    p: Probability = Field(0.0, description="the probability of dropping the input (the residual branch)")
+    mode: Literal["row", "batch"] = Field("row", description="row: per sample; batch: the whole batch at once "
+                                          "(torchvision.ops.StochasticDepth)")
+
+
+class StochasticDepth(LayerKind):
+    name = "stochastic_depth"
+    Params = StochasticDepthParams
+    doc = ("Stochastic depth (Huang et al. 2016): in training, zeroes a residual branch with probability `p` "
+           "and scales survivors by 1/(1-p), as torchvision.ops.StochasticDepth; the identity in eval mode. "
+           "Put it last in a residual body.")
+    flops_rule = "none at inference (the identity)"
+    example = {"p": 0.2}
+
+    @classmethod
+    def cost(cls, p: StochasticDepthParams, x: Shape, y: Shape) -> Cost:
+        return Cost()
+
+    @classmethod
+    def brief(cls, p: StochasticDepthParams) -> str:
+        return f"drop path {p.p:g}"
+
+    @classmethod
+    def lower(cls, p: StochasticDepthParams, x: Shape, y: Shape):
+        from ..nn_transformer import StochasticDepth as TorchStochasticDepth
+
+        return TorchStochasticDepth(p.p, p.mode)

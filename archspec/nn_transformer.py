@@ -1,0 +1,61 @@
+"""Torch modules of the transformer kinds (layers/transformer.py). Imported only by lowering.
+
+Layout: tokens batch-first (N, T, D).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SelfAttention(nn.Module):
+    """Mask-free multi-head self-attention with nn.MultiheadAttention's parameters (same names,
+    shapes, order and initialisation), so its state dict loads both ways. Written out as two
+    batched matmuls rather than calling nn.MultiheadAttention: its eval-mode fast path
+    (`_native_multi_head_attention`) is invisible to FlopCounterMode and not exportable by every
+    torch.onnx path, while matmul + softmax exports everywhere and is counted."""
+
+    def __init__(self, dim: int, heads: int, *, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        self.dim, self.heads, self.dropout = dim, heads, dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * dim)) if bias else None
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+        nn.init.xavier_uniform_(self.in_proj_weight)  # as nn.MultiheadAttention._reset_parameters
+        if bias:
+            nn.init.zeros_(self.in_proj_bias)
+            nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, T, D) -> (N, T, D)
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))  # (N, h, T, d)
+        scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # (N, h, T, T)
+        weights = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)
+        return self.out_proj((weights @ v).transpose(1, 2).flatten(2))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, heads={self.heads}, dropout={self.dropout}"
+
+
+class StochasticDepth(nn.Module):
+    """torchvision.ops.StochasticDepth: drops the whole input per sample ("row") or per batch with
+    probability p in training and scales survivors by 1/(1-p); the identity in eval mode."""
+
+    def __init__(self, p: float, mode: str):
+        super().__init__()
+        self.p, self.mode = p, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        survival = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1) if self.mode == "row" else (1,) * x.dim()
+        keep = x.new_empty(shape).bernoulli_(survival)
+        return x * keep.div_(survival)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode}"
