@@ -122,7 +122,8 @@ KINDS = sorted(REGISTRY)
 STRUCTURAL = ["repeat", "concat", "add", "residual", "group"]
 PARAM_KEYS = ["out", "kernel", "stride", "padding", "dilation", "groups", "bias", "in", "hidden", "layers",
               "bidirectional", "output", "dim", "vocab", "p", "eps", "momentum", "size", "alpha", "beta", "k",
-              "slope", "ceil_mode", "count_include_pad", "nonlinearity", "dropout"]
+              "slope", "ceil_mode", "count_include_pad", "nonlinearity", "dropout", "heads", "peephole",
+              "approximate", "mode"]
 SPEC_KEYS = ["archspec", "name", "description", "input", "vars", "blocks", "network", "budget", "init", "shape",
              "dtype", "params", "body", "doc", "type", "default", "index", "shortcut", "then", "when", "scheme",
              "zero_init_residual", "macs", "flops", "activation_bytes"]
@@ -448,14 +449,16 @@ class Net:
     def activation(self) -> Any:
         draw = self.draw
         kind = draw(st.sampled_from(["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax",
-                                     "log_softmax", "identity", "dropout"]))
+                                     "log_softmax", "identity", "dropout", "stochastic_depth"]))
         rank = len(self.shape)
         if kind in ("softmax", "log_softmax") and draw(st.booleans()):
             return {kind: {"dim": draw(st.integers(-rank, rank - 1))}}
         if kind == "leaky_relu" and draw(st.booleans()):
             return {kind: {"slope": draw(st.sampled_from([0.0, 0.1, 0.2, 1.5]))}}
-        if kind == "dropout" and draw(st.booleans()):
+        if kind in ("dropout", "stochastic_depth") and draw(st.booleans()):
             return {kind: {"p": draw(st.sampled_from([0.0, 0.1, 0.5, 0.9]))}}
+        if kind == "gelu" and draw(st.booleans()):
+            return {kind: {"approximate": draw(st.sampled_from(["none", "tanh"]))}}
         return kind
 
     def image_item(self, depth: int) -> list[Any]:
@@ -685,6 +688,8 @@ class Net:
             p["bias"] = False
         if kind == "rnn" and draw(st.booleans()):
             p["nonlinearity"] = draw(st.sampled_from(["tanh", "relu"]))
+        if kind == "lstm" and draw(st.integers(0, 2)) == 0:
+            p["peephole"] = True
         width = hidden * (2 if bidi else 1)
         self.shape = (t, width) if output == "sequence" else (width,)
         return {kind: p}
@@ -695,8 +700,15 @@ class Net:
         for _ in range(draw(st.integers(1, 4))):
             if len(self.shape) != 2:
                 break
-            choice = draw(st.sampled_from(["rnn", "rnn", "rnn", "linear", "act", "concat", "add", "flatten"]))
-            if choice == "flatten":
+            choice = draw(st.sampled_from(["rnn", "rnn", "rnn", "linear", "act", "concat", "add", "flatten",
+                                           "attention"]))
+            if choice == "attention":
+                f = self.shape[1]
+                p = {"heads": draw(st.sampled_from([h for h in range(1, f + 1) if f % h == 0]))}
+                if draw(st.booleans()):
+                    p["bias"] = False
+                items.append(self.named({"attention": p}))
+            elif choice == "flatten":
                 self.shape = (self.shape[0] * self.shape[1],)
                 items.append(self.named("flatten"))
             elif choice == "rnn":

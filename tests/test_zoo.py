@@ -106,10 +106,18 @@ def googlenet_aux(classes: int = 1000) -> tuple[int, int]:
     return total([PUBLISHED["googlenet"], *aux(512), *aux(528)])
 
 
+def lstm_peephole_classifier(hidden: int = 256, steps: int = 50) -> tuple[int, int]:
+    """lstm_classifier plus the diagonal peephole weights p_i, p_f, p_o of each layer (Gers & Schmidhuber 2000):
+    3 * hidden parameters, element-wise products (no MACs)."""
+    parts = [lstm_layer(128, hidden, steps, 1), lstm_layer(hidden, hidden, steps, 1), linear(hidden, 10)]
+    return total(parts + [(3 * hidden, 0), (3 * hidden, 0)])
+
+
 INDEPENDENT = {
     "resnet18_preact": preact_resnet18(),
     "bilstm_tagger": bilstm_tagger(),
     "googlenet_aux": googlenet_aux(),
+    "lstm_peephole_classifier": lstm_peephole_classifier(),
 }
 EXPECTED = {**PUBLISHED, **INDEPENDENT}
 

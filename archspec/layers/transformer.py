@@ -40,7 +40,7 @@ class Attention(LayerKind):
                  "attention matmuls are counted, as FlopCounterMode and torchvision's ViT GFLOPS count them")
     flops_rule = ("2*MACs + 4*T*D bias adds + T*D for the 1/sqrt(d) scale + 3*heads*T^2 for the softmax "
                   "(exp, sum, divide)")
-    example = {"heads": 2}
+    example = {"heads": 5}  # the generated tests feed (T, 5) tokens
 
     @classmethod
     def infer(cls, p: AttentionParams, x: Shape) -> Shape:
