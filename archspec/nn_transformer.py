@@ -59,3 +59,46 @@ class StochasticDepth(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, mode={self.mode}"
+
+
+def free_tensor(shape: tuple[int, ...], init: str, std: float) -> nn.Parameter:
+    """zeros, normal(0, std) or normal(0, std) truncated at +-2 std (timm/torchvision's trunc_normal_)."""
+    t = torch.zeros(shape)
+    if init == "normal":
+        nn.init.normal_(t, std=std)
+    elif init == "trunc_normal":
+        nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)
+    return nn.Parameter(t)
+
+
+class ClassToken(nn.Module):
+    """Prepends the learned token: (N, T, D) -> (N, T+1, D), torchvision ViT's `class_token`."""
+
+    def __init__(self, dim: int, init: str, std: float):
+        super().__init__()
+        self.token = free_tensor((1, 1, dim), init, std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat((self.token.expand(x.shape[0], -1, -1), x), dim=1)
+
+
+class PosEmbedding(nn.Module):
+    """Adds the learned (1, T, D) embedding, torchvision ViT's `encoder.pos_embedding`."""
+
+    def __init__(self, shape: tuple[int, int], init: str, std: float):
+        super().__init__()
+        self.embedding = free_tensor((1, *shape), init, std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.embedding
+
+
+class LayerScale(nn.Module):
+    """Per-channel learned scale, torchvision ConvNeXt's `layer_scale` ((C, 1, 1) for images)."""
+
+    def __init__(self, shape: tuple[int, ...], value: float):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full(shape, value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Cost, LayerKind, LayerParams, PositiveInt, Probability, Shape, ShapeError
+from .base import Cost, LayerKind, LayerParams, PositiveInt, Probability, Shape, ShapeError, numel
 
 
 class AttentionParams(LayerParams):
@@ -103,3 +103,85 @@ class StochasticDepth(LayerKind):
         from ..nn_transformer import StochasticDepth as TorchStochasticDepth
 
         return TorchStochasticDepth(p.p, p.mode)
+
+
+# --- learned free tensors, each fused with the one operation that uses it ------------------------
+# Until the graph IR (issue #12) lets a free `parameter` be an operand of concat/add/mul, these
+# three unary kinds hold their tensor themselves, with torchvision's shapes ((1, 1, D) class token,
+# (1, T, D) position embedding, (C, 1, 1) layer scale), so parameter counts and state-dict shapes
+# equal torchvision's ViT and ConvNeXt.
+
+class FreeTensorParams(LayerParams):
+    init: Literal["zeros", "normal", "trunc_normal"] = Field(
+        "zeros", description="zeros; normal(0, std); trunc_normal: normal(0, std) truncated to [-2std, 2std]")
+    std: float = Field(0.02, gt=0)
+
+
+class ClassToken(LayerKind):
+    name = "class_token"
+    Params = FreeTensorParams
+    doc = ("Prepends a learned token (1, D) to a sequence of tokens, ViT's [class] token (Dosovitskiy et al. "
+           "2021, eq. 1); its tensor has torchvision's shape (1, 1, D), zeros by default as there.")
+    input_rank = (2,)
+    input_desc = "(T, D)"
+    shape_rule = "(T, D) -> (T+1, D)"
+    flops_rule = "none (a concatenation)"
+    example = {"init": "normal"}
+
+    @classmethod
+    def infer(cls, p: FreeTensorParams, x: Shape) -> Shape:
+        return (x[0] + 1, x[1])
+
+    @classmethod
+    def cost(cls, p: FreeTensorParams, x: Shape, y: Shape) -> Cost:
+        return Cost(params=x[1])
+
+    @classmethod
+    def lower(cls, p: FreeTensorParams, x: Shape, y: Shape):
+        from ..nn_transformer import ClassToken as TorchClassToken
+
+        return TorchClassToken(x[1], p.init, p.std)
+
+
+class PosEmbedding(LayerKind):
+    name = "pos_embedding"
+    Params = FreeTensorParams
+    doc = ("Adds a learned position embedding (T, D) to a sequence of T tokens (Dosovitskiy et al. 2021, eq. 1); "
+           "its tensor has torchvision's shape (1, T, D). The sequence length is fixed by it.")
+    input_rank = (2,)
+    input_desc = "(T, D)"
+    flops_rule = "1 add per element"
+    example = {"init": "trunc_normal"}
+
+    @classmethod
+    def cost(cls, p: FreeTensorParams, x: Shape, y: Shape) -> Cost:
+        return Cost(params=numel(x), flops=numel(x))
+
+    @classmethod
+    def lower(cls, p: FreeTensorParams, x: Shape, y: Shape):
+        from ..nn_transformer import PosEmbedding as TorchPosEmbedding
+
+        return TorchPosEmbedding(x, p.init, p.std)
+
+
+class LayerScaleParams(LayerParams):
+    value: float = Field(1e-6, description="the initial scale of every channel (ConvNeXt: 1e-6)")
+
+
+class LayerScale(LayerKind):
+    name = "layer_scale"
+    Params = LayerScaleParams
+    doc = ("Multiplies every channel by its own learned scale (Touvron et al. 2021 'CaiT' §3; ConvNeXt, Liu et al. "
+           "2022): (C, 1, 1) for images (C, H, W) as torchvision's ConvNeXt, (D) on the last axis otherwise.")
+    flops_rule = "1 multiply per element"
+    example = {"value": 0.5}
+
+    @classmethod
+    def cost(cls, p: LayerScaleParams, x: Shape, y: Shape) -> Cost:
+        return Cost(params=x[0] if len(x) == 3 else x[-1], flops=numel(x))
+
+    @classmethod
+    def lower(cls, p: LayerScaleParams, x: Shape, y: Shape):
+        from ..nn_transformer import LayerScale as TorchLayerScale
+
+        return TorchLayerScale((x[0], 1, 1) if len(x) == 3 else (x[-1],), p.value)
