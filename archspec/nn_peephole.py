@@ -120,7 +120,7 @@ class PeepholeLSTM(nn.Module):
             if layer and self.dropout and self.training:
                 seq = F.dropout(seq, self.dropout, True)
             y, h_n = run(seq, *self._onnx_layout(layer))  # (T, D, N, H), (D, N, H)
-            seq = y.transpose(1, 2).flatten(2)  # (T, N, D*H)
+            seq = y.transpose(1, 2).flatten(2) if self.bidirectional else y.squeeze(1)  # (T, N, D*H)
         if self.output == "sequence":
             return seq.transpose(0, 1)  # (N, T, D*H)
         if self.output == "last":

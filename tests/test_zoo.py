@@ -41,6 +41,10 @@ PUBLISHED = {
     "rnn_classifier": (232_970, 11_471_360),
     "gru_classifier": (693_770, 34_408_960),
     "lstm_classifier": (924_170, 45_877_760),
+    # torchvision's model builders; MACs = FlopCounterMode/2 (convnext_tiny), and for vit_b_16 with the
+    # attention matmuls counted: torchvision's published 17.56 GFLOPS (docs/oracle_transformers.md)
+    "convnext_tiny": (28_589_128, 4_455_531_264),
+    "vit_b_16": (86_567_656, 17_563_828_224),
 }
 
 

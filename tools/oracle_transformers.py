@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 import archspec
@@ -115,6 +114,8 @@ def compare(spec: str, builder, translate) -> list[str]:
 
 
 def main() -> int:
+    import torchvision  # only here: the tests import the key maps above without it
+
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, archspec from {Path(archspec.__file__).parent}")
     print()
     print("| spec | params (archspec check) | params (built module) | params (torchvision) | MACs (archspec) | "
