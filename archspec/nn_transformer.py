@@ -17,11 +17,12 @@ class SelfAttention(nn.Module):
     shapes, order and initialisation), so its state dict loads both ways. Written out as two
     batched matmuls rather than calling nn.MultiheadAttention: its eval-mode fast path
     (`_native_multi_head_attention`) is invisible to FlopCounterMode and not exportable by every
-    torch.onnx path, while matmul + softmax exports everywhere and is counted."""
+    torch.onnx path, while matmul + softmax exports everywhere and is counted. `fused` uses
+    F.scaled_dot_product_attention instead (counted by FlopCounterMode on the meta device only)."""
 
-    def __init__(self, dim: int, heads: int, *, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, dim: int, heads: int, *, dropout: float = 0.0, bias: bool = True, fused: bool = False):
         super().__init__()
-        self.dim, self.heads, self.dropout = dim, heads, dropout
+        self.dim, self.heads, self.dropout, self.fused = dim, heads, dropout, fused
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * dim)) if bias else None
         self.out_proj = nn.Linear(dim, dim, bias=bias)
@@ -33,12 +34,15 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, T, D) -> (N, T, D)
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))  # (N, h, T, d)
-        scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # (N, h, T, T)
-        weights = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)
-        return self.out_proj((weights @ v).transpose(1, 2).flatten(2))
+        if self.fused:  # mask-free: no mask argument, so the fused kernels apply
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        else:
+            scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # (N, h, T, T)
+            out = F.dropout(scores.softmax(dim=-1), self.dropout, self.training) @ v
+        return self.out_proj(out.transpose(1, 2).flatten(2))
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, heads={self.heads}, dropout={self.dropout}"
+        return f"dim={self.dim}, heads={self.heads}, dropout={self.dropout}, fused={self.fused}"
 
 
 class StochasticDepth(nn.Module):

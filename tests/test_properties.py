@@ -123,7 +123,7 @@ STRUCTURAL = ["repeat", "concat", "add", "residual", "group"]
 PARAM_KEYS = ["out", "kernel", "stride", "padding", "dilation", "groups", "bias", "in", "hidden", "layers",
               "bidirectional", "output", "dim", "vocab", "p", "eps", "momentum", "size", "alpha", "beta", "k",
               "slope", "ceil_mode", "count_include_pad", "nonlinearity", "dropout", "heads", "peephole",
-              "approximate", "mode"]
+              "approximate", "mode", "fused"]
 SPEC_KEYS = ["archspec", "name", "description", "input", "vars", "blocks", "network", "budget", "init", "shape",
              "dtype", "params", "body", "doc", "type", "default", "index", "shortcut", "then", "when", "scheme",
              "zero_init_residual", "macs", "flops", "activation_bytes"]
@@ -707,6 +707,8 @@ class Net:
                 p = {"heads": draw(st.sampled_from([h for h in range(1, f + 1) if f % h == 0]))}
                 if draw(st.booleans()):
                     p["bias"] = False
+                if draw(st.booleans()):
+                    p["fused"] = True
                 items.append(self.named({"attention": p}))
             elif choice == "flatten":
                 self.shape = (self.shape[0] * self.shape[1],)

@@ -29,9 +29,10 @@ def spec(tmp_path: Path, network: str, inp: str = "{x: [time=7, 16]}") -> archsp
 
 # --- attention ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_attention_equals_nn_multiheadattention(tmp_path: Path, bias: bool) -> None:
-    report = spec(tmp_path, f"- {{attention: {{heads: 4, dim: 16, bias: {str(bias).lower()}}}, name: attn}}\n")
+@pytest.mark.parametrize("bias, fused", [(True, False), (False, False), (True, True)])
+def test_attention_equals_nn_multiheadattention(tmp_path: Path, bias: bool, fused: bool) -> None:
+    report = spec(tmp_path, f"- {{attention: {{heads: 4, dim: 16, bias: {str(bias).lower()}, "
+                            f"fused: {str(fused).lower()}}}, name: attn}}\n")
     d, t = 16, 7
     assert report.totals.params == 4 * d * d + (4 * d if bias else 0)
     assert report.totals.macs == 4 * t * d * d + 2 * t * t * d
@@ -70,8 +71,10 @@ def test_attention_mistakes_are_diagnosed(tmp_path: Path, network: str, message:
     assert message in text and "spec.yaml:5:" in text
 
 
-def test_attention_exports_verified(tmp_path: Path) -> None:
-    report = spec(tmp_path, "- {attention: {heads: 4}, name: attn}\n- gelu: {approximate: tanh}\n"
+@pytest.mark.parametrize("fused", [False, True])
+def test_attention_exports_verified(tmp_path: Path, fused: bool) -> None:
+    report = spec(tmp_path, f"- {{attention: {{heads: 4, fused: {str(fused).lower()}}}, name: attn}}\n"
+                            "- gelu: {approximate: tanh}\n"
                             "- {linear: {out: 3}, name: fc}\n")
     result = export_model(report, tmp_path / "m.onnx")
     assert len(result.checks) == 2 and result.max_rel_error <= result.tolerance

@@ -24,6 +24,9 @@ class AttentionParams(LayerParams):
     dropout: Probability = Field(0.0, description="on the attention weights, in training only (as "
                                  "nn.MultiheadAttention's `dropout`)")
     bias: bool = True
+    fused: bool = Field(False, description="compute softmax(Q K^T / sqrt(d)) V with "
+                        "F.scaled_dot_product_attention (fused flash / memory-efficient kernels where the device "
+                        "has them); same parameters, same result to float rounding, same MAC count")
 
 
 class Attention(LayerKind):
@@ -68,7 +71,7 @@ class Attention(LayerKind):
     def lower(cls, p: AttentionParams, x: Shape, y: Shape):
         from ..nn_transformer import SelfAttention
 
-        return SelfAttention(x[-1], p.heads, dropout=p.dropout, bias=p.bias)
+        return SelfAttention(x[-1], p.heads, dropout=p.dropout, bias=p.bias, fused=p.fused)
 
     @classmethod
     def init(cls, module, p: AttentionParams, scheme: str) -> bool:
