@@ -116,7 +116,8 @@ def compare(spec: str, builder, translate) -> list[str]:
 def main() -> int:
     import torchvision  # only here: the tests import the key maps above without it
 
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, archspec from {Path(archspec.__file__).parent}")
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+          f"archspec from {Path(archspec.__file__).parent}")
     print()
     print("| spec | params (archspec check) | params (built module) | params (torchvision) | MACs (archspec) | "
           "FlopCounterMode/2 (no grad / grad) | weight transfer, eval, batch 2 |")
