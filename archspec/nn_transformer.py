@@ -86,15 +86,17 @@ class ClassToken(nn.Module):
         return torch.cat((self.token.expand(x.shape[0], -1, -1), x), dim=1)
 
 
-class PosEmbedding(nn.Module):
-    """Adds the learned (1, T, D) embedding, torchvision ViT's `encoder.pos_embedding`."""
+class FreeParameter(nn.Module):
+    """A learned tensor (1, *shape), broadcast over the input's batch; the input's values are unused."""
 
-    def __init__(self, shape: tuple[int, int], init: str, std: float):
+    def __init__(self, shape: tuple[int, ...], init: str, std: float):
         super().__init__()
-        self.embedding = free_tensor((1, *shape), init, std)
+        self.weight = free_tensor((1, *shape), init, std)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.embedding
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, ...) -> (N, *shape)
+        # a copy, not an expand: an expanded view made under no_grad would require grad without a
+        # grad_fn, which FlopCounterMode's module tracker refuses
+        return self.weight.repeat(x.shape[0], *(1,) * (self.weight.dim() - 1))
 
 
 class LayerScale(nn.Module):

@@ -93,6 +93,20 @@ def test_gelu_tanh_is_hendrycks_gimpel_formula(tmp_path: Path) -> None:
     assert not torch.equal(exact, expected)
 
 
+def test_parameter_is_a_free_tensor_broadcast_over_the_batch(tmp_path: Path) -> None:
+    report = spec(tmp_path, "- residual: {body: [{parameter: {shape: [7, 16], init: normal, std: 0.5}, name: p}]}\n")
+    assert report.totals.params == 7 * 16 and report.totals.macs == 0
+    module = archspec.build(report, seed=0).eval()
+    weight = dict(module.named_parameters())["residual0.p.weight"]
+    assert tuple(weight.shape) == (1, 7, 16)  # torchvision's layout of ViT's pos_embedding
+    x = torch.randn(3, 7, 16)
+    torch.testing.assert_close(module(x), x + weight)
+    with pytest.raises(SpecError, match="cannot add"):
+        spec(tmp_path, "- residual: {body: [{parameter: {shape: [6, 16]}}]}\n")
+    with pytest.raises(SpecError, match="expected a shape as a list of positive integers"):
+        spec(tmp_path, "- parameter: {shape: []}\n")
+
+
 @pytest.mark.parametrize("mode", ["row", "batch"])
 def test_stochastic_depth(tmp_path: Path, mode: str) -> None:
     report = spec(tmp_path, f"- stochastic_depth: {{p: 0.5, mode: {mode}}}\n", "{x: [3, 4, 4]}")

@@ -52,7 +52,7 @@ def vit_key(key: str) -> str:
     rules = [
         (r"class_token", lambda m: "class_token.token"),
         (r"conv_proj\.(.*)", lambda m: f"conv_proj.{m[1]}"),
-        (r"encoder\.pos_embedding", lambda m: "pos_embedding.embedding"),
+        (r"encoder\.pos_embedding", lambda m: "pos_embedding.embedding.weight"),
         (layer + r"ln_1\.(.*)", lambda m: f"encoder{m[1]}.attention_block.ln_1.{m[2]}"),
         (layer + r"self_attention\.(.*)", lambda m: f"encoder{m[1]}.attention_block.self_attention.{m[2]}"),
         (layer + r"ln_2\.(.*)", lambda m: f"encoder{m[1]}.mlp_block.ln_2.{m[2]}"),
@@ -85,6 +85,7 @@ def redraw(model: torch.nn.Module) -> None:
 def compare(spec: str, builder, translate) -> list[str]:
     report = archspec.check(ROOT / "specs" / f"{spec}.yaml")
     ours = archspec.build(report, seed=0).eval()
+    torch.manual_seed(0)
     ref = builder().eval()
     redraw(ref)
     counter = FlopCounterMode(display=False)

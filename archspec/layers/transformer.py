@@ -10,9 +10,9 @@ the 1/sqrt(d) scaling and the bias adds are FLOPs, not MACs.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PlainValidator, WithJsonSchema
 
 from .base import Cost, LayerKind, LayerParams, PositiveInt, Probability, Shape, ShapeError, numel
 
@@ -108,16 +108,63 @@ class StochasticDepth(LayerKind):
         return TorchStochasticDepth(p.p, p.mode)
 
 
-# --- learned free tensors, each fused with the one operation that uses it ------------------------
-# Until the graph IR (issue #12) lets a free `parameter` be an operand of concat/add/mul, these
-# three unary kinds hold their tensor themselves, with torchvision's shapes ((1, 1, D) class token,
-# (1, T, D) position embedding, (C, 1, 1) layer scale), so parameter counts and state-dict shapes
-# equal torchvision's ViT and ConvNeXt.
+# --- learned free tensors --------------------------------------------------------------------------
+# `parameter` is a free tensor as a value: added to the tokens by a residual (ViT's position
+# embedding) or, on the graph IR (issue #12), named as an operand with `from:`. Where the operation
+# that uses the tensor is not expressible yet (a concatenation along the token axis, a broadcasting
+# multiply), a unary kind holds its tensor itself: `class_token` and `layer_scale`, with
+# torchvision's shapes ((1, 1, D), (C, 1, 1)), so parameter counts and state-dict shapes equal
+# torchvision's ViT and ConvNeXt.
 
 class FreeTensorParams(LayerParams):
     init: Literal["zeros", "normal", "trunc_normal"] = Field(
         "zeros", description="zeros; normal(0, std); trunc_normal: normal(0, std) truncated to [-2std, 2std]")
     std: float = Field(0.02, gt=0)
+
+
+def _shape(v: Any) -> Shape:
+    if isinstance(v, list) and v and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v):
+        return tuple(v)
+    raise ValueError(f"expected a shape as a list of positive integers, e.g. [197, 768], got {v!r}")
+
+
+ShapeList = Annotated[Shape, PlainValidator(_shape), WithJsonSchema(
+    {"type": "array", "items": {"type": ["integer", "string"], "minimum": 1}, "minItems": 1})]
+
+
+class ParameterParams(FreeTensorParams):
+    shape: ShapeList = Field(description="per sample, without the batch axis, e.g. [197, 768]")
+
+
+class Parameter(LayerKind):
+    name = "parameter"
+    Params = ParameterParams
+    doc = ("A learned free tensor of `shape`, the same for every sample: its input's values are not read, only its "
+           "batch size, over which the tensor is broadcast. Stored with a leading axis of 1, as torchvision stores "
+           "ViT's position embedding (1, T, D). `- residual: {body: [{parameter: {shape: [T, D]}}]}` adds it to "
+           "the tokens.")
+    input_desc = "any (only its batch size is used)"
+    shape_rule = "any input -> `shape`"
+    flops_rule = "none (a stored tensor)"
+    example = {"shape": [2, 3], "init": "trunc_normal"}
+
+    @classmethod
+    def infer(cls, p: ParameterParams, x: Shape) -> Shape:
+        return p.shape
+
+    @classmethod
+    def brief(cls, p: ParameterParams) -> str:
+        return "parameter " + "x".join(map(str, p.shape))
+
+    @classmethod
+    def cost(cls, p: ParameterParams, x: Shape, y: Shape) -> Cost:
+        return Cost(params=numel(y))
+
+    @classmethod
+    def lower(cls, p: ParameterParams, x: Shape, y: Shape):
+        from ..nn_transformer import FreeParameter
+
+        return FreeParameter(y, p.init, p.std)
 
 
 class ClassToken(LayerKind):
@@ -144,27 +191,6 @@ class ClassToken(LayerKind):
         from ..nn_transformer import ClassToken as TorchClassToken
 
         return TorchClassToken(x[1], p.init, p.std)
-
-
-class PosEmbedding(LayerKind):
-    name = "pos_embedding"
-    Params = FreeTensorParams
-    doc = ("Adds a learned position embedding (T, D) to a sequence of T tokens (Dosovitskiy et al. 2021, eq. 1); "
-           "its tensor has torchvision's shape (1, T, D). The sequence length is fixed by it.")
-    input_rank = (2,)
-    input_desc = "(T, D)"
-    flops_rule = "1 add per element"
-    example = {"init": "trunc_normal"}
-
-    @classmethod
-    def cost(cls, p: FreeTensorParams, x: Shape, y: Shape) -> Cost:
-        return Cost(params=numel(x), flops=numel(x))
-
-    @classmethod
-    def lower(cls, p: FreeTensorParams, x: Shape, y: Shape):
-        from ..nn_transformer import PosEmbedding as TorchPosEmbedding
-
-        return TorchPosEmbedding(x, p.init, p.std)
 
 
 class LayerScaleParams(LayerParams):
