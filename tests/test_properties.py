@@ -123,7 +123,7 @@ STRUCTURAL = ["repeat", "concat", "add", "residual", "group"]
 PARAM_KEYS = ["out", "kernel", "stride", "padding", "dilation", "groups", "bias", "in", "hidden", "layers",
               "bidirectional", "output", "dim", "vocab", "p", "eps", "momentum", "size", "alpha", "beta", "k",
               "slope", "ceil_mode", "count_include_pad", "nonlinearity", "dropout", "heads", "peephole",
-              "approximate", "mode", "fused"]
+              "approximate", "mode", "fused", "std", "value"]
 SPEC_KEYS = ["archspec", "name", "description", "input", "vars", "blocks", "network", "budget", "init", "shape",
              "dtype", "params", "body", "doc", "type", "default", "index", "shortcut", "then", "when", "scheme",
              "zero_init_residual", "macs", "flops", "activation_bytes"]
@@ -701,8 +701,18 @@ class Net:
             if len(self.shape) != 2:
                 break
             choice = draw(st.sampled_from(["rnn", "rnn", "rnn", "linear", "act", "concat", "add", "flatten",
-                                           "attention"]))
-            if choice == "attention":
+                                           "attention", "free"]))
+            if choice == "free":  # the learned free tensors
+                free = draw(st.sampled_from(["class_token", "layer_scale", "parameter"]))
+                init = {"init": draw(st.sampled_from(["zeros", "normal", "trunc_normal"]))}
+                if free == "class_token":
+                    self.shape = (self.shape[0] + 1, self.shape[1])
+                    items.append(self.named({"class_token": init}))
+                elif free == "layer_scale":
+                    items.append(self.named({"layer_scale": {"value": draw(st.sampled_from([1e-6, 0.5, 2.0]))}}))
+                else:
+                    items.append({"residual": {"body": [{"parameter": {"shape": list(self.shape), **init}}]}})
+            elif choice == "attention":
                 f = self.shape[1]
                 p = {"heads": draw(st.sampled_from([h for h in range(1, f + 1) if f % h == 0]))}
                 if draw(st.booleans()):
