@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
