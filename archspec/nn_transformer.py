@@ -33,7 +33,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, T, D) -> (N, T, D)
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
-        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))  # (N, h, T, d)
+        # (N, h, T, d); reshaped with the traced sizes, as TorchScript's unflatten fixes the batch size
+        q, k, v = (t.reshape(x.shape[0], x.shape[1], self.heads, -1).transpose(1, 2) for t in (q, k, v))
         if self.fused:  # mask-free: no mask argument, so the fused kernels apply
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         else:
@@ -75,6 +76,14 @@ def free_tensor(shape: tuple[int, ...], init: str, std: float) -> nn.Parameter:
     return nn.Parameter(t)
 
 
+def broadcast_over_batch(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """t (1, ...) repeated over x's batch: (N, ...). Zeros of the traced size plus t, rather than
+    t.expand(N, -1, ...): TorchScript's ONNX form of expand hides the fixed sizes from ONNX shape
+    inference, and an expanded view made under no_grad requires grad without a grad_fn, which
+    FlopCounterMode's module tracker refuses."""
+    return x.new_zeros((x.shape[0], *t.shape[1:])) + t
+
+
 class ClassToken(nn.Module):
     """Prepends the learned token: (N, T, D) -> (N, T+1, D), torchvision ViT's `class_token`."""
 
@@ -83,7 +92,7 @@ class ClassToken(nn.Module):
         self.token = free_tensor((1, 1, dim), init, std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat((self.token.expand(x.shape[0], -1, -1), x), dim=1)
+        return torch.cat((broadcast_over_batch(self.token, x), x), dim=1)
 
 
 class FreeParameter(nn.Module):
@@ -94,9 +103,7 @@ class FreeParameter(nn.Module):
         self.weight = free_tensor((1, *shape), init, std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, ...) -> (N, *shape)
-        # a copy, not an expand: an expanded view made under no_grad would require grad without a
-        # grad_fn, which FlopCounterMode's module tracker refuses
-        return self.weight.repeat(x.shape[0], *(1,) * (self.weight.dim() - 1))
+        return broadcast_over_batch(self.weight, x)
 
 
 class LayerScale(nn.Module):

@@ -72,11 +72,13 @@ def test_attention_mistakes_are_diagnosed(tmp_path: Path, network: str, message:
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_attention_exports_verified(tmp_path: Path, fused: bool) -> None:
+@pytest.mark.parametrize("then", ["", "- {gru: {hidden: 4}}\n"])  # a recurrent kind: the TorchScript exporter
+def test_attention_exports_verified(tmp_path: Path, fused: bool, then: str) -> None:
     report = spec(tmp_path, f"- {{attention: {{heads: 4, fused: {str(fused).lower()}}}, name: attn}}\n"
-                            "- gelu: {approximate: tanh}\n"
+                            "- gelu: {approximate: tanh}\n" + then +
                             "- {linear: {out: 3}, name: fc}\n")
     result = export_model(report, tmp_path / "m.onnx")
+    assert result.exporter == ("torchscript" if then else "dynamo")
     assert len(result.checks) == 2 and result.max_rel_error <= result.tolerance
     assert dict(result.dynamic_axes) == {"batch": 0, "time": 1}
 
