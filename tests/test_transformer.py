@@ -109,6 +109,25 @@ def test_parameter_is_a_free_tensor_broadcast_over_the_batch(tmp_path: Path) -> 
         spec(tmp_path, "- parameter: {shape: []}\n")
 
 
+def test_parameter_is_an_operand_by_name(tmp_path: Path) -> None:
+    """On the graph IR a free tensor is a named value: read by `add` with `from:` (ViT's eq. 1)."""
+    report = spec(tmp_path, "- {linear: {out: 16}, name: tokens}\n"
+                            "- {parameter: {shape: [7, 16], init: normal}, name: pos}\n"
+                            "- {add, from: [tokens, pos]}\n"
+                            "- {linear: {out: 3}, name: head}\n", "{x: [7, 16]}")
+    assert report.totals.params == (16 * 16 + 16) + 7 * 16 + (16 * 3 + 3)
+    module = archspec.build(report, seed=0).eval()
+    state = module.state_dict()
+    assert list(state) == ["tokens.weight", "tokens.bias", "pos.weight", "head.weight", "head.bias"]
+    x = torch.randn(2, 7, 16)
+    tokens = x @ state["tokens.weight"].T + state["tokens.bias"]
+    expected = (tokens + state["pos.weight"]) @ state["head.weight"].T + state["head.bias"]
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), expected)
+    result = export_model(report, tmp_path / "m.onnx")
+    assert result.max_rel_error <= result.tolerance
+
+
 @pytest.mark.parametrize("mode", ["row", "batch"])
 def test_stochastic_depth(tmp_path: Path, mode: str) -> None:
     report = spec(tmp_path, f"- stochastic_depth: {{p: 0.5, mode: {mode}}}\n", "{x: [3, 4, 4]}")
@@ -199,7 +218,9 @@ def test_peephole_lstm_equals_hand_written_cell(tmp_path: Path, layers: int, bid
                             f"bidirectional: {str(bidirectional).lower()}, output: {output}}}, name: lstm}}\n",
                   "{x: [time=6, 3]}")
     directions = 2 if bidirectional else 1
-    plain = archspec.check((tmp_path / "spec.yaml").read_text().replace("peephole: true", "peephole: false"))
+    plain_path = tmp_path / "plain.yaml"
+    plain_path.write_text((tmp_path / "spec.yaml").read_text().replace("peephole: true", "peephole: false"))
+    plain = archspec.check(plain_path)
     assert report.totals.params == plain.totals.params + 3 * hidden * layers * directions
     assert report.totals.macs == plain.totals.macs
     ours = archspec.build(report, seed=0).eval()
