@@ -23,6 +23,7 @@ class SelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int, *, dropout: float = 0.0, bias: bool = True, fused: bool = False):
         super().__init__()
         self.dim, self.heads, self.dropout, self.fused = dim, heads, dropout, fused
+        self.bias = bias  # constructor arguments kept as attributes: `archspec eject` reads them back
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * dim)) if bias else None
         self.out_proj = nn.Linear(dim, dim, bias=bias)
@@ -50,20 +51,20 @@ class StochasticDepth(nn.Module):
     """torchvision.ops.StochasticDepth: drops the whole input per sample ("row") or per batch with
     probability p in training and scales survivors by 1/(1-p); the identity in eval mode."""
 
-    def __init__(self, p: float, mode: str):
+    def __init__(self, p: float, drop_mode: str = "row"):
         super().__init__()
-        self.p, self.mode = p, mode
+        self.p, self.drop_mode = p, drop_mode  # torchvision's `mode`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
         survival = 1.0 - self.p
-        shape = (x.shape[0],) + (1,) * (x.dim() - 1) if self.mode == "row" else (1,) * x.dim()
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1) if self.drop_mode == "row" else (1,) * x.dim()
         keep = x.new_empty(shape).bernoulli_(survival)
         return x * keep.div_(survival)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, mode={self.mode}"
+        return f"p={self.p}, drop_mode={self.drop_mode}"
 
 
 def free_tensor(shape: tuple[int, ...], init: str, std: float) -> nn.Parameter:
@@ -89,6 +90,7 @@ class ClassToken(nn.Module):
 
     def __init__(self, dim: int, init: str, std: float):
         super().__init__()
+        self.dim, self.init, self.std = dim, init, std
         self.token = free_tensor((1, 1, dim), init, std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,6 +102,7 @@ class FreeParameter(nn.Module):
 
     def __init__(self, shape: tuple[int, ...], init: str, std: float):
         super().__init__()
+        self.shape, self.init, self.std = tuple(shape), init, std
         self.weight = free_tensor((1, *shape), init, std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, ...) -> (N, *shape)
@@ -111,6 +114,7 @@ class LayerScale(nn.Module):
 
     def __init__(self, shape: tuple[int, ...], value: float):
         super().__init__()
+        self.shape, self.value = tuple(shape), value
         self.scale = nn.Parameter(torch.full(shape, value))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
