@@ -319,9 +319,8 @@ def fit_problems(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, An
 def load_into(module: torch.nn.Module, weights: str | os.PathLike | Mapping[str, Any]) -> None:
     """Loads weights into a built module strictly: every key present, none extra, shapes equal,
     values finite; otherwise a WeightsError naming every offending tensor."""
-    import torch
-
     import numpy as np
+    import torch
 
     current = module.state_dict()
     # float64, the widest dtype accepted, plus 1 MiB of archive overhead

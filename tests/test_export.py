@@ -169,7 +169,7 @@ def test_lenet(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == ["lenet.onnx"]
 
 
-@pytest.mark.parametrize("name", ["rnn_classifier", "gru_classifier", "lstm_classifier"])
+@pytest.mark.parametrize("name", ["rnn_classifier", "gru_classifier", "lstm_classifier", "lstm_peephole_classifier"])
 def test_recurrent_classifiers_two_lengths(tmp_path: Path, name: str) -> None:
     kind = name.split("_")[0]
     fallback = SMALL_RECURRENT.format(kind=kind, output="last").replace(f"small_{kind}", name)
@@ -563,7 +563,8 @@ def test_cli_export_weights_error(tmp_path: Path) -> None:
 # -- the large zoo models --------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["alexnet", "vgg16", "googlenet", "inception_v3", "resnet50"])
+@pytest.mark.parametrize("name", ["alexnet", "vgg16", "googlenet", "inception_v3", "resnet50", "convnext_tiny",
+                                  "vit_b_16"])
 def test_large_zoo_models(tmp_path: Path, name: str) -> None:
     report = archspec.check(zoo(name))
     t0 = time.perf_counter()

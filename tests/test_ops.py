@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_lower import _kind_spec, assert_same_function
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import archspec
 from archspec.errors import SpecError
 from archspec.layers import REGISTRY
-from test_lower import _kind_spec, assert_same_function
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 

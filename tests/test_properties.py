@@ -37,8 +37,8 @@ from hypothesis import strategies as st
 import archspec
 from archspec import Report, SpecError
 from archspec.errors import CODES
-from archspec.load import dump as canonical_dump
 from archspec.layers import REGISTRY
+from archspec.load import dump as canonical_dump
 from archspec.render import human_diagnostic, json_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +124,7 @@ PARAM_KEYS = ["out", "kernel", "stride", "padding", "dilation", "groups", "bias"
               "bidirectional", "output", "dim", "vocab", "p", "eps", "momentum", "size", "alpha", "beta", "k",
               "slope", "ceil_mode", "count_include_pad", "nonlinearity", "dropout", "groups", "affine", "dims",
               "shape", "start", "end", "step", "index", "channels", "mode", "value", "scale", "align_corners",
-              "output_padding", "factor"]
+              "output_padding", "factor", "heads", "peephole", "approximate", "fused", "std"]
 SPEC_KEYS = ["archspec", "name", "description", "input", "vars", "blocks", "network", "budget", "init", "shape",
              "dtype", "params", "body", "doc", "type", "default", "index", "shortcut", "then", "when", "scheme",
              "zero_init_residual", "macs", "flops", "activation_bytes"]
@@ -451,18 +451,20 @@ class Net:
         draw = self.draw
         kind = draw(st.sampled_from(["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax",
                                      "log_softmax", "identity", "dropout", "silu", "hardswish", "hardsigmoid",
-                                     "mish", "scale", "layernorm"]))
+                                     "mish", "scale", "layernorm", "stochastic_depth"]))
         rank = len(self.shape)
         if kind in ("softmax", "log_softmax") and draw(st.booleans()):
             return {kind: {"dim": draw(st.integers(-rank, rank - 1))}}
         if kind == "leaky_relu" and draw(st.booleans()):
             return {kind: {"slope": draw(st.sampled_from([0.0, 0.1, 0.2, 1.5]))}}
-        if kind == "dropout" and draw(st.booleans()):
+        if kind in ("dropout", "stochastic_depth") and draw(st.booleans()):
             return {kind: {"p": draw(st.sampled_from([0.0, 0.1, 0.5, 0.9]))}}
         if kind == "scale":
             return {kind: {"factor": draw(st.sampled_from([0.0, 0.17, -2.0]))}}
         if kind == "layernorm" and draw(st.booleans()):
             return {kind: {"dim": draw(st.integers(-rank, rank - 1)), "affine": draw(st.booleans())}}
+        if kind == "gelu" and draw(st.booleans()):
+            return {kind: {"approximate": draw(st.sampled_from(["none", "tanh"]))}}
         return kind
 
     def norm(self) -> Any:
@@ -774,6 +776,8 @@ class Net:
             p["bias"] = False
         if kind == "rnn" and draw(st.booleans()):
             p["nonlinearity"] = draw(st.sampled_from(["tanh", "relu"]))
+        if kind == "lstm" and draw(st.integers(0, 2)) == 0:
+            p["peephole"] = True
         width = hidden * (2 if bidi else 1)
         self.shape = (t, width) if output == "sequence" else (width,)
         return {kind: p}
@@ -785,7 +789,7 @@ class Net:
             if len(self.shape) != 2:
                 break
             choice = draw(st.sampled_from(["rnn", "rnn", "rnn", "linear", "act", "concat", "add", "flatten", "conv1d",
-                                           "pool1d"]))
+                                           "pool1d", "attention", "free"]))
             if choice == "conv1d":
                 t, f = self.shape
                 groups = draw(st.sampled_from([g for g in range(1, f + 1) if f % g == 0]))
@@ -806,6 +810,24 @@ class Net:
                 kind = draw(st.sampled_from(["maxpool1d", "avgpool1d"]))
                 self.shape = (_pool_len(t, k, stride, pad, ceil), f)
                 items.append(self.named({kind: {"kernel": k, "stride": stride, "padding": pad, "ceil_mode": ceil}}))
+            elif choice == "free":  # the learned free tensors
+                free = draw(st.sampled_from(["class_token", "layer_scale", "parameter"]))
+                init = {"init": draw(st.sampled_from(["zeros", "normal", "trunc_normal"]))}
+                if free == "class_token":
+                    self.shape = (self.shape[0] + 1, self.shape[1])
+                    items.append(self.named({"class_token": init}))
+                elif free == "layer_scale":
+                    items.append(self.named({"layer_scale": {"value": draw(st.sampled_from([1e-6, 0.5, 2.0]))}}))
+                else:
+                    items.append({"residual": {"body": [{"parameter": {"shape": list(self.shape), **init}}]}})
+            elif choice == "attention":
+                f = self.shape[1]
+                p = {"heads": draw(st.sampled_from([h for h in range(1, f + 1) if f % h == 0]))}
+                if draw(st.booleans()):
+                    p["bias"] = False
+                if draw(st.booleans()):
+                    p["fused"] = True
+                items.append(self.named({"attention": p}))
             elif choice == "flatten":
                 self.shape = (self.shape[0] * self.shape[1],)
                 items.append(self.named("flatten"))

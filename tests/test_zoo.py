@@ -53,6 +53,10 @@ PUBLISHED = {
     "fcn_resnet50": (32_957_013, 142_725_772_800),
     "inception_v4": (42_679_816, 12_253_974_624),  # timm
     "inception_resnet_v2": (55_843_464, 13_155_794_016),  # timm
+    # torchvision's model builders; MACs = FlopCounterMode/2 (convnext_tiny), and for vit_b_16 with the
+    # attention matmuls counted: torchvision's published 17.56 GFLOPS (docs/oracle_transformers.md)
+    "convnext_tiny": (28_589_128, 4_455_531_264),
+    "vit_b_16": (86_567_656, 17_563_828_224),
 }
 
 
@@ -172,6 +176,13 @@ def inception_v2() -> tuple[int, int]:
     return total(parts + [linear(cin, 1000)])
 
 
+def lstm_peephole_classifier(hidden: int = 256, steps: int = 50) -> tuple[int, int]:
+    """lstm_classifier plus the diagonal peephole weights p_i, p_f, p_o of each layer (Gers & Schmidhuber 2000):
+    3 * hidden parameters, element-wise products (no MACs)."""
+    parts = [lstm_layer(128, hidden, steps, 1), lstm_layer(hidden, hidden, steps, 1), linear(hidden, 10)]
+    return total(parts + [(3 * hidden, 0), (3 * hidden, 0)])
+
+
 INDEPENDENT = {
     "resnet18_preact": preact_resnet18(),
     "bilstm_tagger": bilstm_tagger(),
@@ -180,6 +191,7 @@ INDEPENDENT = {
     "resnet20_cifar": resnet20_cifar(),
     "resnet_flavours": resnet_flavours(),
     "inception_v2": inception_v2(),
+    "lstm_peephole_classifier": lstm_peephole_classifier(),
 }
 EXPECTED = {**PUBLISHED, **INDEPENDENT}
 

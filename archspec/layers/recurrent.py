@@ -6,6 +6,7 @@ rnn/gru/lstm (d2l §10.1-10.2); PyTorch keeps two bias vectors (b_ih, b_hh) per 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -26,6 +27,12 @@ class RecurrentParams(LayerParams):
 
 class RNNParams(RecurrentParams):
     nonlinearity: Literal["tanh", "relu"] = "tanh"
+
+
+class LSTMParams(RecurrentParams):
+    peephole: bool = Field(False, description="peephole connections from the cell state to the input, forget "
+                           "and output gates (Gers & Schmidhuber 2000): 3*hidden more parameters per layer "
+                           "and direction")
 
 
 class _Recurrent(LayerKind):
@@ -153,8 +160,32 @@ class GRU(_Recurrent):
 
 class LSTM(_Recurrent):
     name = "lstm"
-    Params = RecurrentParams
-    doc = "Long short-term memory (Hochreiter & Schmidhuber 1997), PyTorch's formulation."
-    flops_rule = "2*MACs + 8H bias adds + 9H gate element-wise ops per layer, direction and step"
+    Params = LSTMParams
+    doc = ("Long short-term memory (Hochreiter & Schmidhuber 1997), PyTorch's formulation; with `peephole: true` "
+           "the gates also read the cell state (Gers & Schmidhuber 2000), exported as ONNX LSTM's `P` input.")
+    flops_rule = ("2*MACs + 8H bias adds + 9H gate element-wise ops per layer, direction and step; "
+                  "peepholes add 6H (3 products, 3 adds)")
+    macs_rule = _Recurrent.macs_rule + "; the peephole products are element-wise, not MACs (FlopCounterMode agrees)"
     gates, gate_elementwise = 4, 9
     onnx_op, gate_order = "LSTM", (0, 3, 1, 2)  # PyTorch i, f, g, o -> ONNX i, o, f, c
+
+    @classmethod
+    def brief(cls, p: LSTMParams) -> str:
+        return super().brief(p) + (" peephole" if p.peephole else "")
+
+    @classmethod
+    def cost(cls, p: LSTMParams, x: Shape, y: Shape) -> Cost:
+        plain = super().cost(p, x, y)
+        if not p.peephole:
+            return plain
+        cells = p.layers * (2 if p.bidirectional else 1) * p.hidden  # Gers et al. 2002 eq. 1-6: p_i, p_f, p_o
+        return replace(plain, params=plain.params + 3 * cells, flops=plain.flops + 6 * cells * x[0])
+
+    @classmethod
+    def lower(cls, p: LSTMParams, x: Shape, y: Shape):
+        if not p.peephole:
+            return super().lower(p, x, y)
+        from ..nn_peephole import PeepholeLSTM
+
+        return PeepholeLSTM(x[1], p.hidden, num_layers=p.layers, bias=p.bias, dropout=p.dropout,
+                            bidirectional=p.bidirectional, output=p.output)
