@@ -108,7 +108,12 @@ class Add(nn.Module):
 
 
 class Mul(nn.Module):
+    """Broadcasting product of per-sample shapes aligned on the right: a lower-rank input gains
+    its missing axes behind the batch axis, never in front of it."""
+
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        rank = max(x.dim() for x in xs)
+        xs = tuple(x.reshape(x.shape[:1] + (1,) * (rank - x.dim()) + x.shape[1:]) for x in xs)
         out = xs[0]
         for x in xs[1:]:
             out = out * x

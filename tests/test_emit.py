@@ -22,6 +22,7 @@ from archspec.runtime import Session
 
 IMAGE, SEQ, TOKENS, FLAT = "[3, 9, 9]", "[time=6, 4]", "{shape: [time=6], dtype: int64}", "[12]"
 DEFAULT_INPUT = {(3,): IMAGE, (2,): SEQ, (1,): TOKENS, (1, 3): IMAGE, None: IMAGE}
+DEFAULT_INPUT[(2, 3)] = "[4, 9, 9]"  # groupnorm: channels its example's 2 groups divide
 
 # variants beyond each kind's `example` whose emitted graph differs
 VARIANTS = [
@@ -46,6 +47,35 @@ VARIANTS = [
      for kind in ("rnn", "gru", "lstm") for out in ("sequence", "last", "state")
      for layers, bi, bias in ((1, False, True), (2, True, True), (3, True, False))] + [
     ("rnn", {"hidden": 5, "nonlinearity": "relu", "bidirectional": True}, SEQ),
+] + [
+    # layernorm, groupnorm, instancenorm, mul, scale, stochastic_depth, conv1d, maxpool1d, avgpool1d,
+    # conv_transpose2d
+    ("layernorm", {}, SEQ),  # the last axis: LayerNormalization as it is (opset 17), time dynamic
+    ("layernorm", {"bias": False}, SEQ),
+    ("layernorm", {"affine": False}, SEQ),
+    ("layernorm", {}, FLAT),
+    ("layernorm", {"dim": -1, "eps": 1e-3}, IMAGE),
+    ("layernorm", {"dim": 1, "affine": False}, IMAGE),  # a middle axis: moved last and back
+    ("layernorm", {"bias": False}, IMAGE),  # channels, weight only
+    ("groupnorm", {"groups": 3, "affine": False}, "[6, time=7]"),  # (C, L), L dynamic
+    ("groupnorm", {"groups": 1, "eps": 1e-3}, "[4, 9, 9]"),  # one group: LayerNorm over (C, H, W)
+    ("groupnorm", {"groups": 4}, "[4, 9, 9]"),  # one channel a group: InstanceNorm
+    ("instancenorm", {}, IMAGE),  # no affine: unit scale, zero shift
+    ("mul", {}, SEQ),
+    ("scale", {"factor": -2.5}, SEQ),
+    ("stochastic_depth", {"p": 0.5, "mode": "batch"}, SEQ),
+    ("conv1d", {"out": 4, "kernel": 2, "padding": "same"}, SEQ),  # asymmetric pads
+    ("conv1d", {"out": 6, "kernel": 3, "stride": 2, "dilation": 2, "groups": 2, "bias": False}, SEQ),
+    ("conv1d", {"out": 3, "kernel": 3, "padding": [2, 0]}, SEQ),  # causal
+    ("maxpool1d", {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True}, SEQ),
+    ("maxpool1d", {"kernel": 3, "stride": 1, "padding": 1}, SEQ),
+    ("avgpool1d", {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True, "count_include_pad": False}, SEQ),
+    ("avgpool1d", {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True}, SEQ),
+    ("avgpool1d", {"kernel": 2, "stride": 2, "padding": 1}, SEQ),
+    ("conv_transpose2d", {"out": 6, "kernel": [3, 2], "stride": [2, 3], "padding": [1, 0],
+                          "output_padding": [1, 2], "groups": 3, "bias": False}, IMAGE),
+    ("conv_transpose2d", {"out": 2, "kernel": 3, "dilation": 2, "stride": 2, "output_padding": 1}, IMAGE),
+    ("conv_transpose2d", {"out": 5, "kernel": 2, "stride": 2}, IMAGE),
 ]
 
 
@@ -108,7 +138,11 @@ def test_kind_emission(tmp_path: Path, kind: str, params: dict, inp: str) -> Non
         out = inferred.graph.output[0].type.tensor_type
         dims = [d.dim_param or d.dim_value for d in out.shape.dim]
         other = report_at(report, longer(report))  # the checker at another length: which axes vary
-        want = ["batch"] + [a if a == b else "time" for a, b in zip(report.output.shape, other.output.shape)]
+        # an axis that follows the input's symbolic axis takes its name; one derived from it (a strided
+        # window along time) is the output's own
+        follows = {(a, b): "time" for a, b in zip(report.graph.input.shape, longer(report)) if a != b}
+        want = ["batch"] + [a if a == b else follows.get((a, b), f"output_dim{j}")
+                            for j, (a, b) in enumerate(zip(report.output.shape, other.output.shape), 1)]
         assert dims == want
         assert out.elem_type == onnx.TensorProto.FLOAT
     # independent oracle: the kind's torch lowering holding the same weights vs onnxruntime, at a size

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import Cost, LayerKind, LayerParams, NoParams, Shape, ShapeError, numel
+from .base import Cost, LayerKind, LayerParams, NoParams, Shape, ShapeError, TensorType, numel
 
 
 class LeakyParams(LayerParams):
@@ -137,3 +137,9 @@ class Scale(LayerKind):
         from ..nn import Scale as TorchScale
 
         return TorchScale(p.factor)
+
+    @classmethod
+    def emit(cls, p: ScaleParams, x: TensorType, y: TensorType, g) -> str:
+        import numpy as np
+
+        return g.op("Mul", [g.x, g.const("factor", np.array(p.factor, np.float32))])  # as torch: x * float32(factor)

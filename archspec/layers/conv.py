@@ -194,6 +194,30 @@ class ConvTranspose2d(LayerKind):
     def init(cls, module, p: ConvTranspose2dParams, scheme: str) -> bool:
         return init_weight_bias(module, scheme)
 
+    @classmethod
+    def tensors(cls, p: ConvTranspose2dParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        out = {"weight": ((x[0], p.out // p.groups, *p.kernel), "float32")}  # (in, out/groups, kh, kw), as torch's
+        if p.bias:
+            out["bias"] = ((p.out,), "float32")
+        return out
+
+    @classmethod
+    def initial(cls, p: ConvTranspose2dParams, x: Shape, y: Shape, scheme: str, rng):
+        # torch's fans read the weight's axes 1 and 0 (nn.init._calculate_fan_in_and_fan_out), which a
+        # transposed weight holds as out/groups and in
+        window = p.kernel[0] * p.kernel[1]
+        return weight_bias_initial(cls.tensors(p, x, y)["weight"][0], p.bias, p.out // p.groups * window,
+                                   x[0] * window, scheme, rng)
+
+    @classmethod
+    def emit(cls, p: ConvTranspose2dParams, x: TensorType, y: TensorType, g) -> str:
+        # ONNX ConvTranspose's weight layout is torch's, and its explicit pads and output_padding give
+        # torch's size: (H - 1)*s - pads + d*(k - 1) + output_padding + 1
+        inputs = [g.x, g.param("weight")] + ([g.param("bias")] if p.bias else [])
+        return g.op("ConvTranspose", inputs, kernel_shape=list(p.kernel), strides=list(p.stride),
+                    pads=[*p.padding, *p.padding], output_padding=list(p.output_padding),
+                    dilations=list(p.dilation), group=p.groups)
+
 
 def _padding1d(v: Any) -> tuple[int, int] | str:
     """int | [left, right] | 'same' | 'valid' -> (left, right) or 'same'."""
@@ -271,3 +295,24 @@ class Conv1d(LayerKind):
     @classmethod
     def init(cls, module, p: Conv1dParams, scheme: str) -> bool:
         return init_weight_bias(module, scheme)
+
+    @classmethod
+    def tensors(cls, p: Conv1dParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        out = {"weight": ((p.out, x[1] // p.groups, p.kernel), "float32")}
+        if p.bias:
+            out["bias"] = ((p.out,), "float32")
+        return out
+
+    @classmethod
+    def initial(cls, p: Conv1dParams, x: Shape, y: Shape, scheme: str, rng):
+        return weight_bias_initial((p.out, x[1] // p.groups, p.kernel), p.bias, x[1] // p.groups * p.kernel,
+                                   p.out * p.kernel, scheme, rng)
+
+    @classmethod
+    def emit(cls, p: Conv1dParams, x: TensorType, y: TensorType, g) -> str:
+        # (N, T, F) -> (N, F, T): ONNX Conv reads channels first; its pads take 'same''s asymmetric split
+        left, right = cls.pads(p, x.shape)
+        inputs = [g.op("Transpose", [g.x], perm=[0, 2, 1]), g.param("weight")] + ([g.param("bias")] if p.bias else [])
+        v = g.op("Conv", inputs, kernel_shape=[p.kernel], strides=[p.stride], pads=[left, right],
+                 dilations=[p.dilation], group=p.groups)
+        return g.op("Transpose", [v], perm=[0, 2, 1])

@@ -153,5 +153,21 @@ class Mul(LayerKind):
         return TorchMul()
 
     @classmethod
+    def emit_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...], g: Any) -> tuple[str, ...]:
+        import numpy as np
+
+        rank = len(ys[0].shape)
+        values = []
+        for v, x in zip(g.xs, xs):
+            if len(x.shape) < rank:  # per-sample shapes align on the right, behind the batch axis
+                missing = np.arange(1, rank - len(x.shape) + 1, dtype=np.int64)
+                v = g.op("Unsqueeze", [v, g.const("axes" + "_".join(map(str, missing)), missing)])
+            values.append(v)
+        out = values[0]
+        for v in values[1:]:  # left to right, as the torch module multiplies
+            out = g.op("Mul", [out, v])
+        return (out,)
+
+    @classmethod
     def brief(cls, p: Any) -> str:
         return "x"

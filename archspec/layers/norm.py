@@ -161,6 +161,52 @@ class LayerNorm(LayerKind):
         args = dict(eps=p.eps, elementwise_affine=p.affine, bias=p.bias)
         return nn.LayerNorm(x[axis], **args) if axis == len(x) - 1 else AxisLayerNorm(x[axis], axis + 1, **args)
 
+    @classmethod
+    def tensors(cls, p: LayerNormParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        n = (x[_norm_axis(p, x)],)
+        return {"weight": (n, "float32"), **({"bias": (n, "float32")} if p.bias else {})} if p.affine else {}
+
+    @classmethod
+    def initial(cls, p: LayerNormParams, x: Shape, y: Shape, scheme: str, rng):
+        import numpy as np
+
+        n = x[_norm_axis(p, x)]  # nn.LayerNorm's reset_parameters: weight 1, bias 0
+        return {k: (np.ones if k == "weight" else np.zeros)(n, np.float32) for k in cls.tensors(p, x, y)}
+
+    @classmethod
+    def emit(cls, p: LayerNormParams, x: TensorType, y: TensorType, g) -> str:
+        import numpy as np
+
+        axis, rank = _norm_axis(p, x.shape) + 1, len(x.shape) + 1  # + the batch axis
+        n = x.shape[axis - 1]
+        if g.opset >= 17:
+            # one fused LayerNormalization kernel; it normalises the trailing axes, so a channel axis
+            # (ConvNeXt's LayerNorm2d) moves last and back: two Transposes are cheaper than the eight
+            # elementwise passes of the primitive form
+            last = axis == rank - 1
+            perm = [i for i in range(rank) if i != axis] + [axis]
+            v = g.x if last else g.op("Transpose", [g.x], perm=perm)
+            scale = g.param("weight") if p.affine else g.const("ones", np.ones(n, np.float32))
+            v = g.op("LayerNormalization", [v, scale] + ([g.param("bias")] if p.affine and p.bias else []),
+                     axis=-1, epsilon=p.eps)
+            return v if last else g.op("Transpose", [v], perm=[int(i) for i in np.argsort(perm)])
+        # below 17, the primitive form of the ONNX LayerNormalization function body (biased variance),
+        # in the order onnxruntime's LayerNormFusion recognises on a last axis:
+        # (x - mean) / sqrt(mean((x - mean)^2) + eps) * weight + bias
+        d = g.op("Sub", [g.x, g.reduce("ReduceMean", g.x, [axis])])
+        var = g.reduce("ReduceMean", g.op("Pow", [d, g.const("two", np.array(2.0, np.float32))]), [axis])
+        std = g.op("Sqrt", [g.op("Add", [var, g.const("eps", np.array(p.eps, np.float32))])])
+        v = g.op("Div", [d, std])
+        if not p.affine:
+            return v
+        along = (n,) + (1,) * (rank - 1 - axis)  # broadcast along `axis`
+        v = g.op("Mul", [v, g.param("weight") if len(along) == 1 else
+                         g.const("weight_axis", g.array("weight").reshape(along))])
+        if p.bias:
+            v = g.op("Add", [v, g.param("bias") if len(along) == 1 else
+                             g.const("bias_axis", g.array("bias").reshape(along))])
+        return v
+
 
 class GroupNormParams(LayerParams):
     groups: PositiveInt
@@ -193,6 +239,32 @@ class GroupNorm(LayerKind):
 
         return nn.GroupNorm(p.groups, x[0], eps=p.eps, affine=p.affine)
 
+    @classmethod
+    def tensors(cls, p: GroupNormParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        return _affine_tensors(p.affine, x[0])
+
+    @classmethod
+    def initial(cls, p: GroupNormParams, x: Shape, y: Shape, scheme: str, rng):
+        return _affine_initial(p.affine, x[0])
+
+    @classmethod
+    def emit(cls, p: GroupNormParams, x: TensorType, y: TensorType, g) -> str:
+        # (N, C, ...) -> (N, groups, rest): InstanceNormalization with unit scale normalises each
+        # (sample, group) over its channels and positions in one kernel (Wu & He 2018, eq. 1), then
+        # the original shape and the per-channel affine; ONNX GroupNormalization's scale is per group
+        # until opset 21, and onnxruntime runs it as this same expansion
+        import numpy as np
+
+        grouped = g.op("Reshape", [g.x, g.const("grouped", np.array([0, p.groups, -1], np.int64))])
+        v = g.op("InstanceNormalization", [grouped, g.const("ones", np.ones(p.groups, np.float32)),
+                                           g.const("zeros", np.zeros(p.groups, np.float32))], epsilon=p.eps)
+        v = g.op("Reshape", [v, g.op("Shape", [g.x])])
+        if not p.affine:
+            return v
+        along = (x.shape[0],) + (1,) * (len(x.shape) - 1)  # per channel, broadcast over positions
+        v = g.op("Mul", [v, g.const("weight_axis", g.array("weight").reshape(along))])
+        return g.op("Add", [v, g.const("bias_axis", g.array("bias").reshape(along))])
+
 
 class InstanceNormParams(LayerParams):
     eps: float = Field(1e-5, gt=0)
@@ -218,3 +290,32 @@ class InstanceNorm(LayerKind):
         from torch import nn
 
         return nn.InstanceNorm2d(x[0], eps=p.eps, affine=p.affine)
+
+    @classmethod
+    def tensors(cls, p: InstanceNormParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        return _affine_tensors(p.affine, x[0])
+
+    @classmethod
+    def initial(cls, p: InstanceNormParams, x: Shape, y: Shape, scheme: str, rng):
+        return _affine_initial(p.affine, x[0])
+
+    @classmethod
+    def emit(cls, p: InstanceNormParams, x: TensorType, y: TensorType, g) -> str:
+        import numpy as np
+
+        c = x.shape[0]  # without affine, ONNX's scale and bias inputs (required) are 1 and 0
+        scale, bias = ((g.param("weight"), g.param("bias")) if p.affine else
+                       (g.const("ones", np.ones(c, np.float32)), g.const("zeros", np.zeros(c, np.float32))))
+        return g.op("InstanceNormalization", [g.x, scale, bias], epsilon=p.eps)
+
+
+def _affine_tensors(affine: bool, channels: int) -> dict[str, tuple[Shape, str]]:
+    """Group and instance norm's per-channel scale and shift, when affine."""
+    return {"weight": ((channels,), "float32"), "bias": ((channels,), "float32")} if affine else {}
+
+
+def _affine_initial(affine: bool, channels: int) -> dict:
+    """As nn.GroupNorm/InstanceNorm2d's reset_parameters: weight 1, bias 0."""
+    import numpy as np
+
+    return {"weight": np.ones(channels, np.float32), "bias": np.zeros(channels, np.float32)} if affine else {}

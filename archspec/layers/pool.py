@@ -289,6 +289,18 @@ class _Pool1d(LayerKind):
         return p.ceil_mode and (out_size(x[0], p.kernel, s, 2 * p.padding, 1, True, p.padding)
                                 != out_size(x[0], p.kernel, s, 2 * p.padding, 1, False))
 
+    @classmethod
+    def window(cls, p: Pool1dParams, x: Shape) -> dict:
+        """The ONNX pooling attributes of a 1-D window."""
+        return dict(kernel_shape=[p.kernel], strides=[p.stride or p.kernel], pads=[p.padding, p.padding],
+                    ceil_mode=int(cls.lowered_ceil_mode(p, x)))
+
+    @classmethod
+    def over_time(cls, g, op: str, **attrs) -> str:
+        """(N, T, F) -> (N, F, T), the 1-D pool `op` along time, and back."""
+        v = g.op(op, [g.op("Transpose", [g.x], perm=[0, 2, 1])], **attrs)
+        return g.op("Transpose", [v], perm=[0, 2, 1])
+
 
 class MaxPool1d(_Pool1d):
     name = "maxpool1d"
@@ -305,6 +317,10 @@ class MaxPool1d(_Pool1d):
         return OverTime(nn.MaxPool2d((1, p.kernel), (1, p.stride or p.kernel), (0, p.padding),
                                      ceil_mode=cls.lowered_ceil_mode(p, x)), as_2d=True)
 
+    @classmethod
+    def emit(cls, p: Pool1dParams, x: TensorType, y: TensorType, g) -> str:
+        return cls.over_time(g, "MaxPool", **cls.window(p, x.shape))
+
 
 class AvgPool1d(_Pool1d):
     name = "avgpool1d"
@@ -319,3 +335,7 @@ class AvgPool1d(_Pool1d):
 
         return OverTime(nn.AvgPool1d(p.kernel, p.stride or p.kernel, p.padding,
                                      ceil_mode=cls.lowered_ceil_mode(p, x), count_include_pad=p.count_include_pad))
+
+    @classmethod
+    def emit(cls, p: AvgPool1dParams, x: TensorType, y: TensorType, g) -> str:
+        return cls.over_time(g, "AveragePool", count_include_pad=int(p.count_include_pad), **cls.window(p, x.shape))

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator, WithJsonSchema
 
-from .base import Cost, LayerKind, LayerParams, PositiveInt, Probability, Shape, ShapeError, numel
+from .base import Cost, LayerKind, LayerParams, PositiveInt, Probability, Shape, ShapeError, TensorType, numel
 
 
 class AttentionParams(LayerParams):
@@ -106,6 +106,10 @@ class StochasticDepth(LayerKind):
         from ..nn_transformer import StochasticDepth as TorchStochasticDepth
 
         return TorchStochasticDepth(p.p, p.mode)
+
+    @classmethod
+    def emit(cls, p: StochasticDepthParams, x: TensorType, y: TensorType, g) -> str:
+        return g.x  # the identity at inference
 
 
 # --- learned free tensors --------------------------------------------------------------------------
