@@ -181,8 +181,8 @@ class LayerNorm(LayerKind):
         n = x.shape[axis - 1]
         if g.opset >= 17:
             # one fused LayerNormalization kernel; it normalises the trailing axes, so a channel axis
-            # (ConvNeXt's LayerNorm2d) moves last and back: two Transposes are cheaper than the eight
-            # elementwise passes of the primitive form
+            # (ConvNeXt's LayerNorm2d) moves last and back: with the two Transposes it runs 1.7-2.9x
+            # faster than the primitive form at batch 1 and as fast at batch 8 (tools/bench_layernorm.py)
             last = axis == rank - 1
             perm = [i for i in range(rank) if i != axis] + [axis]
             v = g.x if last else g.op("Transpose", [g.x], perm=perm)
@@ -191,7 +191,7 @@ class LayerNorm(LayerKind):
                      axis=-1, epsilon=p.eps)
             return v if last else g.op("Transpose", [v], perm=[int(i) for i in np.argsort(perm)])
         # below 17, the primitive form of the ONNX LayerNormalization function body (biased variance),
-        # in the order onnxruntime's LayerNormFusion recognises on a last axis:
+        # in the order onnxruntime's LayerNormFusion fuses back into one kernel on a last axis:
         # (x - mean) / sqrt(mean((x - mean)^2) + eps) * weight + bias
         d = g.op("Sub", [g.x, g.reduce("ReduceMean", g.x, [axis])])
         var = g.reduce("ReduceMean", g.op("Pow", [d, g.const("two", np.array(2.0, np.float32))]), [axis])
