@@ -204,10 +204,13 @@ class ConvTranspose2d(LayerKind):
     @classmethod
     def initial(cls, p: ConvTranspose2dParams, x: Shape, y: Shape, scheme: str, rng):
         # torch's fans read the weight's axes 1 and 0 (nn.init._calculate_fan_in_and_fan_out), which a
-        # transposed weight holds as out/groups and in
+        # transposed weight holds as out/groups and in; drawn (out, in/groups, kh, kw), the same count
+        # of independent values, so the bias gets `out` of them, and laid out as torch holds it
         window = p.kernel[0] * p.kernel[1]
-        return weight_bias_initial(cls.tensors(p, x, y)["weight"][0], p.bias, p.out // p.groups * window,
-                                   x[0] * window, scheme, rng)
+        values = weight_bias_initial((p.out, x[0] // p.groups, *p.kernel), p.bias, p.out // p.groups * window,
+                                     x[0] * window, scheme, rng)
+        values["weight"] = values["weight"].reshape(cls.tensors(p, x, y)["weight"][0])
+        return values
 
     @classmethod
     def emit(cls, p: ConvTranspose2dParams, x: TensorType, y: TensorType, g) -> str:
