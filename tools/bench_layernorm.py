@@ -10,31 +10,31 @@ ReduceMean/Sub/Pow/Sqrt/Div form on axis 1), both as `archspec export` writes th
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import summarize  # noqa: E402
-
-import archspec  # noqa: E402
-from archspec.exporter import export_model  # noqa: E402
-from archspec.runtime import Session  # noqa: E402
-
+ROOT = Path(__file__).resolve().parent.parent
 SHAPES = ((96, 56, 56), (192, 28, 28), (384, 14, 14), (768, 7, 7))  # ConvNeXt-T's four stages
 
 
 def main() -> None:
+    sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+    import numpy as np
+
+    import archspec
+    from archspec.exporter import export_model
+    from archspec.runtime import Session
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--batch", default="1,8")
     args = ap.parse_args()
-    print(f"| C x H x W | batch | opset 17 (Transpose+LayerNormalization) | opset 13 (primitives) | ratio |\n"
-          f"|---|---|---|---|---|")
+    print("| C x H x W | batch | opset 17 (Transpose+LayerNormalization) | opset 13 (primitives) | ratio |\n"
+          "|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for c, h, w in SHAPES:
             spec = Path(tmp) / "ln.yaml"
@@ -50,7 +50,7 @@ def main() -> None:
                         t0 = time.perf_counter()
                         s.run({"x": x})
                         times[o].append(time.perf_counter() - t0)
-                a, b = (summarize(times[o])["median"] for o in (17, 13))
+                a, b = (statistics.median(times[o]) for o in (17, 13))
                 print(f"| {c}x{h}x{w} | {batch} | {a * 1e3:.3f} ms | {b * 1e3:.3f} ms | {b / a:.2f} |")
 
 

@@ -292,8 +292,8 @@ class _Pool1d(LayerKind):
     @classmethod
     def window(cls, p: Pool1dParams, x: Shape) -> dict:
         """The ONNX pooling attributes of a 1-D window."""
-        return dict(kernel_shape=[p.kernel], strides=[p.stride or p.kernel], pads=[p.padding, p.padding],
-                    ceil_mode=int(cls.lowered_ceil_mode(p, x)))
+        return {"kernel_shape": [p.kernel], "strides": [p.stride or p.kernel], "pads": [p.padding, p.padding],
+                "ceil_mode": int(cls.lowered_ceil_mode(p, x))}
 
     @classmethod
     def over_time(cls, g, op: str, **attrs) -> str:
