@@ -262,16 +262,23 @@ class ChannelShuffle(nn.Module):
 
 class SequenceConv1d(nn.Conv1d):
     """Conv1d over batch-first sequences (N, T, F): features are the channels, so the time axis moves
-    behind them and back. Explicit (left, right) padding, so PyTorch and ONNX agree on 'same'."""
+    behind them and back. Explicit (left, right) padding, so PyTorch and ONNX agree on 'same'; "same"
+    recomputes it for each length, as a strided 'same' needs on a sequence of any length (ONNX auto_pad
+    SAME_LOWER)."""
 
-    def __init__(self, *args, pads: tuple[int, int], **kwargs):
+    def __init__(self, *args, pads: tuple[int, int] | str, **kwargs):
         super().__init__(*args, padding=0, **kwargs)
         self.pads = pads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, T, F) -> (N, T', out)
         y = x.transpose(1, 2)
-        if self.pads != (0, 0):
-            y = F.pad(y, self.pads)
+        pads = self.pads
+        if pads == "same":
+            from .layers.conv import same_padding
+
+            pads = same_padding(y.shape[-1], self.kernel_size[0], self.stride[0], self.dilation[0])
+        if pads != (0, 0):
+            y = F.pad(y, pads)
         return super().forward(y).transpose(1, 2)
 
     def extra_repr(self) -> str:

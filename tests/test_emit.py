@@ -67,6 +67,8 @@ VARIANTS = [
     ("conv1d", {"out": 4, "kernel": 2, "padding": "same"}, SEQ),  # asymmetric pads
     ("conv1d", {"out": 6, "kernel": 3, "stride": 2, "dilation": 2, "groups": 2, "bias": False}, SEQ),
     ("conv1d", {"out": 3, "kernel": 3, "padding": [2, 0]}, SEQ),  # causal
+    ("conv1d", {"out": 4, "kernel": 4, "stride": 2, "padding": "same"}, SEQ),  # pads vary with the length
+    ("conv1d", {"out": 4, "kernel": 3, "stride": 2, "dilation": 2, "padding": "same"}, SEQ),  # pads in the graph
     ("maxpool1d", {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True}, SEQ),
     ("maxpool1d", {"kernel": 3, "stride": 1, "padding": 1}, SEQ),
     ("avgpool1d", {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True, "count_include_pad": False}, SEQ),

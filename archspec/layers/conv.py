@@ -269,6 +269,12 @@ class Conv1d(LayerKind):
         return p.padding
 
     @classmethod
+    def length_pads(cls, p: Conv1dParams, x: Shape) -> tuple[int, int] | str:
+        """The pads, or "same" where they depend on the sequence's length (a strided 'same'): the
+        lowering and the ONNX graph then compute them at each length, as the checker does."""
+        return "same" if p.padding == "same" and p.stride > 1 else cls.pads(p, x)
+
+    @classmethod
     def infer(cls, p: Conv1dParams, x: Shape) -> Shape:
         steps, c = x
         if c % p.groups or p.out % p.groups:
@@ -293,7 +299,7 @@ class Conv1d(LayerKind):
         from ..nn import SequenceConv1d
 
         return SequenceConv1d(x[1], p.out, p.kernel, stride=p.stride, dilation=p.dilation, groups=p.groups,
-                              bias=p.bias, pads=cls.pads(p, x))
+                              bias=p.bias, pads=cls.length_pads(p, x))
 
     @classmethod
     def init(cls, module, p: Conv1dParams, scheme: str) -> bool:
@@ -313,9 +319,33 @@ class Conv1d(LayerKind):
 
     @classmethod
     def emit(cls, p: Conv1dParams, x: TensorType, y: TensorType, g) -> str:
-        # (N, T, F) -> (N, F, T): ONNX Conv reads channels first; its pads take 'same''s asymmetric split
-        left, right = cls.pads(p, x.shape)
-        inputs = [g.op("Transpose", [g.x], perm=[0, 2, 1]), g.param("weight")] + ([g.param("bias")] if p.bias else [])
-        v = g.op("Conv", inputs, kernel_shape=[p.kernel], strides=[p.stride], pads=[left, right],
-                 dilations=[p.dilation], group=p.groups)
+        # (N, T, F) -> (N, F, T): ONNX Conv reads channels first. Fixed pads take 'same''s asymmetric
+        # split; length-dependent ones are auto_pad SAME_LOWER (ceil(T/s) steps, the odd step on the
+        # left), or, dilated, where onnxruntime's Conv refuses auto_pad, computed in the graph
+        pads = cls.length_pads(p, x.shape)
+        v = g.op("Transpose", [g.x], perm=[0, 2, 1])
+        window = {"pads": list(pads)} if pads != "same" else {"auto_pad": "SAME_LOWER"} if p.dilation == 1 else {}
+        if pads == "same" and p.dilation > 1:
+            v = g.op("Pad", [v, cls.same_pads(p, g, v)])
+        inputs = [v, g.param("weight")] + ([g.param("bias")] if p.bias else [])
+        v = g.op("Conv", inputs, kernel_shape=[p.kernel], strides=[p.stride], dilations=[p.dilation], group=p.groups,
+                 **window)
         return g.op("Transpose", [v], perm=[0, 2, 1])
+
+    @classmethod
+    def same_pads(cls, p: Conv1dParams, g, v: str) -> str:
+        """ONNX Pad's pads for (N, F, T) at its length T, as `same_padding` computes them: total =
+        max((ceil(T/s) - 1)*s + d*(k-1) + 1 - T, 0), ceil(total/2) on the left."""
+        import numpy as np
+
+        def i64(hint: str, *values: int) -> str:
+            return g.const(hint, np.array(values, np.int64))
+
+        t = g.op("Gather", [g.op("Shape", [v]), i64("axis2", 2)], axis=0)  # (1,)
+        steps = g.op("Div", [g.op("Add", [t, i64("stride_less1", p.stride - 1)]), i64("stride", p.stride)])
+        span = i64("span_less_stride", p.dilation * (p.kernel - 1) + 1 - p.stride)
+        total = g.op("Max", [g.op("Sub", [g.op("Add", [g.op("Mul", [steps, i64("stride", p.stride)]), span]), t]),
+                             i64("zero", 0)])
+        left = g.op("Div", [g.op("Add", [total, i64("one", 1)]), i64("two", 2)])
+        right = g.op("Div", [total, i64("two", 2)])
+        return g.op("Concat", [i64("zeros2", 0, 0), left, i64("zeros2", 0, 0), right], axis=0)
