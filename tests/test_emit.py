@@ -74,6 +74,11 @@ VARIANTS = [
     ("avgpool1d", {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True, "count_include_pad": False}, SEQ),
     ("avgpool1d", {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True}, SEQ),
     ("avgpool1d", {"kernel": 2, "stride": 2, "padding": 1}, SEQ),
+    # a last window starting in the right padding, which PyTorch drops, at 5 and 8 steps but not at 12
+    ("maxpool1d", {"kernel": 3, "stride": 3, "padding": 1, "ceil_mode": True}, "[time=5, 4]"),
+    ("avgpool1d", {"kernel": 3, "stride": 3, "padding": 1, "ceil_mode": True}, "[time=5, 4]"),
+    ("avgpool1d", {"kernel": 3, "stride": 3, "padding": 1, "ceil_mode": True, "count_include_pad": False},
+     "[time=5, 4]"),
     ("conv_transpose2d", {"out": 6, "kernel": [3, 2], "stride": [2, 3], "padding": [1, 0],
                           "output_padding": [1, 2], "groups": 3, "bias": False}, IMAGE),
     ("conv_transpose2d", {"out": 2, "kernel": 3, "dilation": 2, "stride": 2, "output_padding": 1}, IMAGE),

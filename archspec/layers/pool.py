@@ -283,23 +283,25 @@ class _Pool1d(LayerKind):
         return Cost(flops=numel(y) * p.kernel)
 
     @classmethod
-    def lowered_ceil_mode(cls, p: Pool1dParams, x: Shape) -> bool:
-        """As _Pool.lowered_ceil_mode: ceil_mode only where it adds a window."""
+    def over_time(cls, p: Pool1dParams, g, op: str, **attrs) -> str:
+        """(N, T, F) -> (N, F, T), the 1-D pool `op` along time, and back, with PyTorch's ceil mode at
+        every length: a last window that starts in the right padding is dropped (aten
+        pooling_output_shape; the ONNX MaxPool-22 schema says so too, runtimes older than it keep the
+        window). Where that can happen (stride > kernel - padding), the windows from ceil((T + p)/s)
+        on, the first to start there, are sliced off at the input's length: a no-op on onnxruntime 1.32."""
+        import numpy as np
+
         s = p.stride or p.kernel
-        return p.ceil_mode and (out_size(x[0], p.kernel, s, 2 * p.padding, 1, True, p.padding)
-                                != out_size(x[0], p.kernel, s, 2 * p.padding, 1, False))
-
-    @classmethod
-    def window(cls, p: Pool1dParams, x: Shape) -> dict:
-        """The ONNX pooling attributes of a 1-D window."""
-        return {"kernel_shape": [p.kernel], "strides": [p.stride or p.kernel], "pads": [p.padding, p.padding],
-                "ceil_mode": int(cls.lowered_ceil_mode(p, x))}
-
-    @classmethod
-    def over_time(cls, g, op: str, **attrs) -> str:
-        """(N, T, F) -> (N, F, T), the 1-D pool `op` along time, and back."""
-        v = g.op(op, [g.op("Transpose", [g.x], perm=[0, 2, 1])], **attrs)
-        return g.op("Transpose", [v], perm=[0, 2, 1])
+        v = g.op("Transpose", [g.x], perm=[0, 2, 1])
+        pooled = g.op(op, [v], kernel_shape=[p.kernel], strides=[s], pads=[p.padding, p.padding],
+                      ceil_mode=int(p.ceil_mode), **attrs)
+        if p.ceil_mode and s > p.kernel - p.padding:
+            axis = g.const("axis2", np.array([2], np.int64))
+            t = g.op("Gather", [g.op("Shape", [v]), axis], axis=0)
+            end = g.op("Div", [g.op("Add", [t, g.const("pad_stride_less1", np.array([p.padding + s - 1], np.int64))]),
+                               g.const("stride", np.array([s], np.int64))])
+            pooled = g.op("Slice", [pooled, g.const("zero", np.array([0], np.int64)), end, axis])
+        return g.op("Transpose", [pooled], perm=[0, 2, 1])
 
 
 class MaxPool1d(_Pool1d):
@@ -315,11 +317,11 @@ class MaxPool1d(_Pool1d):
 
         # as a 1 x k 2-D pool: torch 2.13's dynamo exporter pins the time axis of max_pool1d
         return OverTime(nn.MaxPool2d((1, p.kernel), (1, p.stride or p.kernel), (0, p.padding),
-                                     ceil_mode=cls.lowered_ceil_mode(p, x)), as_2d=True)
+                                     ceil_mode=p.ceil_mode), as_2d=True)
 
     @classmethod
     def emit(cls, p: Pool1dParams, x: TensorType, y: TensorType, g) -> str:
-        return cls.over_time(g, "MaxPool", **cls.window(p, x.shape))
+        return cls.over_time(p, g, "MaxPool")
 
 
 class AvgPool1d(_Pool1d):
@@ -334,8 +336,8 @@ class AvgPool1d(_Pool1d):
         from ..nn import OverTime
 
         return OverTime(nn.AvgPool1d(p.kernel, p.stride or p.kernel, p.padding,
-                                     ceil_mode=cls.lowered_ceil_mode(p, x), count_include_pad=p.count_include_pad))
+                                     ceil_mode=p.ceil_mode, count_include_pad=p.count_include_pad))
 
     @classmethod
     def emit(cls, p: AvgPool1dParams, x: TensorType, y: TensorType, g) -> str:
-        return cls.over_time(g, "AveragePool", count_include_pad=int(p.count_include_pad), **cls.window(p, x.shape))
+        return cls.over_time(p, g, "AveragePool", count_include_pad=int(p.count_include_pad))
