@@ -273,10 +273,10 @@ class SequenceConv1d(nn.Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, T, F) -> (N, T', out)
         y = x.transpose(1, 2)
         pads = self.pads
-        if pads == "same":
-            from .layers.conv import same_padding
-
-            pads = same_padding(y.shape[-1], self.kernel_size[0], self.stride[0], self.dilation[0])
+        if pads == "same":  # as layers.conv.same_padding, written out so an ejected file needs only torch
+            n, k, s, d = y.shape[-1], self.kernel_size[0], self.stride[0], self.dilation[0]
+            total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
+            pads = ((total + 1) // 2, total // 2)
         if pads != (0, 0):
             y = F.pad(y, pads)
         return super().forward(y).transpose(1, 2)

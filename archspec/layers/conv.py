@@ -324,9 +324,12 @@ class Conv1d(LayerKind):
         # left), or, dilated, where onnxruntime's Conv refuses auto_pad, computed in the graph
         pads = cls.length_pads(p, x.shape)
         v = g.op("Transpose", [g.x], perm=[0, 2, 1])
-        window = {"pads": list(pads)} if pads != "same" else {"auto_pad": "SAME_LOWER"} if p.dilation == 1 else {}
-        if pads == "same" and p.dilation > 1:
-            v = g.op("Pad", [v, cls.same_pads(p, g, v)])
+        if pads != "same":
+            window = {"pads": list(pads)}
+        elif p.dilation == 1:
+            window = {"auto_pad": "SAME_LOWER"}
+        else:
+            window, v = {}, g.op("Pad", [v, cls.same_pads(p, g, v)])
         inputs = [v, g.param("weight")] + ([g.param("bias")] if p.bias else [])
         v = g.op("Conv", inputs, kernel_shape=[p.kernel], strides=[p.stride], dilations=[p.dilation], group=p.groups,
                  **window)
