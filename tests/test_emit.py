@@ -79,6 +79,8 @@ VARIANTS += [
     ("upsample", {"size": [4, 5], "mode": "bilinear"}, IMAGE),
     ("upsample", {"scale": 3, "mode": "bilinear"}, IMAGE),
     ("upsample", {"scale": 2, "mode": "bilinear", "align_corners": True}, IMAGE),
+    ("upsample", {"size": [1, 9], "mode": "bilinear", "align_corners": True}, IMAGE),  # one row: torch's scale 0
+    ("upsample", {"size": [3, 9], "mode": "bilinear"}, "[2, 12, 9]"),  # (12/3 = 4) downsampling: Resize
     ("upsample", {"size": [13, 4]}, CHW_DYN),  # computed in the graph from the dynamic H
     ("upsample", {"size": [16, 11], "mode": "bilinear"}, CHW_DYN),
     ("upsample", {"size": [9, 12], "mode": "bilinear", "align_corners": True}, CHW_DYN),

@@ -386,7 +386,7 @@ class Upsample(LayerKind):
     def emit(cls, p: UpsampleParams, x: TensorType, y: TensorType, g) -> str:
         static = all(isinstance(d, int) for d in g.dims[0][2:])
         scales = [cls._scale(p, n, out, s) for n, out, s in zip(x.shape[1:], y.shape[1:], p.scale or (None, None))]
-        if all(s is not None and _dyadic(s) for s in scales) and (static or p.scale and not p.align_corners):
+        if all(_dyadic(s) for s in scales) and (static or p.scale and not p.align_corners):
             return cls._resize(p, g)
         v = g.x
         # W first, on the fewer input rows; H then gathers whole rows, contiguous copies (3x faster at FCN's head size)
@@ -398,8 +398,8 @@ class Upsample(LayerKind):
         return v
 
     @classmethod
-    def _scale(cls, p: UpsampleParams, n: int, out: int, factor: int | None) -> Fraction | None:
-        """torch's coordinate scale as an exact fraction; None where it depends on an unknown size (corners)."""
+    def _scale(cls, p: UpsampleParams, n: int, out: int, factor: int | None) -> Fraction:
+        """torch's coordinate scale at the nominal size, as an exact fraction."""
         if p.mode == "bilinear" and p.align_corners:
             return Fraction(n - 1, out - 1) if out > 1 else Fraction(0)
         return Fraction(1, factor) if factor else Fraction(n, out)
@@ -427,8 +427,8 @@ class Upsample(LayerKind):
 
 
 def _dyadic(q: Fraction) -> bool:
-    """A power of two (or zero): multiplying by it or dividing by its inverse is exact in floating point."""
-    return q == 0 or (q.numerator & (q.numerator - 1)) == 0 and (q.denominator & (q.denominator - 1)) == 0
+    """A power of two: multiplying by it or dividing by its inverse is exact in floating point."""
+    return q > 0 and (q.numerator & (q.numerator - 1)) == 0 and (q.denominator & (q.denominator - 1)) == 0
 
 
 def _taps(p: UpsampleParams, n: int, out: int, factor: int | None) -> tuple[Any, Any, Any]:
