@@ -203,9 +203,9 @@ class Reshape(nn.Module):
 
 
 class Slice(nn.Module):
-    """x[..., start:end:step, ...] on axis `dim` (batch included in the numbering), static bounds."""
+    """x[..., start:end:step, ...] on axis `dim` (batch included in the numbering), Python's bounds."""
 
-    def __init__(self, dim: int, start: int, end: int, step: int):
+    def __init__(self, dim: int, start: int, end: int | None, step: int):
         super().__init__()
         self.dim, self.start, self.end, self.step = dim, start, end, step
 
@@ -214,7 +214,7 @@ class Slice(nn.Module):
         return x[index]
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, {self.start}:{self.end}:{self.step}"
+        return f"dim={self.dim}, {self.start}:{'' if self.end is None else self.end}:{self.step}"
 
 
 class Select(nn.Module):

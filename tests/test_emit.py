@@ -85,6 +85,44 @@ VARIANTS = [
     ("conv_transpose2d", {"out": 5, "kernel": 2, "stride": 2}, IMAGE),
 ]
 
+# shape kinds: permute, transpose, reshape, slice, select, pad, channel_shuffle, upsample. On SEQ the time
+# axis is dynamic, so bounds and indices counted from the end are checked at a second length.
+CHW_DYN = "[4, time=5, 7]"  # an image with a dynamic H
+VARIANTS += [
+    ("permute", {"dims": [1, 0]}, SEQ),
+    ("permute", {"dims": [2, 0, 1]}, IMAGE),
+    ("transpose", {"dims": [0, -1]}, SEQ),
+    ("reshape", {"shape": [-1, 2, 2]}, SEQ),
+    ("reshape", {"shape": [27, 9]}, IMAGE),
+    ("slice", {"dim": 0, "start": -4}, SEQ),
+    ("slice", {"dim": 0, "end": 3}, SEQ),
+    ("slice", {"dim": -1, "start": -5, "end": -1, "step": 3}, IMAGE),
+    ("slice", {"dim": 1, "start": 2, "end": 100}, IMAGE),
+    ("select", {"dim": 0, "index": -1}, SEQ),
+    ("select", {"dim": -1, "index": 2}, IMAGE),
+    ("pad", {"padding": 1, "channels": [2, 1], "value": 0.5}, IMAGE),
+    ("pad", {"padding": [1, 0, 2, 1], "mode": "replicate"}, IMAGE),
+    ("pad", {"padding": [0, 2]}, IMAGE),
+    ("pad", {"channels": [1, 2]}, CHW_DYN),
+    ("channel_shuffle", {"groups": 3}, "[6, 5, 4]"),
+    ("channel_shuffle", {"groups": 2}, CHW_DYN),
+    ("upsample", {"scale": 2}, IMAGE),  # Resize: a power-of-two scale is exact
+    ("upsample", {"scale": [2, 4], "mode": "bilinear"}, IMAGE),
+    ("upsample", {"size": [18, 36]}, IMAGE),
+    ("upsample", {"size": [17, 17], "mode": "bilinear", "align_corners": True}, IMAGE),  # (9-1)/(17-1) = 1/2
+    ("upsample", {"scale": 3}, IMAGE),  # torch's indices and weights as constants
+    ("upsample", {"size": [16, 7]}, IMAGE),
+    ("upsample", {"size": [16, 20], "mode": "bilinear"}, IMAGE),
+    ("upsample", {"size": [4, 5], "mode": "bilinear"}, IMAGE),
+    ("upsample", {"scale": 3, "mode": "bilinear"}, IMAGE),
+    ("upsample", {"scale": 2, "mode": "bilinear", "align_corners": True}, IMAGE),
+    ("upsample", {"size": [1, 9], "mode": "bilinear", "align_corners": True}, IMAGE),  # one row: torch's scale 0
+    ("upsample", {"size": [3, 9], "mode": "bilinear"}, "[2, 12, 9]"),  # (12/3 = 4) downsampling: Resize
+    ("upsample", {"size": [13, 4]}, CHW_DYN),  # computed in the graph from the dynamic H
+    ("upsample", {"size": [16, 11], "mode": "bilinear"}, CHW_DYN),
+    ("upsample", {"size": [9, 12], "mode": "bilinear", "align_corners": True}, CHW_DYN),
+]
+
 
 def kind_cases():
     for name, kind in sorted(REGISTRY.items()):

@@ -39,10 +39,12 @@ class _Graph:
 
 class Emitter:
     """One layer's view of the graph being built: `xs` are its input values (`x` the first); `op`
-    adds a node, `param` one of the layer's own tensors, `const` a tensor derived from them."""
+    adds a node, `param` one of the layer's own tensors, `const` a tensor derived from them. `dims`
+    holds each input's axes, batch first, a name where the axis is dynamic: a kind may bake a size
+    into its nodes only where the axis is static."""
 
-    def __init__(self, graph: _Graph, path: str, xs: list[str], doc: str):
-        self._g, self.path, self.xs, self.x, self._doc = graph, path, xs, xs[0], doc
+    def __init__(self, graph: _Graph, path: str, xs: list[str], doc: str, dims: list[list[int | str]]):
+        self._g, self.path, self.xs, self.x, self._doc, self.dims = graph, path, xs, xs[0], doc, dims
         self.opset = graph.opset
 
     def array(self, local: str) -> np.ndarray:
@@ -108,7 +110,9 @@ def emit_graph(report: Report, weights: Mapping[str, Any], plan: Plan, opset: in
             doc += " (" + "; ".join(f"{note} at {loc}" for note, loc in node.calls) + ")"
         xs = tuple(report.types[v] for v in node.inputs)
         ys = tuple(report.types[v] for v in node.outputs)
-        outs = REGISTRY[node.kind].emit_n(node.params, xs, ys, Emitter(g, node.scope, [names[v] for v in node.inputs], doc))
+        dims = [plan.dims(v, node.scope) for v in node.inputs]
+        emitter = Emitter(g, node.scope, [names[v] for v in node.inputs], doc, dims)
+        outs = REGISTRY[node.kind].emit_n(node.params, xs, ys, emitter)
         for vid, out in zip(node.outputs, outs):
             names[vid] = out
             if out not in g.initializers and out not in {names[v] for v in node.inputs}:

@@ -3,11 +3,15 @@ select, pad, channel shuffle, and resampling (upsample). None has parameters or 
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
-from .base import Cost, LayerKind, LayerParams, Padding, PositiveInt, Shape, ShapeError, Size2, _is_int, numel
+from .base import (Cost, LayerKind, LayerParams, Padding, PositiveInt, Shape, ShapeError, Size2, TensorType, _is_int,
+                   numel)
+
+INT64_MAX = 2**63 - 1  # ONNX Slice's "to the end"
 
 
 def _int_list(what: str, length: int | None = None) -> Any:
@@ -64,6 +68,10 @@ class Permute(_View):
 
         return TorchPermute([0] + [d % len(x) + 1 for d in p.dims])
 
+    @classmethod
+    def emit(cls, p: PermuteParams, x: TensorType, y: TensorType, g) -> str:
+        return g.op("Transpose", [g.x], perm=[0] + [d % len(x.shape) + 1 for d in p.dims])
+
 
 class TransposeParams(LayerParams):
     dims: _int_list("two axes, [a, b]", 2) = Field(description="the two per-sample axes swapped")
@@ -91,6 +99,13 @@ class Transpose(_View):
         a, b = (d % len(x) for d in p.dims)
         order[a], order[b] = order[b], order[a]
         return TorchPermute([0] + [d + 1 for d in order])
+
+    @classmethod
+    def emit(cls, p: TransposeParams, x: TensorType, y: TensorType, g) -> str:
+        perm = list(range(len(x.shape) + 1))
+        a, b = (d % len(x.shape) + 1 for d in p.dims)
+        perm[a], perm[b] = perm[b], perm[a]
+        return g.op("Transpose", [g.x], perm=perm)
 
 
 class ReshapeParams(LayerParams):
@@ -124,7 +139,14 @@ class Reshape(_View):
     def lower(cls, p: ReshapeParams, x: Shape, y: Shape):
         from ..nn import Reshape as TorchReshape
 
-        return TorchReshape(y)
+        return TorchReshape(p.shape)  # the -1 kept: a symbolic input axis flows through, as in the checker
+
+    @classmethod
+    def emit(cls, p: ReshapeParams, x: TensorType, y: TensorType, g) -> str:
+        import numpy as np
+
+        # 0 copies the input's (dynamic) batch axis (ONNX Reshape, allowzero=0); the -1 is inferred per call
+        return g.op("Reshape", [g.x, g.const("shape", np.array([0, *p.shape], np.int64))])
 
 
 class SliceParams(LayerParams):
@@ -154,9 +176,16 @@ class Slice(_View):
     def lower(cls, p: SliceParams, x: Shape, y: Shape):
         from ..nn import Slice as TorchSlice
 
-        a = p.dim % len(x)
-        start, end, _ = slice(p.start, p.end, p.step).indices(x[a])  # static bounds: ONNX Slice wants them
-        return TorchSlice(a + 1, start, end, p.step)
+        return TorchSlice(p.dim % len(x) + 1, p.start, p.end, p.step)  # Python's bounds: right on a symbolic axis too
+
+    @classmethod
+    def emit(cls, p: SliceParams, x: TensorType, y: TensorType, g) -> str:
+        import numpy as np
+
+        # ONNX Slice clamps negative and out-of-range bounds as Python does for a positive step
+        bounds = ((p.start, "start"), (INT64_MAX if p.end is None else p.end, "end"),
+                  (p.dim % len(x.shape) + 1, "axis"), (p.step, "step"))
+        return g.op("Slice", [g.x, *(g.const(f"{name}", np.array([v], np.int64)) for v, name in bounds)])
 
 
 class SelectParams(LayerParams):
@@ -182,8 +211,14 @@ class Select(_View):
     def lower(cls, p: SelectParams, x: Shape, y: Shape):
         from ..nn import Select as TorchSelect
 
-        a = p.dim % len(x)
-        return TorchSelect(a + 1, p.index % x[a])
+        return TorchSelect(p.dim % len(x) + 1, p.index)  # a negative index counts from the end at any length
+
+    @classmethod
+    def emit(cls, p: SelectParams, x: TensorType, y: TensorType, g) -> str:
+        import numpy as np
+
+        # Gather with a scalar index drops the axis; negative indices count from the end (opset >= 11)
+        return g.op("Gather", [g.x, g.const("index", np.array(p.index, np.int64))], axis=p.dim % len(x.shape) + 1)
 
 
 class PadParams(LayerParams):
@@ -244,6 +279,16 @@ class Pad(LayerKind):
         pads = (l, r, t, b) + ((p.channels[0], p.channels[1]) if p.channels != (0, 0) else ())  # F.pad: last axis first
         return TorchPad(pads, p.mode, p.value)
 
+    @classmethod
+    def emit(cls, p: PadParams, x: TensorType, y: TensorType, g) -> str:
+        import numpy as np
+
+        (t, b, l, r), (before, after) = p.padding, p.channels
+        pads = g.const("pads", np.array([0, before, t, l, 0, after, b, r], np.int64))  # all begins, then all ends
+        if p.mode != "constant":  # F.pad's reflect (edge not repeated) is ONNX's reflect; replicate is edge
+            return g.op("Pad", [g.x, pads], mode="edge" if p.mode == "replicate" else "reflect")
+        return g.op("Pad", [g.x, pads, g.const("value", np.array(p.value, np.float32))], mode="constant")
+
 
 class ChannelShuffleParams(LayerParams):
     groups: PositiveInt
@@ -255,7 +300,7 @@ class ChannelShuffle(_View):
     doc = "Interleaves the channels of `groups` groups (ShuffleNet, Zhang et al. 2018 §3.1)."
     input_rank = (3,)
     input_desc = "(C, H, W)"
-    example = {"groups": 2}
+    example = {"groups": 1}  # the generated tests' images have 3 or 4 channels; VARIANTS in test_emit shuffle
 
     @classmethod
     def infer(cls, p: ChannelShuffleParams, x: Shape) -> Shape:
@@ -268,6 +313,17 @@ class ChannelShuffle(_View):
         from ..nn import ChannelShuffle as TorchShuffle
 
         return TorchShuffle(p.groups)
+
+    @classmethod
+    def emit(cls, p: ChannelShuffleParams, x: TensorType, y: TensorType, g) -> str:
+        import numpy as np
+
+        # the shuffle is a fixed permutation of the channels: output channel k*groups + i is input channel
+        # i*(C/groups) + k (Zhang et al. 2018 §3.1). One Gather copies whole H x W planes and leaves H and W
+        # dynamic; the reshape-transpose-reshape form needs three nodes and the sizes of H and W.
+        c = x.shape[0]
+        order = np.arange(c).reshape(p.groups, c // p.groups).T.reshape(-1)
+        return g.op("Gather", [g.x, g.const("order", order.astype(np.int64))], axis=1)
 
 
 class UpsampleParams(LayerParams):
@@ -322,6 +378,130 @@ class Upsample(LayerKind):
         if p.size is not None:
             return nn.Upsample(size=p.size, mode=p.mode, align_corners=corners)
         return nn.Upsample(scale_factor=tuple(float(s) for s in p.scale), mode=p.mode, align_corners=corners)
+
+    # Emission follows F.interpolate's source coordinates (aten/src/ATen/native/UpSample.h): nearest takes
+    # floor(dst * scale), bilinear (dst + 0.5) * scale - 0.5 clamped at 0, or dst * scale with
+    # align_corners, where scale = in/out for a size, 1/factor for a scale, (in-1)/(out-1) for corners.
+    @classmethod
+    def emit(cls, p: UpsampleParams, x: TensorType, y: TensorType, g) -> str:
+        static = all(isinstance(d, int) for d in g.dims[0][2:])
+        scales = [cls._scale(p, n, out, s) for n, out, s in zip(x.shape[1:], y.shape[1:], p.scale or (None, None))]
+        if all(_dyadic(s) for s in scales) and (static or p.scale and not p.align_corners):
+            return cls._resize(p, g)
+        v = g.x
+        # W first, on the fewer input rows; H then gathers whole rows, contiguous copies (3x faster at FCN's head size)
+        for axis in (3, 2):
+            n, out, s = x.shape[axis - 1], y.shape[axis - 1], p.scale[axis - 2] if p.scale else None
+            if static and n == out:
+                continue  # torch copies an axis whose size is kept
+            v = _resample_static(p, g, v, axis, n, out, s) if static else _resample_dynamic(p, g, v, axis, out, s)
+        return v
+
+    @classmethod
+    def _scale(cls, p: UpsampleParams, n: int, out: int, factor: int | None) -> Fraction:
+        """torch's coordinate scale at the nominal size, as an exact fraction."""
+        if p.mode == "bilinear" and p.align_corners:
+            return Fraction(n - 1, out - 1) if out > 1 else Fraction(0)
+        return Fraction(1, factor) if factor else Fraction(n, out)
+
+    @classmethod
+    def _resize(cls, p: UpsampleParams, g) -> str:
+        """One Resize, the fast form, where its coordinates equal torch's exactly: a power-of-two scale
+        makes x / (out/in) and x * (in/out) the same float. Sizes, not float scales: the float16 export
+        converts float constants, which Resize's scales may not be."""
+        import numpy as np
+
+        shape = g.op("Shape", [g.x])
+        if p.scale:
+            sizes = g.op("Mul", [shape, g.const("factors", np.array([1, 1, *p.scale], np.int64))])
+        else:
+            batch_channels = g.op("Slice", [shape, g.const("zero", np.array([0], np.int64)),
+                                            g.const("two", np.array([2], np.int64))])
+            sizes = g.op("Concat", [batch_channels, g.const("size", np.array(p.size, np.int64))], axis=0)
+        if p.mode == "nearest":
+            how = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+        else:
+            how = {"mode": "linear",
+                   "coordinate_transformation_mode": "align_corners" if p.align_corners else "half_pixel"}
+        return g.op("Resize", [g.x, "", "", sizes], **how)
+
+
+def _dyadic(q: Fraction) -> bool:
+    """A power of two: multiplying by it or dividing by its inverse is exact in floating point."""
+    return q > 0 and (q.numerator & (q.numerator - 1)) == 0 and (q.denominator & (q.denominator - 1)) == 0
+
+
+def _taps(p: UpsampleParams, n: int, out: int, factor: int | None) -> tuple[Any, Any, Any]:
+    """torch's source indices and weights along one axis in its float32 arithmetic (UpSample.h
+    area_pixel_compute_source_index, guard_index_and_lambda; nearest_neighbor_compute_source_index):
+    lo, hi and the weight of hi, or the index alone (hi, weight None) for nearest."""
+    import numpy as np
+
+    f32, dst = np.float32, np.arange(out)
+    if p.mode == "bilinear" and p.align_corners:
+        src = dst.astype(f32) * (f32(n - 1) / f32(out - 1) if out > 1 else f32(0))
+    else:
+        scale = f32(1.0 / factor) if factor else f32(n) / f32(out)
+        if p.mode == "nearest":
+            return np.minimum(np.floor(dst.astype(f32) * scale).astype(np.int64), n - 1), None, None
+        # scale * (dst + 0.5) - 0.5 is one fused multiply-add in torch's kernel: exact in float64, rounded once
+        src = np.maximum((np.float64(scale) * (dst + 0.5) - 0.5).astype(f32), f32(0))
+    lo = np.minimum(np.floor(src).astype(np.int64), n - 1)
+    return lo, np.minimum(lo + 1, n - 1), np.clip(src - lo.astype(f32), f32(0), f32(1))
+
+
+def _lerp(g, v: str, axis: int, lo: str, hi: str, w_lo: str, w_hi: str) -> str:
+    """v[lo] * w_lo + v[hi] * w_hi along `axis`, torch's weighted sum of the two taps."""
+    return g.op("Add", [g.op("Mul", [g.op("Gather", [v, lo], axis=axis), w_lo]),
+                        g.op("Mul", [g.op("Gather", [v, hi], axis=axis), w_hi])])
+
+
+def _resample_static(p: UpsampleParams, g, v: str, axis: int, n: int, out: int, factor: int | None) -> str:
+    """One axis of a static size: torch's indices and weights as constants, Gather and a weighted sum."""
+    import numpy as np
+
+    lo, hi, w = _taps(p, n, out, factor)
+    lo_name = g.const(f"lo{axis}", lo)
+    if w is None:
+        return g.op("Gather", [v, lo_name], axis=axis)
+    along = (-1,) + (1,) * (3 - axis)  # the weights broadcast along `axis` of (N, C, H, W)
+    return _lerp(g, v, axis, lo_name, g.const(f"hi{axis}", hi),
+                 g.const(f"w_lo{axis}", (np.float32(1) - w).reshape(along)), g.const(f"w_hi{axis}", w.reshape(along)))
+
+
+def _resample_dynamic(p: UpsampleParams, g, v: str, axis: int, out: int, factor: int | None) -> str:
+    """One axis of a dynamic size: `_taps` computed in the graph from the input's size, in the same
+    float32 operations (float64 for the fused multiply-add). Float32 models only: the weights are float32."""
+    import numpy as np
+
+    def const(name: str, value: Any, dtype: Any) -> str:
+        return g.const(f"{name}{axis}", np.array(value, dtype))
+
+    f32, i64 = 1, 7  # onnx.TensorProto's FLOAT and INT64
+    n = g.op("Gather", [g.op("Shape", [g.x]), const("axis", axis, np.int64)])
+    size = const("size", out, np.int64) if factor is None else g.op("Mul", [n, const("factor", factor, np.int64)])
+    dst = g.op("Cast", [g.op("Range", [const("zero", 0, np.int64), size, const("one", 1, np.int64)])], to=f32)
+    nf, sizef, one = g.op("Cast", [n], to=f32), g.op("Cast", [size], to=f32), const("onef", 1, np.float32)
+    if p.mode == "bilinear" and p.align_corners:
+        scale = g.op("Div", [g.op("Sub", [nf, one]), g.op("Max", [g.op("Sub", [sizef, one]), one])])
+        src = g.op("Mul", [dst, scale])
+    else:
+        scale = const("scale", 1.0 / factor, np.float32) if factor else g.op("Div", [nf, sizef])
+        if p.mode == "nearest":
+            src = g.op("Mul", [dst, scale])
+        else:
+            half = g.op("Cast", [g.op("Add", [dst, const("half", 0.5, np.float32)])], to=11)  # 11: DOUBLE
+            fma = g.op("Sub", [g.op("Mul", [half, g.op("Cast", [scale], to=11)]), const("halfd", 0.5, np.float64)])
+            src = g.op("Max", [g.op("Cast", [fma], to=f32), const("zerof", 0, np.float32)])
+    last = g.op("Sub", [n, const("one", 1, np.int64)])
+    lo = g.op("Min", [g.op("Cast", [g.op("Floor", [src])], to=i64), last])
+    if p.mode == "nearest":
+        return g.op("Gather", [v, lo], axis=axis)
+    hi = g.op("Min", [g.op("Add", [lo, const("one", 1, np.int64)]), last])
+    w = g.op("Clip", [g.op("Sub", [src, g.op("Cast", [lo], to=f32)]), const("zerof", 0, np.float32), one])
+    if axis == 2:
+        w = g.op("Unsqueeze", [w, const("last", [1], np.int64)])
+    return _lerp(g, v, axis, lo, hi, g.op("Sub", [one, w]), w)
 
 
 def _fmt(shape: Shape) -> str:
