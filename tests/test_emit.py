@@ -21,7 +21,7 @@ from archspec.lower import build_module
 from archspec.runtime import Session
 
 IMAGE, SEQ, TOKENS, FLAT = "[3, 9, 9]", "[time=6, 4]", "{shape: [time=6], dtype: int64}", "[12]"
-DEFAULT_INPUT = {(3,): IMAGE, (2,): SEQ, (1,): TOKENS, (1, 3): IMAGE, None: IMAGE}
+DEFAULT_INPUT = {(3,): IMAGE, (2,): SEQ, (1,): TOKENS, (1, 3): IMAGE, (2, 3): IMAGE, None: IMAGE}
 
 # variants beyond each kind's `example` whose emitted graph differs
 VARIANTS = [
@@ -46,7 +46,20 @@ VARIANTS = [
      for kind in ("rnn", "gru", "lstm") for out in ("sequence", "last", "state")
      for layers, bi, bias in ((1, False, True), (2, True, True), (3, True, False))] + [
     ("rnn", {"hidden": 5, "nonlinearity": "relu", "bidirectional": True}, SEQ),
-]
+] + [
+    # attention, parameter, class_token, layer_scale, peephole lstm
+    ("attention", {"heads": 2}, SEQ),
+    ("attention", {"heads": 4, "bias": False}, SEQ),
+    ("attention", {"heads": 2, "fused": True, "dropout": 0.1}, SEQ),
+    ("attention", {"heads": 3}, "[time=5, 12]"),
+    ("parameter", {"shape": [5], "init": "normal"}, SEQ),  # any input: only its batch size is read
+    ("parameter", {"shape": [2, 3, 4]}, FLAT),
+    ("class_token", {"init": "trunc_normal", "std": 0.5}, "[time=6, 3]"),
+    ("layer_scale", {"value": 0.1}, SEQ),  # (D,) on the last axis
+    ("layer_scale", {}, FLAT),
+] + [("lstm", {"hidden": 5, "layers": layers, "bidirectional": bi, "output": out, "bias": bias, "peephole": True}, SEQ)
+     for out in ("sequence", "last", "state")
+     for layers, bi, bias in ((1, False, True), (2, True, True), (3, True, False))]
 
 
 def kind_cases():
@@ -108,7 +121,10 @@ def test_kind_emission(tmp_path: Path, kind: str, params: dict, inp: str) -> Non
         out = inferred.graph.output[0].type.tensor_type
         dims = [d.dim_param or d.dim_value for d in out.shape.dim]
         other = report_at(report, longer(report))  # the checker at another length: which axes vary
-        want = ["batch"] + [a if a == b else "time" for a, b in zip(report.output.shape, other.output.shape)]
+        # an axis that varies as the input's does is named after it; another (class_token's T+1) by its place
+        sizes = {(d.size, d.size + 7) for d in report.graph.input.dims if d.name}
+        want = ["batch"] + [a if a == b else "time" if (a, b) in sizes else f"output_dim{j}"
+                            for j, (a, b) in enumerate(zip(report.output.shape, other.output.shape), 1)]
         assert dims == want
         assert out.elem_type == onnx.TensorProto.FLOAT
     # independent oracle: the kind's torch lowering holding the same weights vs onnxruntime, at a size
