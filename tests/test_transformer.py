@@ -8,6 +8,7 @@ import math
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -16,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import archspec
 from archspec.errors import SpecError
-from archspec.exporter import export_model
+from archspec.exporter import expected_tensors, export_model, initial_state
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -162,8 +163,6 @@ MIXED = """\
 
 def test_declared_tensors_are_the_state_dict_in_order(tmp_path: Path) -> None:
     """What the kinds declare (and initial_state draws) is what lowering builds: names, order, shapes."""
-    from archspec.exporter import expected_tensors, initial_state
-
     report = spec(tmp_path, MIXED, "{x: [7, 16]}")
     module = archspec.build(report, device="meta")
     state = [(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in module.state_dict().items()]
@@ -174,8 +173,6 @@ def test_declared_tensors_are_the_state_dict_in_order(tmp_path: Path) -> None:
 
 def ks_distance(a, b) -> float:
     """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the empirical CDFs."""
-    import numpy as np
-
     a, b = np.sort(np.ravel(a)), np.sort(np.ravel(b))
     grid = np.concatenate([a, b])
     return float(np.abs(np.searchsorted(a, grid, "right") / a.size - np.searchsorted(b, grid, "right") / b.size).max())
@@ -185,9 +182,6 @@ def ks_distance(a, b) -> float:
 def test_free_tensor_initial_values_follow_torch_init(tmp_path: Path, init: str) -> None:
     """The numpy draws of parameter/class_token equal in distribution the torch module's own init
     (nn.init.normal_ / trunc_normal_(a=-2std, b=2std)): KS distance of 200,000 values each."""
-    import numpy as np
-    from archspec.exporter import initial_state
-
     report = spec(tmp_path, f"- {{parameter: {{shape: [400, 500], init: {init}, std: 0.3}}, name: p}}\n", "{x: [3]}")
     ours = initial_state(report, seed=1)["p.weight"]
     torch.manual_seed(1)
@@ -205,9 +199,6 @@ def test_free_tensor_initial_values_follow_torch_init(tmp_path: Path, init: str)
 
 def test_attention_initial_values_follow_multiheadattention(tmp_path: Path) -> None:
     """in_proj xavier-uniform, out_proj nn.Linear's default, biases zero: KS against the torch module's own."""
-    import numpy as np
-    from archspec.exporter import initial_state
-
     d = 512
     report = spec(tmp_path, "- {attention: {heads: 8}, name: a}\n", f"{{x: [4, {d}]}}")
     ours = initial_state(report, seed=2)
