@@ -122,6 +122,22 @@ VARIANTS += [
     ("upsample", {"size": [16, 11], "mode": "bilinear"}, CHW_DYN),
     ("upsample", {"size": [9, 12], "mode": "bilinear", "align_corners": True}, CHW_DYN),
 ]
+VARIANTS += [
+    # attention, parameter, class_token, layer_scale, flatten (start, end), peephole lstm
+    ("attention", {"heads": 2}, SEQ),
+    ("attention", {"heads": 4, "bias": False}, SEQ),
+    ("attention", {"heads": 2, "fused": True, "dropout": 0.1}, SEQ),
+    ("attention", {"heads": 3}, "[time=5, 12]"),
+    ("parameter", {"shape": [5], "init": "normal"}, SEQ),  # any input: only its batch size is read
+    ("parameter", {"shape": [2, 3, 4]}, FLAT),
+    ("class_token", {"init": "trunc_normal", "std": 0.5}, "[time=6, 3]"),
+    ("layer_scale", {"value": 0.1}, SEQ),  # (D,) on the last axis
+    ("layer_scale", {}, FLAT),
+    ("flatten", {"start": 1}, IMAGE),  # ViT's (C, H*W): Reshape [0, 0, -1]
+    ("flatten", {"start": 0, "end": 1}, "[2, 3, time=5]"),  # the axis after the merged ones dynamic
+] + [("lstm", {"hidden": 5, "layers": layers, "bidirectional": bi, "output": out, "bias": bias, "peephole": True}, SEQ)
+     for out in ("sequence", "last", "state")
+     for layers, bi, bias in ((1, False, True), (2, True, True), (3, True, False))]
 
 
 def kind_cases():

@@ -125,8 +125,20 @@ class Flatten(LayerKind):
         return nn.Flatten(start + 1, end + 1)
 
     @classmethod
-    def emit(cls, p: NoParams, x: TensorType, y: TensorType, g) -> str:
-        return g.op("Flatten", [g.x], axis=1)
+    def emit(cls, p: FlattenParams, x: TensorType, y: TensorType, g) -> str:
+        import numpy as np
+
+        start, end = cls.axes(p, x.shape)
+        if start == 0 and end == len(x.shape) - 1:
+            return g.op("Flatten", [g.x], axis=1)
+        # the batch and the axes before `start` copied (0), the merged one inferred (-1), so each stays dynamic
+        head = g.const(f"shape{start}", np.array([0] * (start + 1) + [-1], np.int64))
+        if end == len(x.shape) - 1:
+            return g.op("Reshape", [g.x, head])
+        # the axes after `end` read at run time: ONNX's 0 copies the axis at the same index, not a shifted one
+        tail = g.op("Slice", [g.op("Shape", [g.x]), g.const(f"from{end + 2}", np.array([end + 2], np.int64)),
+                              g.const("to_end", np.array([len(x.shape) + 1], np.int64))])
+        return g.op("Reshape", [g.x, g.op("Concat", [head, tail], axis=0)])
 
 
 class DropoutParams(LayerParams):

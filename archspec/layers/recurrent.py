@@ -89,7 +89,18 @@ class _Recurrent(LayerKind):
                 out[f"weight_hh{sfx}"] = ((gh, p.hidden), "float32")
                 if p.bias:
                     out[f"bias_ih{sfx}"] = out[f"bias_hh{sfx}"] = ((gh,), "float32")
+                out.update(cls.extra_tensors(p, sfx))
         return out
+
+    @classmethod
+    def extra_tensors(cls, p: RecurrentParams, sfx: str) -> dict[str, tuple[Shape, str]]:
+        """Tensors a variant adds per layer and direction, after the biases (the LSTM's peepholes)."""
+        return {}
+
+    @classmethod
+    def extra_inputs(cls, p: RecurrentParams, g, k: int, sfx: list[str]) -> list[str]:
+        """Layer k's ONNX inputs after initial_c (the LSTM's P), its directions' suffixes `sfx`."""
+        return []
 
     @classmethod
     def initial(cls, p: RecurrentParams, x: Shape, y: Shape, scheme: str, rng):
@@ -119,6 +130,9 @@ class _Recurrent(LayerKind):
             if p.bias:
                 inputs.append(g.const(f"B_l{k}", np.stack([
                     np.concatenate([gates(g.array("bias_ih" + s)), gates(g.array("bias_hh" + s))]) for s in sfx])))
+            extra = cls.extra_inputs(p, g, k, sfx)
+            if extra:  # after B, sequence_lens, initial_h, initial_c: "" leaves each out (zeros, full length)
+                inputs += [""] * (7 - len(inputs)) + extra
             attrs = dict(hidden_size=h, direction="bidirectional" if dirs == 2 else "forward")
             if cls.name == "gru":
                 attrs["linear_before_reset"] = 1
@@ -180,6 +194,23 @@ class LSTM(_Recurrent):
             return plain
         cells = p.layers * (2 if p.bidirectional else 1) * p.hidden  # Gers et al. 2002 eq. 1-6: p_i, p_f, p_o
         return replace(plain, params=plain.params + 3 * cells, flops=plain.flops + 6 * cells * x[0])
+
+    @classmethod
+    def extra_tensors(cls, p: LSTMParams, sfx: str) -> dict[str, tuple[Shape, str]]:
+        """weight_peephole_l{k}[_reverse] (3H: p_i, p_f, p_o), as PeepholeLSTM registers it."""
+        return {f"weight_peephole{sfx}": ((3 * p.hidden,), "float32")} if p.peephole else {}
+
+    @classmethod
+    def extra_inputs(cls, p: LSTMParams, g, k: int, sfx: list[str]) -> list[str]:
+        """ONNX LSTM's P (D, 3H) in the operator's order p_i, p_o, p_f (ONNX Operators.md, LSTM: "P ...
+        peepholes [iof]"), from PyTorch-side (p_i, p_f, p_o)."""
+        if not p.peephole:
+            return []
+        import numpy as np
+
+        h = p.hidden
+        ps = [g.array("weight_peephole" + s) for s in sfx]
+        return [g.const(f"P_l{k}", np.stack([np.concatenate([a[:h], a[2 * h:], a[h:2 * h]]) for a in ps]))]
 
     @classmethod
     def lower(cls, p: LSTMParams, x: Shape, y: Shape):

@@ -14,7 +14,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator, WithJsonSchema
 
-from .base import Cost, LayerKind, LayerParams, PositiveInt, Probability, Shape, ShapeError, TensorType, numel
+from .base import (
+    FLOAT,
+    Cost,
+    LayerKind,
+    LayerParams,
+    PositiveInt,
+    Probability,
+    Shape,
+    ShapeError,
+    TensorType,
+    numel,
+    uniform,
+)
 
 
 class AttentionParams(LayerParams):
@@ -43,7 +55,7 @@ class Attention(LayerKind):
                  "attention matmuls are counted, as FlopCounterMode and torchvision's ViT GFLOPS count them")
     flops_rule = ("2*MACs + 4*T*D bias adds + T*D for the 1/sqrt(d) scale + 3*heads*T^2 for the softmax "
                   "(exp, sum, divide)")
-    example = {"heads": 5}  # the generated tests feed (T, 5) tokens
+    example = {"heads": 1}  # the generated tests feed (T, 4) and (T, 5) tokens; test_emit's VARIANTS more heads
 
     @classmethod
     def infer(cls, p: AttentionParams, x: Shape) -> Shape:
@@ -76,6 +88,59 @@ class Attention(LayerKind):
     @classmethod
     def init(cls, module, p: AttentionParams, scheme: str) -> bool:
         return False  # nn.MultiheadAttention's own (xavier-uniform projections, zero biases) for every scheme
+
+    @classmethod
+    def tensors(cls, p: AttentionParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        """nn.MultiheadAttention's state dict: in_proj_weight (3D, D) stacking q, k, v; out_proj (D, D)."""
+        d = x[-1]
+        out = {"in_proj_weight": ((3 * d, d), FLOAT)}
+        if p.bias:
+            out["in_proj_bias"] = ((3 * d,), FLOAT)
+        out["out_proj.weight"] = ((d, d), FLOAT)
+        if p.bias:
+            out["out_proj.bias"] = ((d,), FLOAT)
+        return out
+
+    @classmethod
+    def initial(cls, p: AttentionParams, x: Shape, y: Shape, scheme: str, rng):
+        """nn.MultiheadAttention._reset_parameters: in_proj xavier U(+-sqrt(6/(D + 3D))) (Glorot & Bengio
+        2010), out_proj nn.Linear's U(+-1/sqrt(D)), biases zero; the same for every scheme (`init`)."""
+        import numpy as np
+
+        d = x[-1]
+        out = {"in_proj_weight": uniform(rng, (3 * d, d), float(np.sqrt(6.0 / (4 * d))))}
+        if p.bias:
+            out["in_proj_bias"] = np.zeros(3 * d, np.float32)
+        out["out_proj.weight"] = uniform(rng, (d, d), 1.0 / float(np.sqrt(d)))
+        if p.bias:
+            out["out_proj.bias"] = np.zeros(d, np.float32)
+        return out
+
+    @classmethod
+    def emit(cls, p: AttentionParams, x: TensorType, y: TensorType, g) -> str:
+        """(N, T, D): one MatMul for q, k, v (1/sqrt(d) folded into the query rows, as the scale is
+        linear: Vaswani et al. 2017 eq. 1), Split, per head (N, h, T, d) by Reshape with 0 for the batch
+        and token axes (both stay dynamic), softmax(Q K^T) V as MatMul/Softmax/MatMul, heads merged and
+        the out projection. Opset 17 has no Attention operator; `fused` is the same math, so the same graph."""
+        import numpy as np
+
+        d, h = x.shape[-1], p.heads
+        i64 = lambda v: np.array(v, np.int64)  # noqa: E731
+        scale = np.ones((3 * d, 1), np.float32)
+        scale[:d] = 1.0 / np.sqrt(d // h)
+        w_in = (g.array("in_proj_weight") * scale).T.copy()  # (D, 3D): x @ W^T
+        qkv = g.op("MatMul", [g.x, g.const("in_proj_weight_t", w_in)])
+        if p.bias:
+            qkv = g.op("Add", [qkv, g.const("in_proj_bias_scaled", g.array("in_proj_bias") * scale[:, 0])])
+        q, k, v = g.op("Split", [qkv, g.const("split", i64([d, d, d]))], outputs=("q", "k", "v"), axis=2)
+        heads = g.const("heads", i64([0, 0, h, d // h]))  # (N, T, D) -> (N, T, h, d)
+        q, k, v = (g.op("Transpose", [g.op("Reshape", [t, heads])], perm=perm)
+                   for t, perm in ((q, [0, 2, 1, 3]), (k, [0, 2, 3, 1]), (v, [0, 2, 1, 3])))  # k as K^T
+        weights = g.op("Softmax", [g.op("MatMul", [q, k])], axis=-1)  # (N, h, T, T)
+        merged = g.op("Reshape", [g.op("Transpose", [g.op("MatMul", [weights, v])], perm=[0, 2, 1, 3]),
+                                  g.const("merge", i64([0, 0, d]))])  # (N, h, T, d) -> (N, T, D)
+        out = g.op("MatMul", [merged, g.const("out_proj.weight_t", g.array("out_proj.weight").T.copy())])
+        return g.op("Add", [out, g.param("out_proj.bias")]) if p.bias else out
 
 
 class StochasticDepthParams(LayerParams):
@@ -132,6 +197,33 @@ def _shape(v: Any) -> Shape:
     raise ValueError(f"expected a shape as a list of positive integers, e.g. [197, 768], got {v!r}")
 
 
+def free_initial(shape: Shape, p: FreeTensorParams, rng: Any) -> Any:
+    """Seeded values of a free tensor: zeros, N(0, std), or N(0, std) conditioned on [-2std, 2std] (the
+    distribution torch.nn.init.trunc_normal_ draws by inverse CDF; here by redrawing the values outside)."""
+    import numpy as np
+
+    if p.init == "zeros":
+        return np.zeros(shape, np.float32)
+    z = rng.standard_normal(shape)
+    if p.init == "trunc_normal":
+        outside = np.abs(z) > 2.0
+        while outside.any():
+            z[outside] = rng.standard_normal(int(outside.sum()))
+            outside = np.abs(z) > 2.0
+    return (z * p.std).astype(np.float32)
+
+
+def broadcast_over_batch(g: Any, tensor: str, rank: int) -> str:
+    """A stored tensor (1, ...) of `rank` axes expanded to the input's batch (N, ...): Expand to
+    [N, 1, ...], N read by Shape at run time, so the batch axis stays dynamic."""
+    import numpy as np
+
+    batch = g.op("Shape", [g.x], start=0, end=1) if g.opset >= 15 else g.op(
+        "Slice", [g.op("Shape", [g.x]), g.const("zero", np.array([0], np.int64)), g.const("one", np.array([1], np.int64))])
+    ones = g.const(f"ones{rank - 1}", np.ones(rank - 1, np.int64))
+    return g.op("Expand", [tensor, g.op("Concat", [batch, ones], axis=0)])
+
+
 ShapeList = Annotated[Shape, PlainValidator(_shape), WithJsonSchema(
     {"type": "array", "items": {"type": ["integer", "string"], "minimum": 1}, "minItems": 1})]
 
@@ -170,6 +262,18 @@ class Parameter(LayerKind):
 
         return FreeParameter(y, p.init, p.std)
 
+    @classmethod
+    def tensors(cls, p: ParameterParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        return {"weight": ((1, *p.shape), FLOAT)}
+
+    @classmethod
+    def initial(cls, p: ParameterParams, x: Shape, y: Shape, scheme: str, rng):
+        return {"weight": free_initial((1, *p.shape), p, rng)}
+
+    @classmethod
+    def emit(cls, p: ParameterParams, x: TensorType, y: TensorType, g) -> str:
+        return broadcast_over_batch(g, g.param("weight"), 1 + len(p.shape))
+
 
 class ClassToken(LayerKind):
     name = "class_token"
@@ -196,6 +300,19 @@ class ClassToken(LayerKind):
 
         return TorchClassToken(x[1], p.init, p.std)
 
+    @classmethod
+    def tensors(cls, p: FreeTensorParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        return {"token": ((1, 1, x[1]), FLOAT)}
+
+    @classmethod
+    def initial(cls, p: FreeTensorParams, x: Shape, y: Shape, scheme: str, rng):
+        return {"token": free_initial((1, 1, x[1]), p, rng)}
+
+    @classmethod
+    def emit(cls, p: FreeTensorParams, x: TensorType, y: TensorType, g) -> str:
+        # (1, 1, D) expanded to (N, 1, D), in front of the tokens (N, T, D) on the token axis
+        return g.op("Concat", [broadcast_over_batch(g, g.param("token"), 3), g.x], axis=1)
+
 
 class LayerScaleParams(LayerParams):
     value: float = Field(1e-6, description="the initial scale of every channel (ConvNeXt: 1e-6)")
@@ -217,4 +334,23 @@ class LayerScale(LayerKind):
     def lower(cls, p: LayerScaleParams, x: Shape, y: Shape):
         from ..nn_transformer import LayerScale as TorchLayerScale
 
-        return TorchLayerScale((x[0], 1, 1) if len(x) == 3 else (x[-1],), p.value)
+        return TorchLayerScale(cls.scale_shape(x), p.value)
+
+    @staticmethod
+    def scale_shape(x: Shape) -> Shape:
+        """torchvision ConvNeXt's (C, 1, 1) for images, (D,) on the last axis otherwise: both broadcast."""
+        return (x[0], 1, 1) if len(x) == 3 else (x[-1],)
+
+    @classmethod
+    def tensors(cls, p: LayerScaleParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        return {"scale": (cls.scale_shape(x), FLOAT)}
+
+    @classmethod
+    def initial(cls, p: LayerScaleParams, x: Shape, y: Shape, scheme: str, rng):
+        import numpy as np
+
+        return {"scale": np.full(cls.scale_shape(x), p.value, np.float32)}
+
+    @classmethod
+    def emit(cls, p: LayerScaleParams, x: TensorType, y: TensorType, g) -> str:
+        return g.op("Mul", [g.x, g.param("scale")])  # broadcast against (N, C, H, W) or (N, ..., D)
