@@ -548,10 +548,13 @@ class _Run:
 
 def _collapse(children: list[Any]) -> list[Any]:
     out: list[Any] = []
+    names = {c.name for c in children}
     i = 0
     while i < len(children):
         c = children[i]
         m = re.fullmatch(r"(.*?)0", c.name)
+        if m and m.group(1) in names:
+            m = None  # bneck10 beside bneck1: the eleventh of a numbered list, not the start of a repeat
         j = i + 1
         if m and isinstance(c, Box) and c.cls:
             while (j < len(children) and isinstance(children[j], Box) and children[j].name == f"{m.group(1)}{j - i}"
