@@ -35,7 +35,8 @@ from .expr import ExprError, evaluate, is_identifier, looks_like_expression
 from .lower import build_module
 from .resolve import Node
 
-_SKIP_ARGS = {"self", "device", "dtype", "mode"}  # `mode` is fixed by nn.LSTM/GRU/RNN themselves
+_SKIP_ARGS = {"self", "device", "dtype"}
+_HELPER_MODULES = ("archspec.nn", "archspec.nn_transformer", "archspec.nn_peephole")  # copied into the file
 _SIZE_ARGS = ("in_channels", "in_features", "num_features", "input_size")
 _NO = object()  # no default
 
@@ -92,6 +93,8 @@ def _ctor(module: nn.Module) -> tuple[str, OrderedDict[str, Any], int, dict[str,
                 variadic = True
                 continue
             if p.name in _SKIP_ARGS or p.name in seen or p.name.startswith("_"):
+                continue
+            if p.name == "mode" and isinstance(module, nn.RNNBase):  # fixed by nn.LSTM/GRU/RNN themselves
                 continue
             seen.add(p.name)
             if p.name == "bias" and not isinstance(getattr(module, "bias", None), bool):
@@ -253,7 +256,7 @@ class _Tree:
         if box.mode == "graph":
             key = key or label
         for c in box.children:  # the helper classes the file must define (a merge written in place needs none)
-            if isinstance(c, Leaf) and type(self.module.get_submodule(c.node.scope)).__module__ == archspec_nn.__name__:
+            if isinstance(c, Leaf) and type(self.module.get_submodule(c.node.scope)).__module__ in _HELPER_MODULES:
                 self.helpers.add(type(self.module.get_submodule(c.node.scope)))
         box.key = key
         return box
@@ -683,22 +686,20 @@ def _render(report: Report, classes: list[_Class], helpers: set[type], constants
            "Standalone PyTorch: the state-dict keys and outputs equal those of `archspec.build` on the same spec.",
            '"""', "",
            "from __future__ import annotations", ""]
-    uses_f = any("F." in inspect.getsource(h) for h in helpers)
-    out += ["import torch"] + (["import torch.nn.functional as F"] if uses_f else []) + ["from torch import nn", ""]
+    copied = _support(helpers)
+    sources = [inspect.getsource(h) for h in copied]
+    uses_f = any("F." in s for s in sources)
+    uses_math = any("math." in s for s in sources)
+    out += (["import math", ""] if uses_math else []) + ["import torch"] + (
+        ["import torch.nn.functional as F"] if uses_f else []) + ["from torch import nn", ""]
     used = {n for c in classes for s in c.slots if s.expr and s.out == s.expr for n in re.findall(r"[A-Za-z_]\w*", s.expr)}
     written = [f"{n} = {v!r}" for n, v in constants.items() if n in used and not any(n in c.args for c in classes)]
     if written:
         out += ["# the spec's vars", *written, ""]
-    order = [archspec_nn.PaddedConv2d, archspec_nn.GlobalPool, archspec_nn.Concat, archspec_nn.Add, archspec_nn._Recurrent, archspec_nn.RNN,
-             archspec_nn.GRU, archspec_nn.LSTM]
-    needed = set(helpers)
-    if needed & {archspec_nn.RNN, archspec_nn.GRU, archspec_nn.LSTM}:
-        needed.add(archspec_nn._Recurrent)
-    # any other helper of archspec.nn (the shape kinds' modules, Mul, Scale, ...) in its definition order
-    order += sorted((h for h in needed if h not in order), key=lambda h: inspect.getsourcelines(h)[1])
-    for h in order:
-        if h in needed:
-            out += ["", inspect.getsource(h).rstrip(), ""]
+    if any(re.search(r"\bmake_divisible\(", s.out) for c in classes for s in c.slots):
+        out += ["", _MAKE_DIVISIBLE, ""]
+    for source in sources:
+        out += ["", source.rstrip(), ""]
     blocks = g.spec.blocks
     for cls in classes:
         w = _Writer()
@@ -728,6 +729,34 @@ def _render(report: Report, classes: list[_Class], helpers: set[type], constants
     return text
 
 
+_MAKE_DIVISIBLE = '''def make_divisible(v, divisor, min_value=None):
+    """torchvision.models._utils._make_divisible, as the spec's expressions call it."""
+    new = max(divisor if min_value is None else min_value, int(v + divisor / 2) // divisor * divisor)
+    return int(new + divisor if new < 0.9 * v else new)'''
+
+
+def _support(helpers: set[type]) -> list[Any]:
+    """The helper classes and the module-level functions and classes their source names (their
+    bases too), from the modules eject copies, in module then definition order."""
+    import sys
+
+    found: set[Any] = set()
+    todo = list(helpers)
+    while todo:
+        obj = todo.pop()
+        if obj in found:
+            continue
+        found.add(obj)
+        module = sys.modules[obj.__module__]
+        names = set(re.findall(r"[A-Za-z_]\w*", inspect.getsource(obj)))
+        names |= {b.__name__ for b in getattr(obj, "__bases__", ())}
+        for name in names:
+            dep = getattr(module, name, None)
+            if (inspect.isclass(dep) or inspect.isfunction(dep)) and getattr(dep, "__module__", "") in _HELPER_MODULES:
+                todo.append(dep)
+    return sorted(found, key=lambda o: (_HELPER_MODULES.index(o.__module__), inspect.getsourcelines(o)[1]))
+
+
 def _forward(cls: _Class) -> list[str]:
     """A parallel's forward: the body in place, branches beside it, merged, then the `then` layers."""
     use = cls.uses[0]
@@ -753,7 +782,8 @@ def _forward(cls: _Class) -> list[str]:
     else:
         lines.append(f"        out = {' + '.join(outs)}")
     for n in then:
-        lines.append(f"        out = self.{n}(out)")
+        lines.append(f"        out = self.{n}(out)" if n not in guards else
+                     f"        out = self.{n}(out) if hasattr(self, {n!r}) else out")
     lines.append("        return out")
     return lines
 
