@@ -627,15 +627,18 @@ def eject_source(report: Report) -> str:
     tree = _Tree(report)
     root = tree.root()
     by_key: dict[str, list[Box]] = {}
+    height: dict[str, int] = {}  # a class's nesting above the classes inside it, over all its uses
 
-    def collect(box: Box) -> None:
-        for c in box.children:
-            if isinstance(c, Box):
-                collect(c)
+    def collect(box: Box) -> int:
+        below = max((collect(c) for c in box.children if isinstance(c, Box)), default=0)
         if box.key:
             by_key.setdefault(box.key, []).append(box)
+            height[box.key] = max(height.get(box.key, 0), below + 1)
+            return below + 1
+        return below
 
     collect(root)
+    by_key = {k: by_key[k] for k in sorted(by_key, key=lambda k: height[k])}  # stable: post-order among equals
     classes: list[_Class] = []
     constants = _constants(report)
     expressions: dict[str, tuple[str, ...]] = {}
