@@ -365,7 +365,8 @@ class _Class:
         """Children merged by name over the uses; (name, entry) in registration order."""
         if len({(b.mode, b.wiring if b.mode == "graph" else ()) for b in boxes if b}) > 1:
             raise _NotGeneral(path)  # a straight-line forward is written from one use: all must match it
-        kids = [(_collapse(box.children) if box.mode != "graph" else list(box.children)) if box else []
+        # loops only in chains: a parallel's and a graph's forward name each child
+        kids = [(_collapse(box.children) if box.mode == "chain" else list(box.children)) if box else []
                 for box in boxes]
         order: list[str] = []  # every use's children, in each use's order (a child a use lacks goes where others have it)
         for children in kids:
@@ -392,6 +393,8 @@ class _Class:
             if not all(p for p, b in zip(present, boxes) if b):
                 conds = {b.when.get(cname, "") for b, i in zip(boxes, items) if b and i}
                 cond = conds.pop() if len(conds) == 1 else ""
+                if any(b and b.mode == "parallel" and b.role.get(cname) == "branch" for b in boxes):
+                    raise _NotGeneral(cname)  # a branch some uses lack: one class per set of branches
                 guard = self.slot([p if b else None for p, b in zip(present, boxes)], name=cond,
                                   fallback=f"with_{path}{cname}")
             first = next(i for i in items if i)
