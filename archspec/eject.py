@@ -1,7 +1,8 @@
 """`archspec eject`: the compiled network as standalone, readable PyTorch source.
 
 One class per spec block (and per kind of residual/concat written outside a block), the network
-as a class, loops for repeated blocks; the file imports only torch. Constructor arguments are
+as a class, loops for repeated blocks; the file imports only torch (and `math`, for the attention's
+scale and the peephole LSTM's init). Constructor arguments are
 found by generalising over every place a block is used: a value that differs between uses, or
 that the spec writes as a block parameter, becomes an argument named after that parameter; a
 value the spec writes as an expression of parameters (`channels * 4`) is written as that
