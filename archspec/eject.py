@@ -343,7 +343,8 @@ def _camel(name: str) -> str:
 
 def _ident(name: str) -> str:
     name = re.sub(r"\W", "_", name)
-    return f"{name}_" if keyword.iskeyword(name) or name in ("self", "nn", "torch", "F", "x") else name
+    # keywords, the file's own names, and E741's ambiguous l, O, I (a paper's k, l, m, n)
+    return f"{name}_" if keyword.iskeyword(name) or name in ("self", "nn", "torch", "F", "x", "l", "O", "I") else name
 
 
 class _Class:
@@ -357,6 +358,7 @@ class _Class:
         self.entries: list[tuple[str, Any]] = []
 
     def slot(self, values: list[Any], name: str = "", expr: str = "", fallback: str = "") -> _Slot:
+        expr = re.sub(r"[A-Za-z_]\w*", lambda m: _ident(m.group(0)), expr)  # its names as the arguments are written
         s = _Slot(values, name, expr, fallback)
         self.slots.append(s)
         return s
