@@ -163,8 +163,8 @@ class AxisLayerNorm(nn.LayerNorm):
     """LayerNorm over a per-sample axis that is not the last (ConvNeXt's LayerNorm2d normalises the
     channels of (N, C, H, W)): move it last, normalise, move it back. Parameter names stay nn.LayerNorm's."""
 
-    def __init__(self, features: int, axis: int, **kwargs):
-        super().__init__(features, **kwargs)
+    def __init__(self, normalized_shape: int, axis: int, **kwargs):  # named as nn.LayerNorm's: eject reads it back
+        super().__init__(normalized_shape, **kwargs)
         self.axis = axis
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
