@@ -501,7 +501,8 @@ def _explicit(spec_key: str, ck_key: str, shapes: Mapping[str, tuple[int, ...]],
 
 def _first_divergence(spec: list[Entry], ckpt: list[Entry]) -> tuple[int, str] | None:
     """Where pairing in order stops being certain: a shape or role differs, a module boundary
-    falls differently, or one side runs out."""
+    falls differently, the names say two same-shaped modules are swapped, or one side runs out."""
+    spec_tensors, ckpt_tensors = _module_tensors(spec), _module_tensors(ckpt)
     for i, (s, c) in enumerate(zip(spec, ckpt)):
         if s.shape != c.shape:
             hint = " (the checkpoint's is transposed)" if s.shape == c.shape[::-1] and len(s.shape) > 1 else ""
@@ -510,12 +511,47 @@ def _first_divergence(spec: list[Entry], ckpt: list[Entry]) -> tuple[int, str] |
             return i, f"same shape, but '{s.role}' in the spec and '{c.role}' in the checkpoint: the order is ambiguous"
         if i and (s.module == spec[i - 1].module) != (c.module == ckpt[i - 1].module):
             return i, "a module boundary falls differently: the spec's and the checkpoint's modules do not correspond"
+        if not i or s.module != spec[i - 1].module:
+            swapped = _swapped(s.module, c.module, spec_tensors, ckpt_tensors)
+            if swapped:
+                return i, swapped
     if len(spec) != len(ckpt):
         n = min(len(spec), len(ckpt))
         more = "checkpoint" if len(ckpt) > len(spec) else "spec"
         return n, (f"the spec has {len(spec)} tensors to fill, the checkpoint {len(ckpt)} "
                    f"({abs(len(ckpt) - len(spec))} more in the {more})")
     return None
+
+
+def _module_tensors(entries: list[Entry]) -> dict[str, tuple[tuple[str, tuple[int, ...]], ...]]:
+    """module -> its (role, shape) pairs: what makes two modules interchangeable by shape."""
+    out: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+    for e in entries:
+        out.setdefault(e.module, []).append((e.role, e.shape))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _swapped(spec_module: str, ckpt_module: str, spec_tensors: Mapping[str, tuple], ckpt_tensors: Mapping[str, tuple]
+             ) -> str | None:
+    """Order pairs spec `a.conv1` with checkpoint `b.conv2`, yet the checkpoint has a `b.conv1` of the
+    same shapes (or the spec an `a.conv2`): the names contradict the order, so pairing would be a
+    guess (siblings declared in another order than they run). Numeric names are positions in a
+    Sequential, not names, and say nothing."""
+    s_parent, _, s_leaf = spec_module.rpartition(".")
+    c_parent, _, c_leaf = ckpt_module.rpartition(".")
+    if s_leaf == c_leaf or not s_leaf or not c_leaf or s_leaf.isdigit() or c_leaf.isdigit():
+        return None
+    in_ckpt = f"{c_parent}.{s_leaf}" if c_parent else s_leaf
+    in_spec = f"{s_parent}.{c_leaf}" if s_parent else c_leaf
+    if ckpt_tensors.get(in_ckpt) == spec_tensors[spec_module]:
+        namesake = f"the checkpoint's '{in_ckpt}'"
+    elif spec_tensors.get(in_spec) == ckpt_tensors[ckpt_module]:
+        namesake = f"the spec's '{in_spec}'"
+    else:
+        return None
+    return (f"same shapes, but the names disagree: the order pairs the spec's '{spec_module}' with the checkpoint's "
+            f"'{ckpt_module}', and {namesake} holds tensors of the same shapes: same-shaped modules in another "
+            "order, refused rather than paired by position")
 
 
 def _diagnostic(spec_name: str, name: str, spec: list[Entry], ckpt: list[Entry], index: int, why: str,

@@ -182,6 +182,44 @@ def test_same_shaped_tensors_in_another_order_are_refused(tmp_path: Path):
         archspec.load_weights(CORPUS / "tiny.yaml", tmp_path / "swapped.pth")
 
 
+def test_swapped_same_shaped_sibling_modules_are_refused_side_by_side(tmp_path: Path, capsys):
+    """layer1.0's conv2/bn2 stored before conv1/bn1 (declared in another order than they run): every
+    shape still lines up in order, but the names say the pairing would cross conv1 with conv2."""
+    sd = tv.randomized(tv.resnet18()).state_dict()
+    block = [k for k in sd if k.startswith("layer1.0.")]
+    first, second = [k for k in block if ".conv1." in k or ".bn1." in k], [k for k in block if ".conv2." in k or ".bn2." in k]
+    at = list(sd).index(block[0])
+    order = list(sd)[:at] + second + first + list(sd)[at + len(block):]
+    assert sorted(order) == sorted(sd) and order != list(sd)
+    torch.save(OrderedDict((k, sd[k]) for k in order), tmp_path / "swapped.pth")
+    code = main(["weights", "import", str(ROOT / "specs/resnet18.yaml"), str(tmp_path / "swapped.pth"), "-o",
+                 str(tmp_path / "w.safetensors")])
+    err = capsys.readouterr().err
+    assert code == 1 and not (tmp_path / "w.safetensors").exists()
+    assert ("at tensor #5 (num_batches_tracked aside) same shapes, but the names disagree: the order pairs the "
+            "spec's 'layer1.block0.conv1' with the checkpoint's 'layer1.0.conv2', and the checkpoint's "
+            "'layer1.0.conv1' holds tensors of the same shapes") in err
+    marked = [line for line in err.splitlines() if line.lstrip().startswith(">")]
+    assert len(marked) == 1 and marked[0].split() == [">", "5", "layer1.block0.conv1.weight", "(64,", "64,", "3,", "3)",
+                                                      "|", "layer1.0.conv2.weight", "(64,", "64,", "3,", "3)"]
+    assert "Traceback" not in err
+    # in the order the module runs, the same tensors import and reproduce the model
+    torch.save(sd, tmp_path / "ordered.pth")
+    assert main(["weights", "import", str(ROOT / "specs/resnet18.yaml"), str(tmp_path / "ordered.pth"), "-o",
+                 str(tmp_path / "w.safetensors")]) == 0
+
+
+def test_swapped_siblings_named_only_on_the_spec_side_are_refused(tmp_path: Path):
+    """The checkpoint's module is named like a same-shaped sibling in the spec: also a contradiction."""
+    sd = tv.randomized(tv.resnet18()).state_dict()
+    renamed = OrderedDict((k.replace("layer1.0.conv1.", "layer1.0.conv2.", 1) if k.startswith("layer1.0.conv1.")
+                           else k.replace("layer1.0.conv2.", "layer1.0.convb.", 1), v) for k, v in sd.items())
+    torch.save(renamed, tmp_path / "renamed.pth")
+    with pytest.raises(WeightsError, match=r"at tensor #5 .*the order pairs the spec's 'layer1.block0.conv1' with the "
+                                           r"checkpoint's 'layer1.0.conv2', and the spec's 'layer1.block0.conv2' holds"):
+        archspec.load_weights(ROOT / "specs/resnet18.yaml", tmp_path / "renamed.pth")
+
+
 def test_module_boundaries_must_correspond(tmp_path: Path):
     sd = archspec.build(CORPUS / "tiny.yaml").state_dict()
     renamed = OrderedDict((k.replace("bn.bias", "other.bias"), v) for k, v in sd.items())
