@@ -432,10 +432,17 @@ def import_checkpoint(report: Report, checkpoint: str | os.PathLike, mapping: Im
         left_ckpt.sort(key=lambda e: _natural(e.key))
         notes.append("a .safetensors file does not keep module order: both sides were paired in natural key order")
     divergence = _first_divergence(left_spec, left_ckpt)
-    if divergence is not None:
+    held = None if divergence is None else _held_directly(left_spec, left_ckpt)
+    if held is not None:
+        pairs.update(held[0])
+        moved = held[1]
+        notes.append(f"{len(moved)} tensors held directly by a module with submodules (PyTorch lists them before the "
+                     f"submodules, not where they are used) were paired by name within their module: {_brief(moved, 4)}")
+    elif divergence is not None:
         index, why = divergence
         raise WeightsError(_diagnostic(report.graph.name, name, left_spec, left_ckpt, index, why, ordered))
-    pairs.update({s.key: c.key for s, c in zip(left_spec, left_ckpt)})
+    else:
+        pairs.update({s.key: c.key for s, c in zip(left_spec, left_ckpt)})
 
     # num_batches_tracked: from the checkpoint module the BatchNorm was paired with, else 0
     zeroed = []
@@ -521,6 +528,40 @@ def _first_divergence(spec: list[Entry], ckpt: list[Entry]) -> tuple[int, str] |
         return n, (f"the spec has {len(spec)} tensors to fill, the checkpoint {len(ckpt)} "
                    f"({abs(len(ckpt) - len(spec))} more in the {more})")
     return None
+
+
+def _held_directly(spec: list[Entry], ckpt: list[Entry]) -> tuple[dict[str, str], list[str]] | None:
+    """Pairs for a checkpoint whose only disorder is tensors held directly by a module that also has
+    submodules (torchvision's `class_token`, `encoder.pos_embedding`, ConvNeXt's `layer_scale`):
+    `state_dict` lists a module's own tensors before its children's (torch.nn.Module._save_to_state_dict),
+    wherever they are used, while the spec holds each in a layer of its own, where it is used, named
+    alike (`class_token.token`, `layer_scale.scale`). Without those, the rest must pair in order;
+    each of those is then paired with the one spec tensor of its shape whose module path names it,
+    inside the spec module its checkpoint module's other tensors were paired with. Returns all pairs
+    and those so paired ('checkpoint key -> spec key'); None when anything is left ambiguous."""
+    parents = {e.module.rsplit(".", k)[0] for e in ckpt for k in range(1, e.module.count(".") + 1)}
+    parents |= {""} if any(e.module for e in ckpt) else set()
+    held = [c for c in ckpt if c.module in parents
+            and any(c.role in s.module.split(".") and s.shape == c.shape for s in spec)]
+    names = {c.role for c in held}
+    named = [s for s in spec if names & set(s.module.split("."))]
+    if not held or len(named) != len(held):
+        return None
+    rest_spec, rest_ckpt = [s for s in spec if s not in named], [c for c in ckpt if c not in held]
+    if _first_divergence(rest_spec, rest_ckpt) is not None:
+        return None
+    pairs = {s.key: c.key for s, c in zip(rest_spec, rest_ckpt)}
+    taken: set[str] = set()
+    for c in held:
+        inside = [s for s, k in pairs.items() if k.startswith(c.module + ".")] if c.module else list(pairs)
+        prefix = ".".join(os.path.commonprefix([k.split(".")[:-1] for k in inside])) if inside else ""
+        found = [s for s in named if s.shape == c.shape and s.key not in taken
+                 and (not prefix or s.key.startswith(prefix + ".")) and c.role in s.module[len(prefix):].split(".")]
+        if len(found) != 1:
+            return None
+        pairs[found[0].key] = c.key
+        taken.add(found[0].key)
+    return pairs, [f"{c} -> {s}" for s, c in pairs.items() if s in taken]
 
 
 def _module_tensors(entries: list[Entry]) -> dict[str, tuple[tuple[str, tuple[int, ...]], ...]]:

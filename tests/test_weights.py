@@ -147,6 +147,43 @@ def test_import_reproduces_the_torchvision_layout_model(spec: str, make, tmp_pat
     assert all(torch.equal(a, b) for a, b in zip(ours.values(), theirs.values()))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["convnext_tiny", "vit_b_16"])
+def test_import_pairs_tensors_held_directly_by_a_module_by_name(spec: str, tmp_path: Path, capsys):
+    """torchvision's ConvNeXt `layer_scale` and ViT `class_token`/`encoder.pos_embedding` are parameters
+    of a module with submodules, so state_dict lists them first; the spec holds each where it is
+    used."""
+    reference = tv.randomized({"convnext_tiny": tv.ConvNeXtTiny, "vit_b_16": tv.ViTB16}[spec]())
+    torch.save(reference.state_dict(), tmp_path / "tv.pth")
+    code = main(["weights", "import", str(ROOT / "specs" / f"{spec}.yaml"), str(tmp_path / "tv.pth"), "-o",
+                 str(tmp_path / "w.safetensors")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    held = {"convnext_tiny": "18 tensors held directly by a module with submodules",
+            "vit_b_16": "2 tensors held directly by a module with submodules"}[spec]
+    assert held in out and ("features.1.0.layer_scale -> stage1.block0.layer_scale.scale" in out if spec == "convnext_tiny"
+                            else "class_token -> class_token.token, encoder.pos_embedding -> pos_embedding.embedding.weight" in out)
+    model = archspec.build(ROOT / "specs" / f"{spec}.yaml", weights=tmp_path / "w.safetensors").eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert close(reference(x), model(x)) <= TOLERANCE
+    ours, theirs = model.state_dict(), reference.state_dict()
+    moved = ({"stage1.block0.layer_scale.scale": "features.1.0.layer_scale",
+              "stage4.block2.layer_scale.scale": "features.7.2.layer_scale"} if spec == "convnext_tiny" else
+             {"class_token.token": "class_token", "pos_embedding.embedding.weight": "encoder.pos_embedding"})
+    assert all(torch.equal(ours[a], theirs[b]) for a, b in moved.items())
+
+
+def test_a_held_tensor_the_spec_does_not_name_is_refused(tmp_path: Path):
+    """A module's own tensor that no spec layer is named after is not moved: the order diverges."""
+    sd = tv.randomized(tv.resnet18()).state_dict()
+    odd = OrderedDict([("layer1.0.scale", sd["layer1.0.bn2.weight"].clone())])
+    odd.update(sd)
+    torch.save(odd, tmp_path / "odd.pth")
+    with pytest.raises(WeightsError, match="at tensor #0 .* shapes differ"):
+        archspec.load_weights(ROOT / "specs/resnet18.yaml", tmp_path / "odd.pth")
+
+
 def test_resnet34_into_resnet18_is_refused_side_by_side(tmp_path: Path, capsys):
     torch.save(tv.resnet34().state_dict(), tmp_path / "r34.pth")
     code = main(["weights", "import", str(ROOT / "specs/resnet18.yaml"), str(tmp_path / "r34.pth"), "-o",
