@@ -361,6 +361,49 @@ def sidecar_note(path: Path, spec_name: str, spec_sha256: str) -> list[str]:
             "shapes match, so it was used"]
 
 
+@dataclass(frozen=True)
+class WeightsMatch:
+    """A weights file that fits a spec (`archspec summary --weights`): what it holds, as stored."""
+
+    path: str
+    tensors: int  # = the spec's state-dict entries, parameters and buffers
+    values: int
+    bytes: int  # the tensors' bytes in the file's dtypes (the file itself adds headers)
+    dtypes: tuple[tuple[str, int], ...]  # (dtype, tensors of it), most common first
+    notes: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "matches": True, "tensors": self.tensors, "values": self.values,
+                "bytes": self.bytes, "dtypes": dict(self.dtypes), "notes": list(self.notes)}
+
+
+def match_weights(report: Report, path: str | os.PathLike) -> WeightsMatch:
+    """Checks a weights file against the spec without torch for .safetensors/.npz (names, shapes,
+    types, finite values, as `export --weights` does); a WeightsError names every misfit."""
+    from collections import Counter
+
+    try:
+        import numpy  # noqa: F401  (reading any weights file needs it)
+    except ImportError:
+        raise WeightsError("reading a weights file needs numpy: pip install 'archspec-compiler[export]'") from None
+    from .exporter.params import check_weights, expected_tensors
+
+    expected = expected_tensors(report)
+    state = read_weights(path, sum(8 * _numel(shape) for shape, _ in expected.values()) + (1 << 20))
+    name = os.fspath(path)
+    try:
+        check_weights(state, expected, report.graph.name, name)
+    except WeightsError as exc:
+        if set(state) - set(expected) and set(expected) - set(state):
+            raise WeightsError(f"{exc}; names differ from the spec's: for a torchvision or timm checkpoint, "
+                               f"map it with `archspec weights import SPEC {Path(name).name} -o w.safetensors`") from None
+        raise
+    dtypes = Counter(str(v.dtype) for v in state.values())
+    return WeightsMatch(name, len(state), sum(int(v.size) for v in state.values()),
+                        sum(int(v.nbytes) for v in state.values()), tuple(dtypes.most_common()),
+                        tuple(sidecar_note(Path(name), report.graph.name, report.graph.sha256)))
+
+
 # -- importing a foreign checkpoint ----------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -650,5 +693,5 @@ def read_map(path: str | os.PathLike) -> ImportMap:
     return ImportMap(tuple(pairs.items()), tuple(ignore))
 
 
-__all__ = ["ImportMap", "ImportResult", "WeightsError", "import_checkpoint", "load_into", "read_map",
-           "read_weights", "save_weights", "write_weights"]
+__all__ = ["ImportMap", "ImportResult", "WeightsError", "WeightsMatch", "import_checkpoint", "load_into",
+           "match_weights", "read_map", "read_weights", "save_weights", "write_weights"]

@@ -4,6 +4,7 @@ key names (tests/torchvision_like.py), whose outputs the imported spec must repr
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -335,3 +336,58 @@ def test_build_cli_writes_safetensors_that_export_notes_when_the_spec_changed(tm
     assert sidecar_note(tmp_path / "w.safetensors", "tiny", report.graph.sha256) == []
     note = sidecar_note(tmp_path / "w.safetensors", "tiny", "0" * 64)
     assert len(note) == 1 and note[0].startswith("w.safetensors was saved for spec 'tiny' with a different sha256")
+
+
+# -- archspec summary --weights FILE ----------------------------------------------------------------
+
+def test_summary_weights_reports_the_file_against_the_spec(tmp_path: Path, capsys):
+    spec = ROOT / "specs/resnet18.yaml"
+    module = archspec.build(spec, seed=1)
+    archspec.save_weights(module, tmp_path / "w.safetensors")
+    state = module.state_dict()  # the oracle: torch's own count of the module's tensors
+    values, size = sum(t.numel() for t in state.values()), sum(t.numel() * t.element_size() for t in state.values())
+    floats = sum(t.is_floating_point() for t in state.values())
+    assert main(["summary", str(spec), "--depth", "0", "--weights", str(tmp_path / "w.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert (f"weights {tmp_path / 'w.safetensors'} match spec 'resnet18': {len(state)} tensors, the whole state dict "
+            f"(names and shapes equal, values finite); {values:,} values, {size:,} bytes: float32 x{floats}, "
+            f"int64 x{len(state) - floats}") in out
+    assert (len(state), floats, values) == (122, 102, 11_699_132)
+    assert main(["summary", str(spec), "--format", "json", "--weights", str(tmp_path / "w.safetensors")]) == 0
+    report = json.loads(capsys.readouterr().out)["weights"]
+    assert report == {"path": str(tmp_path / "w.safetensors"), "matches": True, "tensors": 122, "values": values,
+                      "bytes": size, "dtypes": {"float32": floats, "int64": len(state) - floats}, "notes": []}
+
+
+def test_summary_weights_refuses_a_file_that_does_not_fit(tmp_path: Path, capsys):
+    archspec.save_weights(archspec.build(ROOT / "specs/resnet18.yaml"), tmp_path / "r18.safetensors")
+    code = main(["summary", str(ROOT / "specs/resnet34.yaml"), "--weights", str(tmp_path / "r18.safetensors")])
+    err = capsys.readouterr().err
+    r34 = archspec.build(ROOT / "specs/resnet34.yaml", device="meta").state_dict()
+    r18 = archspec.build(ROOT / "specs/resnet18.yaml", device="meta").state_dict()
+    missing = [k for k in r34 if k not in r18]
+    assert code == 1 and err.startswith(f"archspec: error: weights {tmp_path / 'r18.safetensors'} do not fit the module "
+                                        f"built from spec 'resnet34': missing {len(missing)}: {missing[0]}, ")
+    assert "Traceback" not in err
+    # a torchvision checkpoint: names missing and names unexpected, so the message points at `weights import`
+    torch.save(tv.resnet18().state_dict(), tmp_path / "tv.pth")
+    assert main(["summary", str(ROOT / "specs/resnet18.yaml"), "--weights", str(tmp_path / "tv.pth")]) == 1
+    assert ("names differ from the spec's: for a torchvision or timm checkpoint, map it with "
+            "`archspec weights import SPEC tv.pth -o w.safetensors`") in capsys.readouterr().err
+
+
+def test_summary_weights_reads_safetensors_without_torch(tmp_path: Path):
+    archspec.save_weights(archspec.build(CORPUS / "tiny.yaml"), tmp_path / "w.safetensors")
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from archspec.cli import main\n"
+            f"assert main(['summary', {str(CORPUS / 'tiny.yaml')!r}, '--weights', {str(tmp_path / 'w.safetensors')!r}]) == 0\n"
+            "assert not [m for m in sys.modules if m.startswith(('torch', 'onnx')) and sys.modules[m] is not None]\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "match spec 'tiny': 8 tensors" in r.stdout  # conv, batchnorm's 5, fc's 2
+
+
+def test_summary_paper_weights_is_the_bias_free_column(capsys):
+    assert main(["summary", str(ROOT / "specs/googlenet_paper.yaml"), "--depth", "1", "--paper-weights"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["inception3a"])
+    assert "163,328" in row.split()  # GoogLeNet Table 1's inception (3a): weights without biases (docs/lecture.md)
