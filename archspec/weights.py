@@ -59,7 +59,7 @@ def read_weights(path: str | os.PathLike, max_bytes: int | None = None) -> dict[
     try:
         size = regular_file(name, max_bytes)
         with open(name, "rb") as fh:
-            head = fh.read(8)
+            head = fh.read(9)
     except TooLarge as exc:
         raise WeightsError(f"weights file {name} holds {exc.size:,} bytes, more than the spec's state dict "
                            f"can take ({exc.limit:,})") from None
@@ -77,10 +77,10 @@ def read_weights(path: str | os.PathLike, max_bytes: int | None = None) -> dict[
         if members and all(m.endswith(".npy") for m in members):
             return _read_npz(name)
         return _read_torch(name)
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+    if _is_pickle(head):
         return _read_torch(name)  # a legacy (non-zip) torch.save file or a bare pickle
-    if len(head) == 8 and head[0:1] != b"\x80":
-        (header_len,) = struct.unpack("<Q", head)
+    if len(head) >= 8:  # safetensors: a little-endian header length, whose first byte may well be 0x80
+        (header_len,) = struct.unpack("<Q", head[:8])
         if header_len <= MAX_HEADER_BYTES:
             return _read_safetensors(name, size, header_len)
     raise WeightsError(f"{name} is not a weights file: expected .safetensors, a PyTorch state dict "
@@ -523,8 +523,15 @@ def import_checkpoint(report: Report, checkpoint: str | os.PathLike, mapping: Im
 
 def _is_safetensors(name: str) -> bool:
     with open(name, "rb") as fh:
-        head = fh.read(8)
-    return len(head) == 8 and not head.startswith(b"PK") and head[:1] != b"\x80"
+        head = fh.read(9)
+    return len(head) >= 8 and not head.startswith(b"PK") and not _is_pickle(head)
+
+
+def _is_pickle(head: bytes) -> bool:
+    """PROTO 2..5 (pickletools): how torch.save's legacy format and pickles of protocol 2 and later
+    start. A safetensors file whose header length is 0x..0280 bytes starts alike; its ninth byte,
+    the header's opening brace, tells them apart."""
+    return head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") and head[8:9] != b"{"
 
 
 def _explicit(spec_key: str, ck_key: str, shapes: Mapping[str, tuple[int, ...]], state: Mapping[str, Any],

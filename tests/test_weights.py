@@ -115,6 +115,22 @@ def test_checkpoint_wrapped_by_a_training_loop_is_unwrapped(tmp_path: Path):
     assert list(read_weights(tmp_path / "ckpt.pth")) == list(sd)
 
 
+@pytest.mark.parametrize("length", [0x80 + 0x100 * 36, 0x280])
+def test_safetensors_whose_header_length_starts_like_a_pickle(length: int, tmp_path: Path):
+    """A header of 0x2480 bytes (vgg16_bn's, imported) starts the file with 0x80, a pickle's PROTO
+    opcode; one of 0x280 bytes even with PROTO 2. Both are safetensors, read as such."""
+    sd = archspec.build(CORPUS / "tiny.yaml", seed=2).state_dict()
+    for pad in range(length):  # metadata that brings the JSON header to exactly `length` bytes
+        write_weights(tmp_path / "w.safetensors", sd, {"pad": "x" * pad})
+        if int.from_bytes((tmp_path / "w.safetensors").read_bytes()[:8], "little") == length:
+            break
+    assert (tmp_path / "w.safetensors").read_bytes()[:1] == b"\x80"
+    state = read_weights(tmp_path / "w.safetensors")
+    assert all(np.array_equal(state[k], v.numpy()) for k, v in sd.items())
+    result = import_checkpoint(archspec.check(CORPUS / "tiny.yaml"), tmp_path / "w.safetensors")
+    assert all(np.array_equal(result.tensors[k], v.numpy()) for k, v in sd.items())
+
+
 def test_reading_safetensors_needs_no_torch(tmp_path: Path):
     write_weights(tmp_path / "w.safetensors", {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3)})
     code = ("import sys; sys.modules['torch'] = None\n"
