@@ -2,7 +2,8 @@
 as a checkpoint, imported with `archspec weights import`, and the spec built with the imported
 weights must give the reference's outputs in eval mode; mismatched checkpoints must be refused.
 Beside each row: parameters (archspec check / the reference) and MACs (archspec check /
-FlopCounterMode FLOPs / 2 of the reference at batch 1), the counts tools/zoo_reference.py compared.
+FlopCounterMode FLOPs / 2 of the reference at batch 1), folded in from the former
+tools/zoo_reference.py.
 
 Runs in the oracle environment (torchvision cannot live beside the project's torch):
 
