@@ -8,8 +8,10 @@ and in the file's order, so the exporter and the importer need no torch for safe
 
 The importer (`import_checkpoint`) maps a foreign checkpoint (torchvision's, timm's) onto a
 spec's state-dict keys structurally: tensors are paired in module order, shapes must agree,
-the last key component (weight, bias, running_mean, ...) must agree, and module boundaries must
-coincide; anything else is refused with the first divergence shown side by side.
+the last key component (weight, bias, running_mean, ...) must agree, module boundaries must
+coincide and same-shaped sibling modules must not be crossed against their names; tensors a module
+holds beside its submodules (which state_dict lists first) are paired by name within their module;
+anything else is refused with the first divergence shown side by side.
 """
 
 from __future__ import annotations
