@@ -97,7 +97,7 @@ class Lin:
     def __str__(self) -> str:
         parts = []
         for a, c in self.terms:
-            name = a if isinstance(a, str) or abs(c) == 1 else f"({a})"
+            name = str(a) if isinstance(a, str) or abs(c) == 1 else f"({a})"
             parts.append(("- " if c < 0 else "+ ") + (name if abs(c) == 1 else f"{abs(c)}*{name}"))
         if self.const or not parts:
             parts.append(("- " if self.const < 0 else "+ ") + str(abs(self.const)))
