@@ -179,10 +179,9 @@ def _undecided(report: Report, name: str, tried: list[tuple[int, list[tuple[int,
     size = report.symbols.nominal[name]
     k, guard = tried[0][1][0]
     e = guard.left + guard.right.scale(-1)
-    only = ""
-    if guard.op == "==" and guard.outcome and e.affine and e.symbols == {name}:
-        only = f", which holds only at {name}={size}"  # a*n + b = 0 has one solution
-    sizes = ", ".join(str(s) for s, _ in tried)
-    return (f"input axis '{name}' is declared symbolic ({name}={size}), but the network only accepts {name}={size} "
-            f"(tried {sizes}): the shape rule of {_where(report, k)} needs {guard}{only}, and cannot be decided for "
-            f"every size; export it fixed, e.g. --dynamic batch")
+    sizes = ", ".join(str(s) for s, failed in tried if any(g is guard for _, g in failed))
+    why = f"holds only at {name}={size}" if (guard.op == "==" and guard.outcome and e.affine
+                                            and e.symbols == {name}) else \
+        f"holds at {name}={size} but not at {sizes}; it cannot be decided symbolically"  # a*n + b = 0: one n
+    return (f"input axis '{name}' is declared symbolic ({name}={size}), but the network only accepts {name}={size}: "
+            f"the shape rule of {_where(report, k)} needs {guard}, which {why}; export it fixed, e.g. --dynamic batch")
