@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 Env = Mapping[str, int]
 
@@ -43,7 +43,7 @@ def _operand(x: Lin) -> str:
 
 
 _OPS: dict[str, Callable[[int, int], int]] = {"//": operator.floordiv, "%": operator.mod, "*": operator.mul}
-Atom = Union[str, Op]
+Atom = str | Op
 
 
 def _key(atom: Atom) -> str:
@@ -227,10 +227,10 @@ class SymInt(int):
                 guards.append(Guard(op, self.expr, other, outcome))
         return outcome
 
-    def __eq__(self, o: Any) -> Any:  # type: ignore[override]
+    def __eq__(self, o: object) -> Any:  # type: ignore[override]
         return self._compare(o, "==")
 
-    def __ne__(self, o: Any) -> Any:  # type: ignore[override]
+    def __ne__(self, o: object) -> Any:  # type: ignore[override]
         return self._compare(o, "!=")
 
     def __lt__(self, o: Any) -> Any:
