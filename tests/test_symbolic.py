@@ -13,7 +13,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from support import recorded_shapes
+from test_properties import checked, image_spec
 
 import archspec
 import archspec.analyze
@@ -259,3 +262,29 @@ def test_an_onnx_form_that_bakes_a_size_is_refused(tmp_path: Path) -> None:
                                           r"kernel_shape=\[8, 8\] from h, w"):
         export_model(report, tmp_path / "m.onnx")
     assert dict(export_model(report, tmp_path / "m.onnx", dynamic="batch").dynamic_axes) == {"batch": 0}
+
+
+# -- generated networks -------------------------------------------------------------------------
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(image_spec(), st.tuples(st.integers(0, 9), st.integers(0, 9)))
+def test_where_the_guards_hold_the_expressions_are_pytorchs_shapes(spec: dict, grow: tuple[int, int]) -> None:
+    """Soundness on generated image networks (convs, pools, blocks, residuals, concats): where every
+    recorded decision holds, the checker accepts that size and PyTorch computes the shapes the
+    expressions give, for every layer."""
+    c, h, w = spec["input"]["image"]
+    spec["input"]["image"] = [c, f"h={h}", f"w={w}"]
+    report = checked(spec)
+    env = {"h": h + grow[0], "w": w + grow[1]}
+    if report.symbols.holds(env):
+        event("a decision changes at the larger size")
+        return
+    event("every decision holds at the larger size")
+    other = archspec.check(report.graph.doc, input_shape=(c, env["h"], env["w"]))
+    module = build_module(other).eval()
+    paths = {n.scope for n in report.graph.nodes}
+    got = recorded_shapes(module, torch.randn(1, c, env["h"], env["w"]), paths)
+    want = shapes_at(report, env)
+    assert {p: got[p] for p in paths if p in got} == {p: want[p] for p in paths if p in got}
+    assert [t.shape for t in other.types] == [tuple(e.eval({**report.symbols.nominal, **env}) for e in d)
+                                              for d in report.symbols.dims]
