@@ -6,7 +6,9 @@ contract. Container rows (blocks, groups, repeats, branches) are sums over the s
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 
 from .errors import Collector, Loc
 from .layers import REGISTRY, Cost, ShapeError, TensorType
@@ -60,9 +62,14 @@ class Symbols:
     sizes from here."""
 
     nominal: dict[str, int]  # symbol -> its declared (nominal) size
-    dims: tuple[tuple[Lin, ...], ...]  # per value id: each per-sample axis, a constant when fixed
+    shapes: tuple[tuple[int, ...], ...] = ()  # per value id: its shape, a `SymInt` where an axis varies
     guards: tuple[tuple[int, Guard], ...] = ()  # (node index, a comparison its shape rule made on a symbol)
     pins: tuple[tuple[int, frozenset[str]], ...] = ()  # (node index, symbols its parameter count depends on)
+
+    @cached_property
+    def dims(self) -> tuple[tuple[Lin, ...], ...]:
+        """Per value id, each per-sample axis as an expression (a constant when fixed)."""
+        return tuple(tuple(Lin.of(d) for d in shape) for shape in self.shapes)
 
     def holds(self, env: dict[str, int]) -> list[tuple[int, Guard]]:
         """The guards that fail at `env` (empty: every shape rule decides as at the nominal sizes)."""
@@ -99,7 +106,7 @@ def analyze(graph: Graph, limits: Limits | None = None) -> Report:
     walker.out.raise_if_any()
     nodes = _rows(graph, types, costs)
     root = nodes[0]
-    symbols = Symbols(walker.nominal, tuple(tuple(Lin.of(d) for d in t.shape) for t in walker.sym),  # type: ignore[union-attr]
+    symbols = Symbols(walker.nominal, tuple(t.shape for t in walker.sym),  # type: ignore[union-attr]
                       tuple(walker.guards), tuple(walker.pins))
     report = Report(graph, nodes, tuple(types), Totals(root.params, root.macs, root.flops, root.activation_bytes),
                     symbols)
@@ -238,13 +245,15 @@ class _Walker:
             self.out.add("AS203", f"{node.kind} expects {kind.input_dtype} input, got {x.dtype}", node.loc,
                          node.source, hint, self._context(node, xs))
             raise _Stop
+        symbolic = bool(self.nominal) and any(type(d) is SymInt for x in syms for d in x.shape)
+        guards: list[Guard] = []
         try:
-            with recording() as guards:
+            with recording() if symbolic else nullcontext(guards) as guards:
                 ysym = kind.output_types(node.params, syms)
                 for y in ysym:
                     if any(d <= 0 for d in y.shape):
                         raise ShapeError(f"output {y} has a non-positive dimension", None, "AS202")
-            ys = tuple(TensorType(nominal(y.shape), y.dtype, y.layout) for y in ysym)
+            ys = tuple(TensorType(nominal(y.shape), y.dtype, y.layout) for y in ysym) if symbolic else ysym
             for y in ys:
                 self.bound(y, node.loc)
         except ShapeError as exc:
@@ -264,7 +273,7 @@ class _Walker:
                          self._context(node, xs, culprit))
             raise _Stop from None
         self.guards += [(k, g) for g in guards]
-        if any(isinstance(d, SymInt) for x in syms for d in x.shape):
+        if symbolic:
             with recording():  # a parameter count that varies with a symbol pins it
                 params = kind.cost_n(node.params, syms, ysym).params
             if isinstance(params, SymInt):

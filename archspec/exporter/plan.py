@@ -69,8 +69,9 @@ def _axis_name(e: Lin, dynamic: frozenset[str], fallback: str) -> str:
 
 
 def report_at(report: Report, sample_shape: tuple[int, ...]) -> Report:
-    """The checker's report for another input size. The spec already passed its budgets at its own
-    size, so budgets and limits are not applied again here."""
+    """The checker's report for another input size (`archspec summary --input`-style callers and tests;
+    export itself never analyses again). The spec already passed its budgets at its own size, so
+    budgets and limits are not applied again here."""
     if sample_shape == report.graph.input.shape:
         return report
     graph = resolve(report.graph.doc, _RECHECK_LIMITS, sample_shape)
