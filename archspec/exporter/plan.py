@@ -69,8 +69,8 @@ def _axis_name(e: Lin, dynamic: frozenset[str], fallback: str) -> str:
 
 
 def report_at(report: Report, sample_shape: tuple[int, ...]) -> Report:
-    """The checker's report for another input size (`archspec summary --input`-style callers and tests;
-    export itself never analyses again). The spec already passed its budgets at its own size, so
+    """The checker's report for another input size, for callers and tests that want one (export
+    itself never analyses again). The spec already passed its budgets at its own size, so
     budgets and limits are not applied again here."""
     if sample_shape == report.graph.input.shape:
         return report
