@@ -246,11 +246,6 @@ class SymInt(int):
         return self._compare(o, ">=")
 
 
-def expr(d: int) -> Lin:
-    """The expression of a size: a symbol's, or a constant."""
-    return Lin.of(d)
-
-
 def nominal(shape: tuple[int, ...]) -> tuple[int, ...]:
     """Plain ints: what the rest of archspec (costs, lowering, emission) reads."""
     return tuple(int(d) for d in shape)
