@@ -858,20 +858,29 @@ class _Flattener:
         return value
 
     def deferred(self, t: Deferred, prefix: str, x: int) -> int:
-        """Expands a block that reads `in` now that its input is typed, and walks the expansion.
-        After an error no later block is expanded: their input types could be wrong."""
+        """Expands a block that reads `in` now that its input is typed, and walks the expansion."""
         r = self.resolver
         assert r is not None  # a Deferred exists only when the resolver made one
-        if r.out.diagnostics:
-            return x
-        if self.types[x] is None:  # a layer before it fails its shape rule: analyze says how
-            self.explain(t.loc)
-            return x
+        if self.types[x] is None:
+            if not r.out.diagnostics:  # a layer before it fails its shape rule: analyze says how
+                self.explain(t.loc)
+            return self.untyped(t)
         expanded = r.expand(t, self.types[x], self.alt[x] if self.dynamic else None, self.dynamic)  # type: ignore[arg-type]
         if expanded is None:
-            return x
+            return self.untyped(t)
         self.expansions[id(t)] = expanded
         return self.tree(replace(expanded, refs=None, token=t.token), prefix, x)
+
+    def untyped(self, t: Deferred) -> int:
+        """The output of a block that could not be expanded (an error is reported, so this graph is
+        never returned): untyped, so that only the blocks that do not depend on it are expanded."""
+        self.values.append(Value(t.name, None))
+        self.types.append(None)
+        if self.dynamic:
+            self.alt.append(None)
+        if t.token is not None:
+            self.bound[t.token] = len(self.values) - 1
+        return len(self.values) - 1
 
     def explain(self, loc: Loc) -> None:
         """The diagnostics of the layers that cannot be typed, from analyze itself (imported here:
