@@ -806,7 +806,7 @@ class _Resolver:
         return _rename(tree, d.name, d.label) if d.label else tree
 
 
-_AXIS_NAMES = {"C": "channels", "H": "height", "W": "width", "T": "time", "F": "features"}  # layout letter -> `in.` name
+_AXIS_NAMES = {"C": "channels", "H": "height", "W": "width", "T": "time", "F": "features"}  # layout letter -> in.NAME
 
 
 class _Flattener:
@@ -861,15 +861,16 @@ class _Flattener:
         """Expands a block that reads `in` now that its input is typed, and walks the expansion."""
         r = self.resolver
         assert r is not None  # a Deferred exists only when the resolver made one
-        if self.types[x] is None:
+        typed = self.types[x]
+        if typed is None:
             if not r.out.diagnostics:  # a layer before it fails its shape rule: analyze says how
                 self.explain(t.loc)
             return self.untyped(t)
-        expanded = r.expand(t, self.types[x], self.alt[x] if self.dynamic else None, self.dynamic)  # type: ignore[arg-type]
+        expanded = r.expand(t, typed, self.alt[x] if self.dynamic else None, self.dynamic)
         if expanded is None:
             return self.untyped(t)
-        self.expansions[id(t)] = expanded
-        return self.tree(replace(expanded, refs=None, token=t.token), prefix, x)
+        walked = self.expansions[id(t)] = replace(expanded, refs=None, token=t.token)
+        return self.tree(walked, prefix, x)
 
     def untyped(self, t: Deferred) -> int:
         """The output of a block that could not be expanded (an error is reported, so this graph is

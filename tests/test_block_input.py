@@ -62,6 +62,10 @@ def test_in_reads_the_block_input_not_the_item_input(tmp_path: Path) -> None:
               - inner: {w: "in.channels"}
               - {relu, when: "in.channels == 3"}
               - {repeat: "in.height // 8", body: [{conv2d: {out: "in.shape[-1]", kernel: 1}}]}
+              - residual: {body: [same]}
+          same:
+            params: {}
+            body: [{conv2d: {out: "in.channels", kernel: 1}}]
         network:
           - conv2d: {out: 3, kernel: 1}
           - outer
@@ -80,12 +84,18 @@ def test_in_reads_the_block_input_not_the_item_input(tmp_path: Path) -> None:
               - inner: {w: 3, c: 5}
               - relu
               - {repeat: 2, body: [{conv2d: {out: 16, kernel: 1}}]}
+              - residual: {body: [same]}
+          same:
+            params: {}
+            body: [{conv2d: {out: 16, kernel: 1}}]
         network:
           - conv2d: {out: 3, kernel: 1}
           - outer
         """))
     same_graph(read.graph, hand.graph)
     assert read.output.shape == (16, 16, 16)
+    residual = next(s for s in read.graph.scopes if s.label == "residual")
+    assert [read.graph.nodes[k].scope for k in residual.zero_init] == ["outer0.residual0.same0"]
 
 
 @pytest.mark.parametrize("head, body, want", [
