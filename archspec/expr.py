@@ -191,10 +191,11 @@ class _Evaluator:
         hint = did_you_mean(node.id, self.env) or (f"did you mean '{prefixed[-1]}'?" if prefixed else "")
         raise ExprError("AS121", f"unknown variable '{node.id}'", hint)
 
-    def input_view(self, node: ast.expr) -> TypeView:
+    def input_view(self, node: ast.expr, whole: ast.expr) -> TypeView:
         """The base of `in.x`: only the name `in`, and only where a block's input is known."""
         if not (isinstance(node, ast.Name) and node.id == _IN_NAME):
-            raise ExprError("AS120", "only `in` has attributes in an expression (in.channels, in.shape[i])")
+            raise ExprError("AS120", f"'{ast.unparse(whole)}' is not allowed in an expression: "
+                            "only `in` has attributes (in.channels, in.shape[i])")
         view = self.env.get(IN)
         if not isinstance(view, TypeView):
             raise ExprError("AS121", "`in` is defined only inside a block's body: it is the value the block reads",
@@ -202,12 +203,13 @@ class _Evaluator:
         return view
 
     def visit_Attribute(self, node: ast.Attribute) -> Value:
-        return self.input_view(node.value).size(node.attr)
+        return self.input_view(node.value, node).size(node.attr)
 
     def visit_Subscript(self, node: ast.Subscript) -> Value:
         if not (isinstance(node.value, ast.Attribute) and node.value.attr == "shape"):
-            raise ExprError("AS120", "only in.shape can be indexed, as in.shape[0]")
-        view = self.input_view(node.value.value)
+            raise ExprError("AS120", f"'{ast.unparse(node)}' is not allowed in an expression: "
+                            "only in.shape can be indexed")
+        view = self.input_view(node.value.value, node)
         index = self.visit(node.slice)
         if not isinstance(index, int) or isinstance(index, bool) or not -len(view.shape) <= index < len(view.shape):
             raise ExprError("AS120", f"in.shape[{index!r}]: the block's input (layout {view.layout}) has "
