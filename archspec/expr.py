@@ -1,4 +1,5 @@
-"""Safe arithmetic over block parameters (`channels * 4`, `2 if i == 0 else 1`).
+"""Safe arithmetic over block parameters (`channels * 4`, `2 if i == 0 else 1`) and the sizes of a
+block's input (`in.channels`, `in.shape[0]`).
 
 `ast.parse` only parses; we walk a whitelist of node types and compute ourselves, so no
 user string can call, import or index anything. Operands and results are bounded so that

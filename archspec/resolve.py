@@ -18,6 +18,10 @@ earlier in the same list or in a list enclosing it. Names inside a block's body,
 or a repeat are private to it; a block body sees only its own names (see docs/tutorial.md).
 The number of layers is bounded while expanding: a repeat is checked against the node budget
 after its first iteration, before the rest is unrolled.
+
+A block whose body reads `in` (the type of the value it reads: `in.channels`, docs/spec.md) is
+expanded last, by `_Flattener`, which types the values before it with the registry's shape rules;
+resolve still returns one complete graph of plain numbers.
 """
 
 from __future__ import annotations

@@ -244,3 +244,40 @@ def test_ejected_mobilenet_v2_in_equals_build(tmp_path: Path) -> None:
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(theirs(x), built(x), rtol=1e-5, atol=1e-5)
+
+
+# --- the evaluator: `in` is a keyword, read as a name only before a dot ------------------------
+
+@pytest.mark.parametrize("text, want", [
+    ("in.channels", 64),
+    ("in .channels + in. width", 120),
+    ("min(in.channels, 48) + in.shape[1] - in.shape[-2]", 48),
+    ("make_divisible(in.channels * 0.75, 8)", 48),
+    ("'in.channels' if in.height == 56 else 'no'", "in.channels"),  # a string constant is left alone
+    ("in.shape[in.channels // 64]", 56),
+])
+def test_evaluator_reads_in(text: str, want: object) -> None:
+    from archspec.expr import IN, TypeView, evaluate, looks_like_expression
+
+    view = TypeView((64, 56, 56), ("channels", "height", "width"), "CHW")
+    assert looks_like_expression(text)
+    assert evaluate(text, {IN: view}) == want
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("in", "cannot parse"),
+    ("in + 1", "cannot parse"),
+    ("1 in in.shape", "comparisons"),
+    ("in.shape[1.5]", "in.shape[1.5]: the block's input (layout CHW) has 3 axes"),
+    ("in.shape[True]", "has 3 axes"),
+    ("in.shape[0][0]", "only in.shape can be indexed"),
+    ("in.channels(1)", "not allowed"),
+    ("__import__('os').x", "not allowed"),
+])
+def test_evaluator_refuses_other_uses_of_in(text: str, fragment: str) -> None:
+    from archspec.expr import IN, ExprError, TypeView, evaluate
+
+    view = TypeView((64, 56, 56), ("channels", "height", "width"), "CHW")
+    with pytest.raises(ExprError) as info:
+        evaluate(text, {IN: view})
+    assert info.value.code == "AS120" and fragment in str(info.value) and "__in__" not in str(info.value)
