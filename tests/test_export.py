@@ -417,12 +417,11 @@ def test_parity_check_catches_a_wrong_model(tmp_path: Path, monkeypatch: pytest.
     report = rnn_report(tmp_path)
     save = write.save
 
-    def corrupt(model, *args):
-        init = next(t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2)
-        arr = onnx.numpy_helper.to_array(init).copy()
+    def corrupt(model, tensors, *args):
+        name = next(k for k, a in tensors.items() if a.dtype == np.float32 and a.ndim == 2)
+        arr = tensors[name].copy()  # the file's copy only: PyTorch keeps the original
         arr.flat[0] += 0.5
-        init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
-        return save(model, *args)
+        return save(model, {**tensors, name: arr}, *args)
 
     monkeypatch.setattr(write, "save", corrupt)
     with pytest.raises(ExportError, match="onnxruntime differs from PyTorch at input 1x12x8"):

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +55,7 @@ def first_line(exc: BaseException) -> str:
 
 
 def check_structure(path: Path, report: Report, plan: Plan) -> None:
-    """Steps 1-3."""
+    """Steps 1-3, on the file as written."""
     import onnx
 
     try:
@@ -64,9 +63,23 @@ def check_structure(path: Path, report: Report, plan: Plan) -> None:
     except Exception as exc:
         raise ExportError(f"onnx.checker rejected the exported model of '{report.graph.name}': {first_line(exc)}") \
             from exc
-    header = onnx.load(str(path), load_external_data=False)
-    _check_input_axes(header, report, plan)
-    _check_output_shape(path, report, plan)
+    model = onnx.load(str(path), load_external_data=False)
+    _check_input_axes(model, report, plan)
+    _check_output_shape(_without_float_data(model), report, plan)
+
+
+def _without_float_data(model: Any) -> Any:
+    """`model` with its float initializers' values dropped, in place: shape inference reads an
+    initializer's type and dims, and the values of integer ones only (data propagation through
+    shape and axes inputs), so inferring on the rest need not copy the weights."""
+    from onnx import TensorProto
+
+    for t in model.graph.initializer:
+        if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16):
+            t.ClearField("raw_data")
+            t.ClearField("float_data")
+            t.ClearField("int32_data")  # float16 values, when not raw
+    return model
 
 
 def _dims(value_info: Any) -> list[int | str | None]:
@@ -93,21 +106,15 @@ def _check_input_axes(model: Any, report: Report, plan: Plan) -> None:
             raise ExportError(f"the exported input '{inp.name}' is not as declared: " + "; ".join(bad))
 
 
-def _check_output_shape(path: Path, report: Report, plan: Plan) -> None:
+def _check_output_shape(model: Any, report: Report, plan: Plan) -> None:
     """ONNX shape inference (strict, with data propagation) vs archspec's checker, every output."""
     import onnx
 
-    inferred_path = path.with_name(path.name + ".inferred")
     try:
-        onnx.shape_inference.infer_shapes_path(str(path), str(inferred_path), check_type=True, strict_mode=True,
-                                               data_prop=True)
-        inferred = onnx.load(str(inferred_path), load_external_data=False)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:
         raise ExportError(f"ONNX shape inference failed on the exported '{report.graph.name}': {first_line(exc)}") \
             from exc
-    finally:
-        with contextlib.suppress(OSError):
-            inferred_path.unlink()
     outs = list(inferred.graph.output)
     names = [o.name for o in report.graph.outputs]
     if [o.name for o in outs] != names:
@@ -167,8 +174,33 @@ def torch_reference(report: Report, weights: Mapping[str, Any], dtype: str = "fl
     return module
 
 
-def check_numerics(path: Path, module: Any, report: Report, plan: Plan, dtype: str = "float32") -> list[Verification]:
-    """Step 4, at every planned size, every output."""
+Reference = tuple[list[Any], str]  # PyTorch's outputs at one planned size, and how it computed them
+
+
+def torch_outputs(report: Report, weights: Mapping[str, Any], plan: Plan,
+                  dtype: str = "float32") -> list[Reference] | None:
+    """Step 4's reference: the module's outputs at every planned size, computed before onnxruntime
+    loads the model, so the module and the weights it shares can be freed first (one copy of the
+    weights in memory at a time); None when torch is not installed."""
+    module = torch_reference(report, weights, dtype)
+    if module is None:
+        return None
+    return [_torch_run(module, _inputs(report, plan, k, dtype)) for k in range(len(plan.runs))]
+
+
+def _inputs(report: Report, plan: Plan, k: int, dtype: str) -> tuple[Any, ...]:
+    """The inputs of planned size `k`, the same for PyTorch and onnxruntime."""
+    import numpy as np
+
+    xs = example_inputs(report, plan.runs[k].inputs, seed=100 + k)
+    if dtype == "float16":
+        xs = tuple(x.astype(np.float16) if x.dtype == np.float32 else x for x in xs)
+    return xs
+
+
+def check_numerics(path: Path, references: list[Reference] | None, report: Report, plan: Plan,
+                   dtype: str = "float32") -> list[Verification]:
+    """Step 4, at every planned size, every output; `references` from `torch_outputs`."""
     import numpy as np
 
     from ..runtime import Session
@@ -178,15 +210,13 @@ def check_numerics(path: Path, module: Any, report: Report, plan: Plan, dtype: s
     g = report.graph
     results = []
     for k, run in enumerate(plan.runs):
-        xs = example_inputs(report, run.inputs, seed=100 + k)
-        if dtype == "float16":
-            xs = tuple(x.astype(np.float16) if x.dtype == np.float32 else x for x in xs)
+        xs = _inputs(report, plan, k, dtype)
         size = ", ".join("x".join(map(str, shape)) for shape in run.inputs)
         try:
             got_all = session.run({i.name: x for i, x in zip(g.inputs, xs)})
         except Exception as exc:
             raise ExportError(f"onnxruntime failed on input {size}: {first_line(exc)}") from exc
-        refs, how = _torch_run(module, xs) if module is not None else ([None] * len(g.outputs), "")
+        refs, how = references[k] if references is not None else ([None] * len(g.outputs), "")
         worst = None
         for out, ref, want_shape in zip(g.outputs, refs, run.outputs):
             got = got_all[out.name]
