@@ -26,7 +26,7 @@ from ..memory import needed, require
 from ..weights import WeightsError, as_state, sidecar_note
 from ..layers import REGISTRY
 from .errors import ExportError
-from .params import check_weights, expected_tensors, initial_state, iter_layers
+from .params import check_weights, expected_tensors, initial_state, iter_layers, one_allocation
 from .plan import BATCH_AXIS, Plan, plan_export, report_at
 from .precision import Quantization
 from .verify import TOLERANCE, Verification, example_input, example_inputs, vocab_size
@@ -143,6 +143,7 @@ def export_model(report: Report, output: str | os.PathLike, *,
         source = "state dict" if isinstance(weights, Mapping) else f"{Path(where).name} sha256:{write.sha256(Path(where))}"
         if not isinstance(weights, Mapping):
             notes += sidecar_note(Path(weights), report.graph.name, report.graph.sha256)
+    state = one_allocation(state)
 
     with staging(output) as tmpdir:
         t0 = time.perf_counter()
@@ -160,9 +161,9 @@ def export_model(report: Report, output: str | os.PathLike, *,
         if check:
             from .verify import check_numerics, check_structure, torch_outputs
 
-            check_structure(staged, report, plan)
             references = torch_outputs(report, state, plan, dtype)
-            del state  # onnxruntime loads its own copy of the weights from the file
+            del state  # the checker and onnxruntime parse their own copies of the weights from the file
+            check_structure(staged, report, plan)
             checks = check_numerics(staged, references, report, plan, dtype)
             if not checks[0].compared:
                 notes.append("numeric verification skipped: PyTorch is not installed (onnxruntime ran at every "

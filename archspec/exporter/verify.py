@@ -156,6 +156,18 @@ def vocab_size(report: Report) -> int:
     return min((int(n.params.vocab) for n in report.graph.nodes if n.kind == "embedding"), default=2)
 
 
+def passive_openmp() -> None:
+    """For a process that imports torch only to verify: OpenMP workers that sleep between parallel
+    regions instead of spinning (OMP_WAIT_POLICY, read once when torch loads; a user's setting
+    wins). On a shared 2-core machine spinning workers made the verification's two ResNet-50
+    forwards 4-10x slower (tools/bench_export.py --omp)."""
+    import os
+    import sys
+
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def torch_reference(report: Report, weights: Mapping[str, Any], dtype: str = "float32") -> Any:
     """The module `lower` builds, holding `weights` (no copy, no initialisation: built on the meta
     device, then the arrays assigned); None when torch is not installed."""
@@ -205,7 +217,9 @@ def check_numerics(path: Path, references: list[Reference] | None, report: Repor
 
     from ..runtime import Session
 
-    session = Session(path, device="cpu")
+    # two runs: pool threads that sleep between tasks cost nothing here, and spinning ones slow a
+    # busy machine (ResNet-50 batch 1 + 3: 0.34 s spinning during the run, 0.25 s never, load 2.4)
+    session = Session(path, device="cpu", spinning="never")
     tolerance = TOLERANCE[dtype]
     g = report.graph
     results = []
