@@ -10,6 +10,10 @@
    max|ort - torch| <= 1e-5 * max(1, max|torch|) (relative to the output's magnitude, floored at 1
    so near-zero outputs are held to 1e-5 absolute). Without torch, numeric verification is skipped
    (and said so); onnxruntime still runs at both sizes, giving finite outputs of archspec's shapes.
+
+The export computes PyTorch's outputs first (`torch_outputs`), then frees the weights, then runs
+1-4 on the file: the checker and onnxruntime each parse their own copy of the weights from it,
+so at most one copy of the weights is in memory at a time.
 """
 
 from __future__ import annotations
