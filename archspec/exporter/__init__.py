@@ -26,7 +26,7 @@ from ..memory import needed, require
 from ..weights import WeightsError, as_state, sidecar_note
 from ..layers import REGISTRY
 from .errors import ExportError
-from .params import check_weights, expected_tensors, initial_state, iter_layers, one_allocation
+from .params import check_weights, expected_tensors, initial_state, iter_layers
 from .plan import BATCH_AXIS, Plan, plan_export, report_at
 from .precision import Quantization
 from .verify import TOLERANCE, Verification, example_input, example_inputs, vocab_size
@@ -143,7 +143,6 @@ def export_model(report: Report, output: str | os.PathLike, *,
         source = "state dict" if isinstance(weights, Mapping) else f"{Path(where).name} sha256:{write.sha256(Path(where))}"
         if not isinstance(weights, Mapping):
             notes += sidecar_note(Path(weights), report.graph.name, report.graph.sha256)
-    state = one_allocation(state)
 
     with staging(output) as tmpdir:
         t0 = time.perf_counter()

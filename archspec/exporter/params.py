@@ -75,23 +75,3 @@ def check_weights(state: Mapping[str, Any], expected: Mapping[str, tuple[tuple[i
         raise WeightsError(f"weights {where} hold values beyond float32's range (+-{limit:.3g}) in: {', '.join(overflow)}")
     return {k: np.ascontiguousarray(state[k], dtype=expected[k][1]) for k in expected}
 
-
-def one_allocation(state: Mapping[str, Any]) -> dict[str, Any]:
-    """The arrays copied into views of one buffer (each 64-byte aligned). An export frees its
-    weights before onnxruntime loads the file; as hundreds of separate arrays their memory stayed in
-    malloc's heap (ResNet-50: peak RSS 590 MB, 510 MB in one buffer, which goes back to the system
-    whole)."""
-    import numpy as np
-
-    offsets, total = [], 0
-    for a in state.values():
-        offsets.append(total)
-        total += -(-a.nbytes // 64) * 64
-    block = np.empty(total + 64, np.uint8)
-    start = -block.ctypes.data % 64
-    out = {}
-    for (name, a), offset in zip(state.items(), offsets):
-        view = block[start + offset:start + offset + a.nbytes].view(a.dtype).reshape(a.shape)
-        view[...] = a
-        out[name] = view
-    return out
