@@ -703,3 +703,36 @@ def test_quantize_calibration_errors(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="leave --dtype at float32"):
         export_model(report, tmp_path / "m.onnx", quantize="int8", dtype="float16")
     assert not (tmp_path / "m.onnx").exists()
+
+
+# -- the streamed file and its weight-free reading, against onnx's own serializer and parser ----
+
+@pytest.mark.parametrize("spec", ["lenet", "bilstm_tagger"])  # float weights; int64 token input and constants
+def test_streamed_file_is_what_onnx_save_writes(spec: str, tmp_path: Path) -> None:
+    from archspec.exporter.emit import emit_graph
+    from archspec.exporter.plan import plan_export
+
+    report = archspec.check(SPECS / f"{spec}.yaml")
+    state = initial_state(report, 0)
+    model, tensors = emit_graph(report, state, plan_export(report, None), DEFAULT_OPSET)
+    write.save(model, tensors, tmp_path / "streamed.onnx")
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(a, k) for k, a in tensors.items())
+    onnx.save(model, str(tmp_path / "onnx.onnx"))
+    streamed, reference = (onnx.load(str(tmp_path / n)) for n in ("streamed.onnx", "onnx.onnx"))
+    assert streamed == reference  # the parsed messages, every initializer's bytes included
+    assert [t.name for t in streamed.graph.initializer] == list(tensors)
+    onnx.checker.check_model(str(tmp_path / "streamed.onnx"), full_check=True)
+
+
+@pytest.mark.parametrize("spec", ["lenet", "bilstm_tagger"])
+def test_reading_without_float_values_equals_onnx_load_stripped(spec: str, tmp_path: Path) -> None:
+    out = export_model(archspec.check(SPECS / f"{spec}.yaml"), tmp_path / "m.onnx").path
+    expected = onnx.load(str(out))
+    kept = 0
+    for t in expected.graph.initializer:
+        if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            t.ClearField("raw_data")
+        else:
+            kept += len(t.raw_data)
+    assert verify._without_float_data(out) == expected
+    assert (kept > 0) == (spec == "bilstm_tagger")  # integer initializers keep their values

@@ -67,23 +67,76 @@ def check_structure(path: Path, report: Report, plan: Plan) -> None:
     except Exception as exc:
         raise ExportError(f"onnx.checker rejected the exported model of '{report.graph.name}': {first_line(exc)}") \
             from exc
-    model = onnx.load(str(path), load_external_data=False)
+    model = _without_float_data(path)
     _check_input_axes(model, report, plan)
-    _check_output_shape(_without_float_data(model), report, plan)
+    _check_output_shape(model, report, plan)
 
 
-def _without_float_data(model: Any) -> Any:
-    """`model` with its float initializers' values dropped, in place: shape inference reads an
-    initializer's type and dims, and the values of integer ones only (data propagation through
-    shape and axes inputs), so inferring on the rest need not copy the weights."""
-    from onnx import TensorProto
+_FLOATS = (1, 10)  # onnx.TensorProto.FLOAT, FLOAT16
+_VALUES = (4, 5, 9)  # TensorProto's float_data, int32_data (float16 values), raw_data
 
-    for t in model.graph.initializer:
-        if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16):
-            t.ClearField("raw_data")
-            t.ClearField("float_data")
-            t.ClearField("int32_data")  # float16 values, when not raw
-    return model
+
+def _without_float_data(path: Path) -> Any:
+    """The model in `path` read without its float initializers' values (the bytes are skipped, not
+    parsed): shape inference reads an initializer's type and dims, and the values of integer ones
+    only (data propagation through shape and axes inputs), so it need not load the weights.
+    Protobuf wire format: protobuf.dev/programming-guides/encoding; field numbers from onnx.proto
+    (ModelProto.graph 7, GraphProto.initializer 5, TensorProto.data_type 2)."""
+    import mmap
+
+    import onnx
+
+    from .write import length_delimited
+
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        model = bytearray()
+        for field, start, value, end in _fields(buf, 0, len(buf)):
+            if field != (7, 2):
+                model += buf[start:end]
+                continue
+            graph = bytearray()
+            for f, s, v, e in _fields(buf, value, end):
+                if f != (5, 2):
+                    graph += buf[s:e]
+                    continue
+                tensor = list(_fields(buf, v, e))
+                dtype = next((_varint(buf, tv)[0] for tf, _, tv, _ in tensor if tf == (2, 0)), None)
+                kept = b"".join(buf[ts:te] for tf, ts, _, te in tensor if dtype not in _FLOATS or tf[0] not in _VALUES)
+                graph += length_delimited(5, kept)
+            model += length_delimited(7, bytes(graph))
+    return onnx.ModelProto.FromString(bytes(model))
+
+
+def _fields(buf: Any, pos: int, end: int) -> Any:
+    """((field number, wire type), start, value start, end) of each field of the message in buf[pos:end]."""
+    while pos < end:
+        key, value = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            stop = _varint(buf, value)[1]
+        elif wire == 1:
+            stop = value + 8
+        elif wire == 5:
+            stop = value + 4
+        elif wire == 2:
+            size, value = _varint(buf, value)
+            stop = value + size
+        else:
+            raise ExportError(f"unexpected protobuf wire type {wire} in the exported file")
+        yield (field, wire), pos, value, stop
+        pos = stop
+
+
+def _varint(buf: Any, pos: int) -> tuple[int, int]:
+    """The varint at `pos` and the position after it."""
+    n, shift = 0, 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        n |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return n, pos
+        shift += 7
 
 
 def _dims(value_info: Any) -> list[int | str | None]:

@@ -84,6 +84,11 @@ def _stream(model: onnx.ModelProto, tensors: Mapping[str, Any], fh: BinaryIO) ->
             fh.write(a.reshape(-1).view(np.uint8).data)
 
 
+def length_delimited(field: int, data: bytes) -> bytes:
+    """One length-delimited protobuf field: key, varint length, bytes."""
+    return _key(field) + _varint(len(data)) + data
+
+
 def _key(field: int) -> bytes:
     return _varint(field << 3 | 2)
 
