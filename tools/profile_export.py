@@ -46,7 +46,7 @@ def main() -> int:
         argv.remove("--no-torch")
         sys.modules["torch"] = None  # an install without torch, as far as archspec can tell
     t0 = time.perf_counter()
-    import archspec.exporter as exporter
+    from archspec import exporter
     from archspec.cli import main as cli
     from archspec.exporter import emit, verify, write
 
