@@ -707,12 +707,22 @@ def test_quantize_calibration_errors(tmp_path: Path) -> None:
 
 # -- the streamed file and its weight-free reading, against onnx's own serializer and parser ----
 
-@pytest.mark.parametrize("spec", ["lenet", "bilstm_tagger"])  # float weights; int64 token input and constants
+BIDIRECTIONAL_LAST = """
+archspec: 1
+name: birnn
+input: {x: [time=6, 4]}
+network:
+  - {rnn: {hidden: 5, layers: 2, bidirectional: true, output: last}}
+"""
+
+
+@pytest.mark.parametrize("spec", ["lenet", "bilstm_tagger", "birnn"])  # int64 constants; a 0-d index
 def test_streamed_file_is_what_onnx_save_writes(spec: str, tmp_path: Path) -> None:
     from archspec.exporter.emit import emit_graph
     from archspec.exporter.plan import plan_export
 
-    report = archspec.check(SPECS / f"{spec}.yaml")
+    path = spec_file(tmp_path, BIDIRECTIONAL_LAST) if spec == "birnn" else SPECS / f"{spec}.yaml"
+    report = archspec.check(path)
     state = initial_state(report, 0)
     model, tensors = emit_graph(report, state, plan_export(report, None), DEFAULT_OPSET)
     write.save(model, tensors, tmp_path / "streamed.onnx")
@@ -721,6 +731,8 @@ def test_streamed_file_is_what_onnx_save_writes(spec: str, tmp_path: Path) -> No
     streamed, reference = (onnx.load(str(tmp_path / n)) for n in ("streamed.onnx", "onnx.onnx"))
     assert streamed == reference  # the parsed messages, every initializer's bytes included
     assert [t.name for t in streamed.graph.initializer] == list(tensors)
+    assert [tuple(t.dims) for t in streamed.graph.initializer] == [a.shape for a in tensors.values()]
+    assert any(a.ndim == 0 for a in tensors.values()) == (spec == "birnn")
     onnx.checker.check_model(str(tmp_path / "streamed.onnx"), full_check=True)
 
 

@@ -73,7 +73,7 @@ def _stream(model: onnx.ModelProto, tensors: Mapping[str, Any], fh: BinaryIO) ->
     fh.write(model.SerializeToString())
     parts = []
     for name, a in tensors.items():
-        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))  # ONNX raw_data is little-endian
+        a = np.asarray(a, dtype=a.dtype.newbyteorder("<"), order="C")  # raw_data is little-endian; 0-d stays 0-d
         head = TensorProto(name=name, dims=a.shape, data_type=helper.np_dtype_to_tensor_dtype(a.dtype))
         head_bytes = head.SerializeToString() + _key(_TENSOR_RAW_DATA) + _varint(a.nbytes)
         parts.append((_key(_GRAPH_INITIALIZER) + _varint(len(head_bytes) + a.nbytes) + head_bytes, a))
