@@ -158,7 +158,7 @@ def install(tmp: Path) -> dict:
 def render(data: dict) -> str:
     out = [BEGIN, "## Export by emission (tools/bench_export.py)", "",
            f"Run {data['date']} on this shared machine; load average (1/5/15 min) before -> after each row. "
-           f"Fresh processes, interleaved, median of {data['reps']}.", ""]
+           f"Fresh processes, interleaved, median of {data['reps']}.", "", *(f"- {n}" for n in data.get("notes", ())), ""]
     if data.get("export"):
         out += ["| spec | `import torch, onnx, onnxruntime` | `archspec export` (verified vs PyTorch) | above the imports "
                 "| peak RSS | export without torch | its peak RSS | load |", "|---|---|---|---|---|---|---|---|"]

@@ -74,4 +74,3 @@ def check_weights(state: Mapping[str, Any], expected: Mapping[str, tuple[tuple[i
     if overflow:
         raise WeightsError(f"weights {where} hold values beyond float32's range (+-{limit:.3g}) in: {', '.join(overflow)}")
     return {k: np.ascontiguousarray(state[k], dtype=expected[k][1]) for k in expected}
-
