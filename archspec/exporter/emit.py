@@ -99,10 +99,12 @@ class Emitter:
         return self.op(op_type, [x], axes=axes, keepdims=keepdims)
 
 
-def emit_graph(report: Report, weights: Mapping[str, Any], plan: Plan, opset: int) -> onnx.ModelProto:
+def emit_graph(report: Report, weights: Mapping[str, Any], plan: Plan,
+               opset: int) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The model: each node's ONNX nodes from its kind, the spec's input and output names, archspec's
-    types as value_info (dynamic axes as named symbolic dims)."""
-    from onnx import helper, numpy_helper
+    types as value_info (dynamic axes as named symbolic dims); and its initializers, name -> the
+    numpy array itself, apart from the graph (`write.save` streams them: no TensorProto copies)."""
+    from onnx import helper
 
     g = _Graph(opset, weights)
     graph = report.graph
@@ -148,12 +150,11 @@ def emit_graph(report: Report, weights: Mapping[str, Any], plan: Plan, opset: in
               for k, i in enumerate(graph.inputs)]
     outputs = [helper.make_tensor_value_info(o.name, ONNX_DTYPES[report.types[o.value].dtype], plan.output_dims(k))
                for k, o in enumerate(graph.outputs)]
-    inits = [numpy_helper.from_array(a, name) for name, a in g.initializers.items()]
-    proto = helper.make_graph(g.nodes, graph.name, inputs, outputs, inits, value_info=value_info,
+    proto = helper.make_graph(g.nodes, graph.name, inputs, outputs, [], value_info=value_info,
                               doc_string=f"from {graph.doc.file} (sha256 {graph.sha256[:12]})")
     model = helper.make_model(proto, opset_imports=[helper.make_opsetid("", opset)], producer_name="archspec")
     model.ir_version = min(model.ir_version, onnx_ir_version(opset))
-    return model
+    return model, g.initializers
 
 
 def _dynamic(report: Report, value: int, dynamic: frozenset[str]) -> TensorType:
