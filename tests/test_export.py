@@ -419,12 +419,11 @@ def test_parity_check_catches_a_wrong_model(tmp_path: Path, monkeypatch: pytest.
     report = rnn_report(tmp_path)
     save = write.save
 
-    def corrupt(model, *args):
-        init = next(t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2)
-        arr = onnx.numpy_helper.to_array(init).copy()
+    def corrupt(model, tensors, *args):
+        name = next(k for k, a in tensors.items() if a.dtype == np.float32 and a.ndim == 2)
+        arr = tensors[name].copy()  # the file's copy only: PyTorch keeps the original
         arr.flat[0] += 0.5
-        init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
-        return save(model, *args)
+        return save(model, {**tensors, name: arr}, *args)
 
     monkeypatch.setattr(write, "save", corrupt)
     with pytest.raises(ExportError, match="onnxruntime differs from PyTorch at input 1x12x8"):
@@ -707,3 +706,48 @@ def test_quantize_calibration_errors(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="leave --dtype at float32"):
         export_model(report, tmp_path / "m.onnx", quantize="int8", dtype="float16")
     assert not (tmp_path / "m.onnx").exists()
+
+
+# -- the streamed file and its weight-free reading, against onnx's own serializer and parser ----
+
+BIDIRECTIONAL_LAST = """
+archspec: 1
+name: birnn
+input: {x: [time=6, 4]}
+network:
+  - {rnn: {hidden: 5, layers: 2, bidirectional: true, output: last}}
+"""
+
+
+@pytest.mark.parametrize("spec", ["lenet", "bilstm_tagger", "birnn"])  # int64 constants; a 0-d index
+def test_streamed_file_is_what_onnx_save_writes(spec: str, tmp_path: Path) -> None:
+    from archspec.exporter.emit import emit_graph
+    from archspec.exporter.plan import plan_export
+
+    path = spec_file(tmp_path, BIDIRECTIONAL_LAST) if spec == "birnn" else SPECS / f"{spec}.yaml"
+    report = archspec.check(path)
+    state = initial_state(report, 0)
+    model, tensors = emit_graph(report, state, plan_export(report, None), DEFAULT_OPSET)
+    write.save(model, tensors, tmp_path / "streamed.onnx")
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(a, k) for k, a in tensors.items())
+    onnx.save(model, str(tmp_path / "onnx.onnx"))
+    streamed, reference = (onnx.load(str(tmp_path / n)) for n in ("streamed.onnx", "onnx.onnx"))
+    assert streamed == reference  # the parsed messages, every initializer's bytes included
+    assert [t.name for t in streamed.graph.initializer] == list(tensors)
+    assert [tuple(t.dims) for t in streamed.graph.initializer] == [a.shape for a in tensors.values()]
+    assert any(a.ndim == 0 for a in tensors.values()) == (spec == "birnn")
+    onnx.checker.check_model(str(tmp_path / "streamed.onnx"), full_check=True)
+
+
+@pytest.mark.parametrize("spec", ["lenet", "bilstm_tagger"])
+def test_reading_without_float_values_equals_onnx_load_stripped(spec: str, tmp_path: Path) -> None:
+    out = export_model(archspec.check(SPECS / f"{spec}.yaml"), tmp_path / "m.onnx").path
+    expected = onnx.load(str(out))
+    kept = 0
+    for t in expected.graph.initializer:
+        if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            t.ClearField("raw_data")
+        else:
+            kept += len(t.raw_data)
+    assert verify._without_float_data(out) == expected
+    assert (kept > 0) == (spec == "bilstm_tagger")  # integer initializers keep their values

@@ -37,10 +37,11 @@ def load() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def fresh(cmd: list[str]) -> tuple[float, float]:
+def fresh(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one fresh process."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=None if env is None else {**os.environ, **env})
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -51,18 +52,21 @@ def fresh(cmd: list[str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
-def export_times(specs: list[str], reps: int, out: Path) -> list[dict]:
+def export_times(specs: list[str], reps: int, out: Path, omp: bool) -> list[dict]:
     py = sys.executable
     floor_cmd = [py, "-c", "import torch, onnx, onnxruntime"]
     rows = []
     for name in specs:
-        floor, full, no_torch, rss, rss_nt = [], [], [], [], []
+        floor, full, no_torch, rss, rss_nt, active = [], [], [], [], [], []
         before = load()
         for _ in range(reps):
             floor.append(fresh(floor_cmd)[0])
-            s, r = fresh([py, "-m", "archspec.cli", "export", f"specs/{name}.yaml", "-o", str(out)])
+            cmd = [py, "-m", "archspec.cli", "export", f"specs/{name}.yaml", "-o", str(out)]
+            s, r = fresh(cmd)
             full.append(s)
             rss.append(r)
+            if omp:  # torch's OpenMP workers spinning, as before `archspec export` asked for passive ones
+                active.append(fresh(cmd, {"OMP_WAIT_POLICY": "ACTIVE"})[0])
             s, r = fresh([py, "-c", NO_TORCH, "export", f"specs/{name}.yaml", "-o", str(out)])
             no_torch.append(s)
             rss_nt.append(r)
@@ -70,6 +74,8 @@ def export_times(specs: list[str], reps: int, out: Path) -> list[dict]:
         rows.append({"spec": name, "reps": reps, "floor_s": med(floor), "export_s": med(full),
                      "above_floor_s": med(e - f for e, f in zip(full, floor)), "peak_rss_mb": max(rss),
                      "no_torch_s": med(no_torch), "no_torch_peak_rss_mb": max(rss_nt),
+                     **({"omp_active_s": med(active), "omp_active_above_floor_s": med(a - f for a, f in zip(active, floor))}
+                        if omp else {}),
                      "load": f"{before} -> {load()}"})
         print(rows[-1], file=sys.stderr, flush=True)
     return rows
@@ -152,7 +158,7 @@ def install(tmp: Path) -> dict:
 def render(data: dict) -> str:
     out = [BEGIN, "## Export by emission (tools/bench_export.py)", "",
            f"Run {data['date']} on this shared machine; load average (1/5/15 min) before -> after each row. "
-           f"Fresh processes, interleaved, median of {data['reps']}.", ""]
+           f"Fresh processes, interleaved, median of {data['reps']}.", "", *(f"- {n}" for n in data.get("notes", ())), ""]
     if data.get("export"):
         out += ["| spec | `import torch, onnx, onnxruntime` | `archspec export` (verified vs PyTorch) | above the imports "
                 "| peak RSS | export without torch | its peak RSS | load |", "|---|---|---|---|---|---|---|---|"]
@@ -160,15 +166,25 @@ def render(data: dict) -> str:
                 f"{r['peak_rss_mb']:.0f} MB | {r['no_torch_s']:.2f} s | {r['no_torch_peak_rss_mb']:.0f} MB | {r['load']} |"
                 for r in data["export"]]
         out += [""]
+        spin = [r for r in data["export"] if "omp_active_s" in r]
+        if spin:
+            out += ["The same exports in the same rounds with torch's OpenMP workers spinning (`OMP_WAIT_POLICY=ACTIVE`, "
+                    "the default before `archspec export` asked for passive ones): "
+                    + "; ".join(f"{r['spec']} {r['omp_active_s']:.2f} s, {r['omp_active_above_floor_s']:.2f} s above the "
+                                f"imports ({r['omp_active_above_floor_s'] / r['above_floor_s']:.1f}x passive)" for r in spin)
+                    + ".", ""]
+    carried = data.get("carried", {})
     if data.get("latency"):
-        out += ["onnxruntime latency, emitted vs traced (torch.onnx) graph of the same weights, same run:", "",
+        out += ["onnxruntime latency, emitted vs traced (torch.onnx) graph of the same weights, same run"
+                + (f" (the run of {carried['latency']})" if "latency" in carried else "") + ":", "",
                 "| spec | batch | emitted | traced | emitted / traced | load |", "|---|---|---|---|---|---|"]
         out += [f"| {r['spec']} | {r['batch']} | {r['emitted_ms']:.3f} ms | {r['traced_ms']:.3f} ms | "
                 f"**{r['ratio']:.2f}** | {r['load']} |" for r in data["latency"]]
         out += [""]
     if data.get("install"):
         i = data["install"]
-        out += [f"`pip install '.[export]'` into a fresh venv (local package index): {i['seconds']:.1f} s, "
+        out += [(f"From the run of {carried['install']}: " if "install" in carried else "") +
+                f"`pip install '.[export]'` into a fresh venv (local package index): {i['seconds']:.1f} s, "
                 f"{i['site_packages_mb']:.0f} MB of site-packages ({', '.join(i['packages'])}); then "
                 f"`archspec export specs/resnet50.yaml` there, no torch installed: {i['export_resnet50_s']:.2f} s "
                 f"({'ok' if i['export_ok'] else 'FAILED'}). Load {i['load']}.", ""]
@@ -183,17 +199,25 @@ def main() -> int:
     p.add_argument("--latency", default="", help="comma-separated specs for emitted-vs-traced latency")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--install", action="store_true", help="also measure the torch-free install")
+    p.add_argument("--omp", action="store_true", help="also time each export with OMP_WAIT_POLICY=ACTIVE")
     p.add_argument("--docs", type=Path, default=ROOT / "docs")
     a = p.parse_args()
     data = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "reps": a.reps}
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         tmp = Path(tmp)
         if a.specs:
-            data["export"] = export_times(a.specs.split(","), a.reps, tmp / "m.onnx")
+            data["export"] = export_times(a.specs.split(","), a.reps, tmp / "m.onnx", a.omp)
         if a.latency:
             data["latency"] = latency(a.latency.split(","), a.rounds, tmp)
         if a.install:
             data["install"] = install(tmp)
+    previous = a.docs / "benchmarks_export.json"
+    if previous.exists():  # parts not measured now stay, marked with the run they come from
+        old = json.loads(previous.read_text())
+        for key in ("export", "latency", "install"):
+            if key not in data and key in old:
+                data[key] = old[key]
+                data.setdefault("carried", {})[key] = old.get("carried", {}).get(key, old["date"])
     (a.docs / "benchmarks_export.json").write_text(json.dumps(data, indent=2) + "\n")
     md = a.docs / "benchmarks.md"
     text = md.read_text() if md.exists() else ""

@@ -139,28 +139,31 @@ def export_model(report: Report, output: str | os.PathLike, *,
         # float64, the widest dtype accepted, plus 1 MiB of archive overhead
         raw, where = as_state(weights, sum(8 * _numel(shape) for shape, _ in expected.values()) + (1 << 20))
         state = check_weights(raw, expected, report.graph.name, where)
+        del raw
         source = "state dict" if isinstance(weights, Mapping) else f"{Path(where).name} sha256:{write.sha256(Path(where))}"
         if not isinstance(weights, Mapping):
             notes += sidecar_note(Path(weights), report.graph.name, report.graph.sha256)
 
     with staging(output) as tmpdir:
         t0 = time.perf_counter()
-        model = emit_graph(report, state, plan, opset)
+        model, tensors = emit_graph(report, state, plan, opset)
         if dtype == "float16":
             from .precision import to_float16
 
-            to_float16(model)
+            tensors = to_float16(model, tensors)
         _annotate(model, report, source)
         staged = tmpdir / output.name
-        data = write.save(model, staged)
-        del model
+        data = write.save(model, tensors, staged)
+        del model, tensors
         t1 = time.perf_counter()
         checks: list[Verification] = []
         if check:
-            from .verify import check_numerics, check_structure, torch_reference
+            from .verify import check_numerics, check_structure, torch_outputs
 
+            references = torch_outputs(report, state, plan, dtype)
+            del state  # the checker and onnxruntime parse their own copies of the weights from the file
             check_structure(staged, report, plan)
-            checks = check_numerics(staged, torch_reference(report, state, dtype), report, plan, dtype)
+            checks = check_numerics(staged, references, report, plan, dtype)
             if not checks[0].compared:
                 notes.append("numeric verification skipped: PyTorch is not installed (onnxruntime ran at every "
                              "checked size, outputs finite and of archspec's shapes)")

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..analyze import Report
-from ..layers import REGISTRY
+from ..layers import REGISTRY, TensorType
+from ..symbolic import SymInt, recording
+from .errors import ExportError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,8 +45,10 @@ class Emitter:
     holds each input's axes, batch first, a name where the axis is dynamic: a kind may bake a size
     into its nodes only where the axis is static."""
 
-    def __init__(self, graph: _Graph, path: str, xs: list[str], doc: str, dims: list[list[int | str]]):
-        self._g, self.path, self.xs, self.x, self._doc, self.dims = graph, path, xs, xs[0], doc, dims
+    def __init__(self, graph: _Graph, path: str, xs: list[str], doc: str, dims: list[list[int | str]] | None = None,
+                 where: str = ""):
+        self._g, self.path, self.xs, self.x, self._doc, self.dims = graph, path, xs, xs[0], doc, dims or []
+        self._where = where or path  # the layer, for errors
         self.opset = graph.opset
 
     def array(self, local: str) -> np.ndarray:
@@ -76,6 +80,13 @@ class Emitter:
         while name in self._g.taken:
             name, k = f"{base}_{k}", k + 1
         self._g.taken.add(name)
+        for key, value in attrs.items():  # a size baked into an attribute would hold only at the declared size
+            baked = [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, SymInt)]
+            if baked:
+                symbols = sorted(set().union(*(v.expr.symbols for v in baked)))
+                raise ExportError(f"the ONNX form of {self._where} bakes {key}={list(map(int, baked))} from "
+                                  f"{', '.join(str(v.expr) for v in baked)}, so it holds only at the declared size; "
+                                  f"export {' and '.join(symbols)} fixed (--dynamic without it)")
         outs = [f"{name}/{o}" if o else "" for o in outputs] if outputs else [name]
         node = helper.make_node(op_type, inputs, outs, name=name, doc_string=self._doc, **attrs)
         self._g.nodes.append(node)
@@ -91,10 +102,12 @@ class Emitter:
         return self.op(op_type, [x], axes=axes, keepdims=keepdims)
 
 
-def emit_graph(report: Report, weights: Mapping[str, Any], plan: Plan, opset: int) -> onnx.ModelProto:
+def emit_graph(report: Report, weights: Mapping[str, Any], plan: Plan,
+               opset: int) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The model: each node's ONNX nodes from its kind, the spec's input and output names, archspec's
-    types as value_info (dynamic axes as named symbolic dims)."""
-    from onnx import helper, numpy_helper
+    types as value_info (dynamic axes as named symbolic dims); and its initializers, name -> the
+    numpy array itself, apart from the graph (`write.save` streams them: no TensorProto copies)."""
+    from onnx import helper
 
     g = _Graph(opset, weights)
     graph = report.graph
@@ -108,11 +121,18 @@ def emit_graph(report: Report, weights: Mapping[str, Any], plan: Plan, opset: in
         doc = f"{node.scope}: {node.kind} at {node.loc}"
         if node.calls:
             doc += " (" + "; ".join(f"{note} at {loc}" for note, loc in node.calls) + ")"
-        xs = tuple(report.types[v] for v in node.inputs)
-        ys = tuple(report.types[v] for v in node.outputs)
+        xs = tuple(_dynamic(report, v, plan.dynamic) for v in node.inputs)
+        ys = tuple(_dynamic(report, v, plan.dynamic) for v in node.outputs)
+        where = f"{node.kind} '{node.scope}' at {node.loc}"
         dims = [plan.dims(v, node.scope) for v in node.inputs]
-        emitter = Emitter(g, node.scope, [names[v] for v in node.inputs], doc, dims)
-        outs = REGISTRY[node.kind].emit_n(node.params, xs, ys, emitter)
+        with recording() as guards:  # the kind's ONNX form must not depend on a dynamic size
+            outs = REGISTRY[node.kind].emit_n(node.params, xs, ys,
+                                              Emitter(g, node.scope, [names[v] for v in node.inputs], doc, dims, where))
+        if guards:
+            raise ExportError(f"the ONNX form of {where} depends on "
+                              f"{' and '.join(sorted(guards[0].symbols))}: it is chosen by `{guards[0]}` at the "
+                              f"declared size; export {' and '.join(sorted(guards[0].symbols))} fixed "
+                              "(--dynamic without it)")
         for vid, out in zip(node.outputs, outs):
             names[vid] = out
             if out not in g.initializers and out not in {names[v] for v in node.inputs}:
@@ -134,12 +154,21 @@ def emit_graph(report: Report, weights: Mapping[str, Any], plan: Plan, opset: in
               for k, i in enumerate(graph.inputs)]
     outputs = [helper.make_tensor_value_info(o.name, ONNX_DTYPES[report.types[o.value].dtype], plan.output_dims(k))
                for k, o in enumerate(graph.outputs)]
-    inits = [numpy_helper.from_array(a, name) for name, a in g.initializers.items()]
-    proto = helper.make_graph(g.nodes, graph.name, inputs, outputs, inits, value_info=value_info,
+    proto = helper.make_graph(g.nodes, graph.name, inputs, outputs, [], value_info=value_info,
                               doc_string=f"from {graph.doc.file} (sha256 {graph.sha256[:12]})")
     model = helper.make_model(proto, opset_imports=[helper.make_opsetid("", opset)], producer_name="archspec")
     model.ir_version = min(model.ir_version, onnx_ir_version(opset))
-    return model
+    return model, g.initializers
+
+
+def _dynamic(report: Report, value: int, dynamic: frozenset[str]) -> TensorType:
+    """A value's type whose axes that vary with a dynamic symbol are `SymInt`s (emission reads them)."""
+    t = report.types[value]
+    exprs = report.symbols.dims[value]
+    if not any(e.symbols & dynamic for e in exprs):
+        return t
+    shape = tuple(SymInt(d, e) if e.symbols & dynamic else d for d, e in zip(t.shape, exprs))
+    return TensorType(shape, t.dtype, t.layout)
 
 
 def onnx_ir_version(opset: int) -> int:

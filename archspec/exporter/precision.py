@@ -13,20 +13,18 @@ from typing import Any
 FLOAT, HALF = 1, 10  # onnx.TensorProto.FLOAT, FLOAT16
 
 
-def to_float16(model: Any) -> None:
-    """Every float32 initializer, graph input/output and value_info becomes float16, in place. The
-    emitted graphs hold no float constants elsewhere (no Constant nodes or float tensor attributes).
-    Where onnxruntime has no float16 CPU kernel (RNN/GRU/LSTM), it inserts the casts itself."""
+def to_float16(model: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+    """The initializers with every float32 one in float16; every float32 graph input/output and
+    value_info of `model` becomes float16, in place. The emitted graphs hold no float constants
+    elsewhere (no Constant nodes or float tensor attributes). Where onnxruntime has no float16 CPU
+    kernel (RNN/GRU/LSTM), it inserts the casts itself."""
     import numpy as np
-    from onnx import numpy_helper
 
     graph = model.graph
-    for i, t in enumerate(graph.initializer):
-        if t.data_type == FLOAT:
-            graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
     for v in (*graph.input, *graph.output, *graph.value_info):
         if v.type.tensor_type.elem_type == FLOAT:
             v.type.tensor_type.elem_type = HALF
+    return {k: a.astype(np.float16) if a.dtype == np.float32 else a for k, a in tensors.items()}
 
 
 @dataclass(frozen=True)

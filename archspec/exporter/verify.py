@@ -10,11 +10,14 @@
    max|ort - torch| <= 1e-5 * max(1, max|torch|) (relative to the output's magnitude, floored at 1
    so near-zero outputs are held to 1e-5 absolute). Without torch, numeric verification is skipped
    (and said so); onnxruntime still runs at both sizes, giving finite outputs of archspec's shapes.
+
+The export computes PyTorch's outputs first (`torch_outputs`), then frees the weights, then runs
+1-4 on the file: the checker and onnxruntime each parse their own copy of the weights from it,
+so at most one copy of the weights is in memory at a time.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +59,7 @@ def first_line(exc: BaseException) -> str:
 
 
 def check_structure(path: Path, report: Report, plan: Plan) -> None:
-    """Steps 1-3."""
+    """Steps 1-3, on the file as written."""
     import onnx
 
     try:
@@ -64,9 +67,76 @@ def check_structure(path: Path, report: Report, plan: Plan) -> None:
     except Exception as exc:
         raise ExportError(f"onnx.checker rejected the exported model of '{report.graph.name}': {first_line(exc)}") \
             from exc
-    header = onnx.load(str(path), load_external_data=False)
-    _check_input_axes(header, report, plan)
-    _check_output_shape(path, report, plan)
+    model = _without_float_data(path)
+    _check_input_axes(model, report, plan)
+    _check_output_shape(model, report, plan)
+
+
+_FLOATS = (1, 10)  # onnx.TensorProto.FLOAT, FLOAT16
+_VALUES = (4, 5, 9)  # TensorProto's float_data, int32_data (float16 values), raw_data
+
+
+def _without_float_data(path: Path) -> Any:
+    """The model in `path` read without its float initializers' values (the bytes are skipped, not
+    parsed): shape inference reads an initializer's type and dims, and the values of integer ones
+    only (data propagation through shape and axes inputs), so it need not load the weights.
+    Protobuf wire format: protobuf.dev/programming-guides/encoding; field numbers from onnx.proto
+    (ModelProto.graph 7, GraphProto.initializer 5, TensorProto.data_type 2)."""
+    import mmap
+
+    import onnx
+
+    from .write import length_delimited
+
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        model = bytearray()
+        for field, start, value, end in _fields(buf, 0, len(buf)):
+            if field != (7, 2):
+                model += buf[start:end]
+                continue
+            graph = bytearray()
+            for f, s, v, e in _fields(buf, value, end):
+                if f != (5, 2):
+                    graph += buf[s:e]
+                    continue
+                tensor = list(_fields(buf, v, e))
+                dtype = next((_varint(buf, tv)[0] for tf, _, tv, _ in tensor if tf == (2, 0)), None)
+                kept = b"".join(buf[ts:te] for tf, ts, _, te in tensor if dtype not in _FLOATS or tf[0] not in _VALUES)
+                graph += length_delimited(5, kept)
+            model += length_delimited(7, bytes(graph))
+    return onnx.ModelProto.FromString(bytes(model))
+
+
+def _fields(buf: Any, pos: int, end: int) -> Any:
+    """((field number, wire type), start, value start, end) of each field of the message in buf[pos:end]."""
+    while pos < end:
+        key, value = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            stop = _varint(buf, value)[1]
+        elif wire == 1:
+            stop = value + 8
+        elif wire == 5:
+            stop = value + 4
+        elif wire == 2:
+            size, value = _varint(buf, value)
+            stop = value + size
+        else:
+            raise ExportError(f"unexpected protobuf wire type {wire} in the exported file")
+        yield (field, wire), pos, value, stop
+        pos = stop
+
+
+def _varint(buf: Any, pos: int) -> tuple[int, int]:
+    """The varint at `pos` and the position after it."""
+    n, shift = 0, 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        n |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return n, pos
+        shift += 7
 
 
 def _dims(value_info: Any) -> list[int | str | None]:
@@ -93,21 +163,15 @@ def _check_input_axes(model: Any, report: Report, plan: Plan) -> None:
             raise ExportError(f"the exported input '{inp.name}' is not as declared: " + "; ".join(bad))
 
 
-def _check_output_shape(path: Path, report: Report, plan: Plan) -> None:
+def _check_output_shape(model: Any, report: Report, plan: Plan) -> None:
     """ONNX shape inference (strict, with data propagation) vs archspec's checker, every output."""
     import onnx
 
-    inferred_path = path.with_name(path.name + ".inferred")
     try:
-        onnx.shape_inference.infer_shapes_path(str(path), str(inferred_path), check_type=True, strict_mode=True,
-                                               data_prop=True)
-        inferred = onnx.load(str(inferred_path), load_external_data=False)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:
         raise ExportError(f"ONNX shape inference failed on the exported '{report.graph.name}': {first_line(exc)}") \
             from exc
-    finally:
-        with contextlib.suppress(OSError):
-            inferred_path.unlink()
     outs = list(inferred.graph.output)
     names = [o.name for o in report.graph.outputs]
     if [o.name for o in outs] != names:
@@ -149,6 +213,18 @@ def vocab_size(report: Report) -> int:
     return min((int(n.params.vocab) for n in report.graph.nodes if n.kind == "embedding"), default=2)
 
 
+def passive_openmp() -> None:
+    """For a process that imports torch only to verify: OpenMP workers that sleep between parallel
+    regions instead of spinning (OMP_WAIT_POLICY, read once when torch loads; a user's setting
+    wins). On a shared 2-core machine spinning workers made the verification's two ResNet-50
+    forwards 4-10x slower (tools/bench_export.py --omp)."""
+    import os
+    import sys
+
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def torch_reference(report: Report, weights: Mapping[str, Any], dtype: str = "float32") -> Any:
     """The module `lower` builds, holding `weights` (no copy, no initialisation: built on the meta
     device, then the arrays assigned); None when torch is not installed."""
@@ -167,26 +243,51 @@ def torch_reference(report: Report, weights: Mapping[str, Any], dtype: str = "fl
     return module
 
 
-def check_numerics(path: Path, module: Any, report: Report, plan: Plan, dtype: str = "float32") -> list[Verification]:
-    """Step 4, at every planned size, every output."""
+Reference = tuple[list[Any], str]  # PyTorch's outputs at one planned size, and how it computed them
+
+
+def torch_outputs(report: Report, weights: Mapping[str, Any], plan: Plan,
+                  dtype: str = "float32") -> list[Reference] | None:
+    """Step 4's reference: the module's outputs at every planned size, computed before onnxruntime
+    loads the model, so the module and the weights it shares can be freed first (one copy of the
+    weights in memory at a time); None when torch is not installed."""
+    module = torch_reference(report, weights, dtype)
+    if module is None:
+        return None
+    return [_torch_run(module, _inputs(report, plan, k, dtype)) for k in range(len(plan.runs))]
+
+
+def _inputs(report: Report, plan: Plan, k: int, dtype: str) -> tuple[Any, ...]:
+    """The inputs of planned size `k`, the same for PyTorch and onnxruntime."""
+    import numpy as np
+
+    xs = example_inputs(report, plan.runs[k].inputs, seed=100 + k)
+    if dtype == "float16":
+        xs = tuple(x.astype(np.float16) if x.dtype == np.float32 else x for x in xs)
+    return xs
+
+
+def check_numerics(path: Path, references: list[Reference] | None, report: Report, plan: Plan,
+                   dtype: str = "float32") -> list[Verification]:
+    """Step 4, at every planned size, every output; `references` from `torch_outputs`."""
     import numpy as np
 
     from ..runtime import Session
 
-    session = Session(path, device="cpu")
+    # two runs: pool threads that sleep between tasks cost nothing here, and spinning ones slow a
+    # busy machine (ResNet-50 batch 1 + 3: 0.34 s spinning during the run, 0.25 s never, load 2.4)
+    session = Session(path, device="cpu", spinning="never")
     tolerance = TOLERANCE[dtype]
     g = report.graph
     results = []
     for k, run in enumerate(plan.runs):
-        xs = example_inputs(report, run.inputs, seed=100 + k)
-        if dtype == "float16":
-            xs = tuple(x.astype(np.float16) if x.dtype == np.float32 else x for x in xs)
+        xs = _inputs(report, plan, k, dtype)
         size = ", ".join("x".join(map(str, shape)) for shape in run.inputs)
         try:
             got_all = session.run({i.name: x for i, x in zip(g.inputs, xs)})
         except Exception as exc:
             raise ExportError(f"onnxruntime failed on input {size}: {first_line(exc)}") from exc
-        refs, how = _torch_run(module, xs) if module is not None else ([None] * len(g.outputs), "")
+        refs, how = references[k] if references is not None else ([None] * len(g.outputs), "")
         worst = None
         for out, ref, want_shape in zip(g.outputs, refs, run.outputs):
             got = got_all[out.name]
