@@ -254,7 +254,10 @@ def torch_outputs(report: Report, weights: Mapping[str, Any], plan: Plan,
     module = torch_reference(report, weights, dtype)
     if module is None:
         return None
-    return [_torch_run(module, _inputs(report, plan, k, dtype)) for k in range(len(plan.runs))]
+    refs: list[Reference] = []
+    for k in range(len(plan.runs)):  # a module that fell back to float32 stays there
+        refs.append(_torch_run(module, _inputs(report, plan, k, dtype), in_float32=bool(refs and refs[-1][1])))
+    return refs
 
 
 def _inputs(report: Report, plan: Plan, k: int, dtype: str) -> tuple[Any, ...]:
@@ -321,9 +324,10 @@ def check_numerics(path: Path, references: list[Reference] | None, report: Repor
     return results
 
 
-def _torch_run(module: Any, xs: tuple[Any, ...]) -> tuple[list[Any], str]:
+def _torch_run(module: Any, xs: tuple[Any, ...], in_float32: bool = False) -> tuple[list[Any], str]:
     """The module's outputs; a float16 module whose kernels PyTorch lacks in half precision on this
-    device (e.g. LRN's avg_pool3d on CPU) runs in float32 on its float16-rounded weights, and says so."""
+    device (e.g. LRN's avg_pool3d on CPU) runs in float32 on its float16-rounded weights, and says so.
+    `in_float32`: an earlier run fell back already (a module without parameters cannot tell)."""
     import numpy as np
     import torch
 
@@ -335,8 +339,8 @@ def _torch_run(module: Any, xs: tuple[Any, ...]) -> tuple[list[Any], str]:
 
     as_float = tuple(a.astype(np.float32) if a.dtype == np.float16 else a for a in xs)
     with torch.no_grad():
-        if any(a.dtype == np.float16 for a in xs) and next(module.parameters()).dtype == torch.float32:
-            return call(as_float), fallback  # fell back before
+        if in_float32 and any(a.dtype == np.float16 for a in xs):
+            return call(as_float), fallback
         try:
             return call(xs), ""
         except NotImplementedError:
