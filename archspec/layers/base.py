@@ -186,6 +186,9 @@ class LayerKind:
     arity: ClassVar[int | None] = 1  # inputs read; None = two or more (concat, add)
     zero_init: ClassVar[bool] = False  # starts at zero as a residual body's last layer (zero_init_residual)
     min_opset: ClassVar[int] = 13  # the oldest ONNX opset `emit` is valid in (13: Squeeze/Softmax as used)
+    # normalises each sample by statistics of its own values: float32 rounding of the mean is amplified
+    # by 1/sqrt(var + eps), so export verification also compares against float64 (exporter.verify)
+    sample_statistics: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -132,6 +132,7 @@ def _norm_axis(p: LayerNormParams, x: Shape) -> int:
 
 class LayerNorm(LayerKind):
     name = "layernorm"
+    sample_statistics = True
     Params = LayerNormParams
     doc = ("Layer normalisation (Ba et al. 2016) over one axis: the features of tokens (T, F) or (F), "
            "the channels of an image (C, H, W) at every position, as ConvNeXt's LayerNorm2d does.")
@@ -216,6 +217,7 @@ class GroupNormParams(LayerParams):
 
 class GroupNorm(LayerKind):
     name = "groupnorm"
+    sample_statistics = True
     Params = GroupNormParams
     doc = "Group normalisation (Wu & He 2018): channels split into `groups`, each normalised over (C/groups, H, W)."
     input_rank = (2, 3)
@@ -273,6 +275,7 @@ class InstanceNormParams(LayerParams):
 
 class InstanceNorm(LayerKind):
     name = "instancenorm"
+    sample_statistics = True
     Params = InstanceNormParams
     doc = ("Instance normalisation (Ulyanov et al. 2016): each channel of each sample over its own "
            "positions; no running statistics, so training and inference compute the same.")
