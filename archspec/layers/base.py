@@ -67,6 +67,13 @@ class TensorType:
         """The layout, one letter per per-sample axis."""
         return self.layout or default_layout(len(self.shape), self.dtype)
 
+    @property
+    def channel_axis(self) -> int | None:
+        """The per-sample axis of channels (C, an image's) or features (F, a sequence's or vector's):
+        what concat joins and batch norm normalises; None for a layout with neither (token ids)."""
+        axes = self.axes
+        return axes.index("C") if "C" in axes else axes.index("F") if "F" in axes else None
+
 
 def default_layout(rank: int, dtype: str = FLOAT) -> str:
     """An input's layout when the spec does not say: (C, H, W), (T, F), token ids (T,), features (F,)."""
