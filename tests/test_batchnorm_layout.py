@@ -105,3 +105,11 @@ def test_eject_writes_the_sequence_form(tmp_path: Path) -> None:
     for mode in ("eval", "train"):
         getattr(built, mode)(), getattr(theirs, mode)()
         torch.testing.assert_close(theirs(x), built(x), rtol=0, atol=0)
+
+
+def test_a_layout_without_channels_or_features_is_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as exc:
+        spec(tmp_path, "{shape: [6], layout: T}", "  - batchnorm\n")
+    (d,) = exc.value.diagnostics
+    assert (d.loc.line, d.loc.col) == (5, 5)
+    assert d.message == "batchnorm 'batchnorm0': batchnorm normalises channels (C) or features (F); a T input has neither"
