@@ -100,10 +100,21 @@ def cmd_summary(args: argparse.Namespace) -> int:
     import json
 
     report = _check(args.spec, _limits(args), input_shape=_shape(args.input))
+    match = None
+    if args.weights:
+        from .weights import match_weights
+
+        match = match_weights(report, args.weights)
     if args.format == "json":
-        print(json.dumps(summary_dict(report, args.depth), indent=2))
+        print(json.dumps(summary_dict(report, args.depth) | ({"weights": match.as_dict()} if match else {}), indent=2))
     else:
-        print_summary(report, args.depth, weights=args.weights)
+        print_summary(report, args.depth, weights=args.paper_weights)
+        if match:
+            kinds = ", ".join(f"{dtype} x{n}" for dtype, n in match.dtypes)
+            print(f"weights {match.path} match spec '{report.graph.name}': {match.tensors} tensors, the whole state "
+                  f"dict (names and shapes equal, values finite); {match.values:,} values, {match.bytes:,} bytes: {kinds}")
+            for note in match.notes:
+                print(f"note: {note}")
     return EXIT_OK
 
 
@@ -484,8 +495,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.add_argument("--depth", type=_int_in(0), default=None, help="collapse blocks below this depth")
     p.add_argument("--input", default=None, help="override the input shape, e.g. 3,299,299")
-    p.add_argument("--weights", action="store_true", help="add a column of weights without biases, "
+    p.add_argument("--paper-weights", action="store_true", help="add a column of weights without biases, "
                    "as papers count them (GoogLeNet's Table 1)")
+    p.add_argument("--weights", default=None, metavar="FILE", help="check a weights file (.safetensors, .npz, "
+                   "a torch.save state dict) against the spec: tensor count, names, shapes, dtypes, bytes")
     p.add_argument("--format", choices=("human", "json"), default="human")
 
     p = command("compare", cmd_compare, "Side-by-side parameters, MACs and output shapes of specs or blocks.")

@@ -1,7 +1,8 @@
 """`archspec eject`: the compiled network as standalone, readable PyTorch source.
 
 One class per spec block (and per kind of residual/concat written outside a block), the network
-as a class, loops for repeated blocks; the file imports only torch. Constructor arguments are
+as a class, loops for repeated blocks; the file imports only torch (and `math`, for the attention's
+scale and the peephole LSTM's init). Constructor arguments are
 found by generalising over every place a block is used: a value that differs between uses, or
 that the spec writes as a block parameter, becomes an argument named after that parameter; a
 value the spec writes as an expression of parameters (`channels * 4`) is written as that
@@ -35,7 +36,8 @@ from .expr import ExprError, evaluate, is_identifier, looks_like_expression
 from .lower import build_module
 from .resolve import Node
 
-_SKIP_ARGS = {"self", "device", "dtype", "mode"}  # `mode` is fixed by nn.LSTM/GRU/RNN themselves
+_SKIP_ARGS = {"self", "device", "dtype"}
+_HELPER_MODULES = ("archspec.nn", "archspec.nn_transformer", "archspec.nn_peephole")  # copied into the file
 _SIZE_ARGS = ("in_channels", "in_features", "num_features", "input_size")
 _NO = object()  # no default
 
@@ -92,6 +94,8 @@ def _ctor(module: nn.Module) -> tuple[str, OrderedDict[str, Any], int, dict[str,
                 variadic = True
                 continue
             if p.name in _SKIP_ARGS or p.name in seen or p.name.startswith("_"):
+                continue
+            if p.name == "mode" and isinstance(module, nn.RNNBase):  # fixed by nn.LSTM/GRU/RNN themselves
                 continue
             seen.add(p.name)
             if p.name == "bias" and not isinstance(getattr(module, "bias", None), bool):
@@ -253,7 +257,7 @@ class _Tree:
         if box.mode == "graph":
             key = key or label
         for c in box.children:  # the helper classes the file must define (a merge written in place needs none)
-            if isinstance(c, Leaf) and type(self.module.get_submodule(c.node.scope)).__module__ == archspec_nn.__name__:
+            if isinstance(c, Leaf) and type(self.module.get_submodule(c.node.scope)).__module__ in _HELPER_MODULES:
                 self.helpers.add(type(self.module.get_submodule(c.node.scope)))
         box.key = key
         return box
@@ -339,7 +343,8 @@ def _camel(name: str) -> str:
 
 def _ident(name: str) -> str:
     name = re.sub(r"\W", "_", name)
-    return f"{name}_" if keyword.iskeyword(name) or name in ("self", "nn", "torch", "F", "x") else name
+    # keywords, the file's own names, and E741's ambiguous l, O, I (a paper's k, l, m, n)
+    return f"{name}_" if keyword.iskeyword(name) or name in ("self", "nn", "torch", "F", "x", "l", "O", "I") else name
 
 
 class _Class:
@@ -353,6 +358,7 @@ class _Class:
         self.entries: list[tuple[str, Any]] = []
 
     def slot(self, values: list[Any], name: str = "", expr: str = "", fallback: str = "") -> _Slot:
+        expr = re.sub(r"[A-Za-z_]\w*", lambda m: _ident(m.group(0)), expr)  # its names as the arguments are written
         s = _Slot(values, name, expr, fallback)
         self.slots.append(s)
         return s
@@ -362,7 +368,8 @@ class _Class:
         """Children merged by name over the uses; (name, entry) in registration order."""
         if len({(b.mode, b.wiring if b.mode == "graph" else ()) for b in boxes if b}) > 1:
             raise _NotGeneral(path)  # a straight-line forward is written from one use: all must match it
-        kids = [(_collapse(box.children) if box.mode != "graph" else list(box.children)) if box else []
+        # loops only in chains: a parallel's and a graph's forward name each child
+        kids = [(_collapse(box.children) if box.mode == "chain" else list(box.children)) if box else []
                 for box in boxes]
         order: list[str] = []  # every use's children, in each use's order (a child a use lacks goes where others have it)
         for children in kids:
@@ -389,6 +396,8 @@ class _Class:
             if not all(p for p, b in zip(present, boxes) if b):
                 conds = {b.when.get(cname, "") for b, i in zip(boxes, items) if b and i}
                 cond = conds.pop() if len(conds) == 1 else ""
+                if any(b and b.mode == "parallel" and b.role.get(cname) == "branch" for b in boxes):
+                    raise _NotGeneral(cname)  # a branch some uses lack: one class per set of branches
                 guard = self.slot([p if b else None for p, b in zip(present, boxes)], name=cond,
                                   fallback=f"with_{path}{cname}")
             first = next(i for i in items if i)
@@ -548,10 +557,13 @@ class _Run:
 
 def _collapse(children: list[Any]) -> list[Any]:
     out: list[Any] = []
+    names = {c.name for c in children}
     i = 0
     while i < len(children):
         c = children[i]
         m = re.fullmatch(r"(.*?)0", c.name)
+        if m and m.group(1) in names:
+            m = None  # bneck10 beside bneck1: the eleventh of a numbered list, not the start of a repeat
         j = i + 1
         if m and isinstance(c, Box) and c.cls:
             while (j < len(children) and isinstance(children[j], Box) and children[j].name == f"{m.group(1)}{j - i}"
@@ -621,15 +633,18 @@ def eject_source(report: Report) -> str:
     tree = _Tree(report)
     root = tree.root()
     by_key: dict[str, list[Box]] = {}
+    height: dict[str, int] = {}  # a class's nesting above the classes inside it, over all its uses
 
-    def collect(box: Box) -> None:
-        for c in box.children:
-            if isinstance(c, Box):
-                collect(c)
+    def collect(box: Box) -> int:
+        below = max((collect(c) for c in box.children if isinstance(c, Box)), default=0)
         if box.key:
             by_key.setdefault(box.key, []).append(box)
+            height[box.key] = max(height.get(box.key, 0), below + 1)
+            return below + 1
+        return below
 
     collect(root)
+    by_key = {k: by_key[k] for k in sorted(by_key, key=lambda k: height[k])}  # stable: post-order among equals
     classes: list[_Class] = []
     constants = _constants(report)
     expressions: dict[str, tuple[str, ...]] = {}
@@ -680,20 +695,20 @@ def _render(report: Report, classes: list[_Class], helpers: set[type], constants
            "Standalone PyTorch: the state-dict keys and outputs equal those of `archspec.build` on the same spec.",
            '"""', "",
            "from __future__ import annotations", ""]
-    uses_f = any("F." in inspect.getsource(h) for h in helpers)
-    out += ["import torch"] + (["import torch.nn.functional as F"] if uses_f else []) + ["from torch import nn", ""]
+    copied = _support(helpers)
+    sources = [inspect.getsource(h) for h in copied]
+    uses_f = any("F." in s for s in sources)
+    uses_math = any("math." in s for s in sources)
+    out += (["import math", ""] if uses_math else []) + ["import torch"] + (
+        ["import torch.nn.functional as F"] if uses_f else []) + ["from torch import nn", ""]
     used = {n for c in classes for s in c.slots if s.expr and s.out == s.expr for n in re.findall(r"[A-Za-z_]\w*", s.expr)}
     written = [f"{n} = {v!r}" for n, v in constants.items() if n in used and not any(n in c.args for c in classes)]
     if written:
         out += ["# the spec's vars", *written, ""]
-    order = [archspec_nn.PaddedConv2d, archspec_nn.GlobalPool, archspec_nn.Concat, archspec_nn.Add, archspec_nn._Recurrent, archspec_nn.RNN,
-             archspec_nn.GRU, archspec_nn.LSTM]
-    needed = set(helpers)
-    if needed & {archspec_nn.RNN, archspec_nn.GRU, archspec_nn.LSTM}:
-        needed.add(archspec_nn._Recurrent)
-    for h in order:
-        if h in needed:
-            out += ["", inspect.getsource(h).rstrip(), ""]
+    if any(re.search(r"\bmake_divisible\(", s.out) for c in classes for s in c.slots):
+        out += ["", _MAKE_DIVISIBLE, ""]
+    for source in sources:
+        out += ["", source.rstrip(), ""]
     blocks = g.spec.blocks
     for cls in classes:
         w = _Writer()
@@ -723,6 +738,34 @@ def _render(report: Report, classes: list[_Class], helpers: set[type], constants
     return text
 
 
+_MAKE_DIVISIBLE = '''def make_divisible(v, divisor, min_value=None):
+    """torchvision.models._utils._make_divisible, as the spec's expressions call it."""
+    new = max(divisor if min_value is None else min_value, int(v + divisor / 2) // divisor * divisor)
+    return int(new + divisor if new < 0.9 * v else new)'''
+
+
+def _support(helpers: set[type]) -> list[Any]:
+    """The helper classes and the module-level functions and classes their source names (their
+    bases too), from the modules eject copies, in module then definition order."""
+    import sys
+
+    found: set[Any] = set()
+    todo = list(helpers)
+    while todo:
+        obj = todo.pop()
+        if obj in found:
+            continue
+        found.add(obj)
+        module = sys.modules[obj.__module__]
+        names = set(re.findall(r"[A-Za-z_]\w*", inspect.getsource(obj)))
+        names |= {b.__name__ for b in getattr(obj, "__bases__", ())}
+        for name in names:
+            dep = getattr(module, name, None)
+            if (inspect.isclass(dep) or inspect.isfunction(dep)) and getattr(dep, "__module__", "") in _HELPER_MODULES:
+                todo.append(dep)
+    return sorted(found, key=lambda o: (_HELPER_MODULES.index(o.__module__), inspect.getsourcelines(o)[1]))
+
+
 def _forward(cls: _Class) -> list[str]:
     """A parallel's forward: the body in place, branches beside it, merged, then the `then` layers."""
     use = cls.uses[0]
@@ -748,7 +791,8 @@ def _forward(cls: _Class) -> list[str]:
     else:
         lines.append(f"        out = {' + '.join(outs)}")
     for n in then:
-        lines.append(f"        out = self.{n}(out)")
+        lines.append(f"        out = self.{n}(out)" if n not in guards else
+                     f"        out = self.{n}(out) if hasattr(self, {n!r}) else out")
     lines.append("        return out")
     return lines
 

@@ -116,6 +116,19 @@ class Add(nn.Module):
         return out
 
 
+class Mul(nn.Module):
+    """Broadcasting product of per-sample shapes aligned on the right: a lower-rank input gains
+    its missing axes behind the batch axis, never in front of it."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        rank = max(x.dim() for x in xs)
+        xs = tuple(x.reshape(x.shape[:1] + (1,) * (rank - x.dim()) + x.shape[1:]) for x in xs)
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+
+
 class _Recurrent:
     """Mixin for RNN/GRU/LSTM: batch-first, and the output the spec asked for: every step,
     the last step, or the top layer's final hidden state (both directions)."""
@@ -153,3 +166,156 @@ class LSTM(_Recurrent, nn.LSTM):
 
 
 RECURRENT = {"rnn": RNN, "gru": GRU, "lstm": LSTM}  # the torch class of each recurrent layer kind
+
+
+class AxisLayerNorm(nn.LayerNorm):
+    """LayerNorm over a per-sample axis that is not the last (ConvNeXt's LayerNorm2d normalises the
+    channels of (N, C, H, W)): move it last, normalise, move it back. Parameter names stay nn.LayerNorm's."""
+
+    def __init__(self, normalized_shape: int, axis: int, **kwargs):  # named as nn.LayerNorm's: eject reads it back
+        super().__init__(normalized_shape, **kwargs)
+        self.axis = axis
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(self.axis, -1)).movedim(-1, self.axis)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", axis={self.axis}"
+
+
+class Permute(nn.Module):
+    """x.permute(order); `order` includes the batch axis (0 stays first)."""
+
+    def __init__(self, order: list[int]):
+        super().__init__()
+        self.order = order
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(self.order)
+
+    def extra_repr(self) -> str:
+        return f"order={self.order}"
+
+
+class Reshape(nn.Module):
+    """Per-sample reshape to a fixed `shape`; the batch axis is kept as it comes."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
+class Slice(nn.Module):
+    """x[..., start:end:step, ...] on axis `dim` (batch included in the numbering), Python's bounds."""
+
+    def __init__(self, dim: int, start: int, end: int | None, step: int):
+        super().__init__()
+        self.dim, self.start, self.end, self.step = dim, start, end, step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        index = (slice(None),) * self.dim + (slice(self.start, self.end, self.step),)
+        return x[index]
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, {self.start}:{'' if self.end is None else self.end}:{self.step}"
+
+
+class Select(nn.Module):
+    def __init__(self, dim: int, index: int):
+        super().__init__()
+        self.dim, self.index = dim, index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.select(self.dim, self.index)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, index={self.index}"
+
+
+class Pad(nn.Module):
+    """F.pad with `pads` in its order: (left, right, top, bottom[, channels before, after])."""
+
+    def __init__(self, pads: tuple[int, ...], mode: str, value: float):
+        super().__init__()
+        self.pads, self.mode, self.value = pads, mode, value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "constant":
+            return F.pad(x, self.pads, value=self.value)
+        return F.pad(x, self.pads, mode=self.mode)
+
+    def extra_repr(self) -> str:
+        return f"pads={self.pads}, mode={self.mode}" + (f", value={self.value}" if self.mode == "constant" else "")
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's shuffle as reshape-transpose-reshape (exports as plain ONNX ops)."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return x.reshape(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+class SequenceConv1d(nn.Conv1d):
+    """Conv1d over batch-first sequences (N, T, F): features are the channels, so the time axis moves
+    behind them and back. Explicit (left, right) padding, so PyTorch and ONNX agree on 'same'; "same"
+    recomputes it for each length, as a strided 'same' needs on a sequence of any length (ONNX auto_pad
+    SAME_LOWER)."""
+
+    def __init__(self, *args, pads: tuple[int, int] | str, **kwargs):
+        super().__init__(*args, padding=0, **kwargs)
+        self.pads = pads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, T, F) -> (N, T', out)
+        y = x.transpose(1, 2)
+        pads = self.pads
+        if pads == "same":  # as layers.conv.same_padding, written out so an ejected file needs only torch
+            n, k, s, d = y.shape[-1], self.kernel_size[0], self.stride[0], self.dilation[0]
+            total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
+            pads = ((total + 1) // 2, total // 2)
+        if pads != (0, 0):
+            y = F.pad(y, pads)
+        return super().forward(y).transpose(1, 2)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", pads(l,r)={self.pads}"
+
+
+class OverTime(nn.Module):
+    """Applies a channels-first 1-D module (pooling) to batch-first sequences (N, T, F); with
+    `as_2d`, a 2-D module with a 1 x k window to (N, F, 1, T)."""
+
+    def __init__(self, inner: nn.Module, as_2d: bool = False):
+        super().__init__()
+        self.inner, self.as_2d = inner, as_2d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.transpose(1, 2)
+        if self.as_2d:
+            return self.inner(y.unsqueeze(2)).squeeze(2).transpose(1, 2)
+        return self.inner(y).transpose(1, 2)
+
+
+class Scale(nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"

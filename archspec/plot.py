@@ -10,7 +10,6 @@ practical applications", Fig. 2, draws the same). The points are exact checker c
 from __future__ import annotations
 
 import re
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path

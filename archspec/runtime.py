@@ -336,9 +336,9 @@ def run_model(model: Any, inputs: Any = None, *, device: str = "cpu", batch: int
     labels: class names (or a file of them, one per line) for the first output's top-k; by default
     those the spec names in `meta: {labels: ...}`, which exported models carry.
     """
-    from .labels import check_count, read_labels
-
     import numpy as np
+
+    from .labels import check_count, read_labels
 
     if batch < 1:
         raise RunError(f"batch must be >= 1, got {batch}")

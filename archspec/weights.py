@@ -8,8 +8,10 @@ and in the file's order, so the exporter and the importer need no torch for safe
 
 The importer (`import_checkpoint`) maps a foreign checkpoint (torchvision's, timm's) onto a
 spec's state-dict keys structurally: tensors are paired in module order, shapes must agree,
-the last key component (weight, bias, running_mean, ...) must agree, and module boundaries must
-coincide; anything else is refused with the first divergence shown side by side.
+the last key component (weight, bias, running_mean, ...) must agree, module boundaries must
+coincide and same-shaped sibling modules must not be crossed against their names; tensors a module
+holds beside its submodules (which state_dict lists first) are paired by name within their module;
+anything else is refused with the first divergence shown side by side.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def read_weights(path: str | os.PathLike, max_bytes: int | None = None) -> dict[
     try:
         size = regular_file(name, max_bytes)
         with open(name, "rb") as fh:
-            head = fh.read(8)
+            head = fh.read(9)
     except TooLarge as exc:
         raise WeightsError(f"weights file {name} holds {exc.size:,} bytes, more than the spec's state dict "
                            f"can take ({exc.limit:,})") from None
@@ -77,10 +79,10 @@ def read_weights(path: str | os.PathLike, max_bytes: int | None = None) -> dict[
         if members and all(m.endswith(".npy") for m in members):
             return _read_npz(name)
         return _read_torch(name)
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+    if _is_pickle(head):
         return _read_torch(name)  # a legacy (non-zip) torch.save file or a bare pickle
-    if len(head) == 8 and head[0:1] != b"\x80":
-        (header_len,) = struct.unpack("<Q", head)
+    if len(head) >= 8:  # safetensors: a little-endian header length, whose first byte may well be 0x80
+        (header_len,) = struct.unpack("<Q", head[:8])
         if header_len <= MAX_HEADER_BYTES:
             return _read_safetensors(name, size, header_len)
     raise WeightsError(f"{name} is not a weights file: expected .safetensors, a PyTorch state dict "
@@ -319,9 +321,8 @@ def fit_problems(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, An
 def load_into(module: torch.nn.Module, weights: str | os.PathLike | Mapping[str, Any]) -> None:
     """Loads weights into a built module strictly: every key present, none extra, shapes equal,
     values finite; otherwise a WeightsError naming every offending tensor."""
-    import torch
-
     import numpy as np
+    import torch
 
     current = module.state_dict()
     # float64, the widest dtype accepted, plus 1 MiB of archive overhead
@@ -360,6 +361,49 @@ def sidecar_note(path: Path, spec_name: str, spec_sha256: str) -> list[str]:
     return [f"{path.name} was saved for spec '{meta.get('spec')}' with a different sha256 "
             f"({str(meta.get('spec_sha256'))[:12]}, this spec {spec_sha256[:12]}); tensor names and "
             "shapes match, so it was used"]
+
+
+@dataclass(frozen=True)
+class WeightsMatch:
+    """A weights file that fits a spec (`archspec summary --weights`): what it holds, as stored."""
+
+    path: str
+    tensors: int  # = the spec's state-dict entries, parameters and buffers
+    values: int
+    bytes: int  # the tensors' bytes in the file's dtypes (the file itself adds headers)
+    dtypes: tuple[tuple[str, int], ...]  # (dtype, tensors of it), most common first
+    notes: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "matches": True, "tensors": self.tensors, "values": self.values,
+                "bytes": self.bytes, "dtypes": dict(self.dtypes), "notes": list(self.notes)}
+
+
+def match_weights(report: Report, path: str | os.PathLike) -> WeightsMatch:
+    """Checks a weights file against the spec without torch for .safetensors/.npz (names, shapes,
+    types, finite values, as `export --weights` does); a WeightsError names every misfit."""
+    from collections import Counter
+
+    try:
+        import numpy  # noqa: F401  (reading any weights file needs it)
+    except ImportError:
+        raise WeightsError("reading a weights file needs numpy: pip install 'archspec-compiler[export]'") from None
+    from .exporter.params import check_weights, expected_tensors
+
+    expected = expected_tensors(report)
+    state = read_weights(path, sum(8 * _numel(shape) for shape, _ in expected.values()) + (1 << 20))
+    name = os.fspath(path)
+    try:
+        check_weights(state, expected, report.graph.name, name)
+    except WeightsError as exc:
+        if set(state) - set(expected) and set(expected) - set(state):
+            raise WeightsError(f"{exc}; names differ from the spec's: for a torchvision or timm checkpoint, "
+                               f"map it with `archspec weights import SPEC {Path(name).name} -o w.safetensors`") from None
+        raise
+    dtypes = Counter(str(v.dtype) for v in state.values())
+    return WeightsMatch(name, len(state), sum(int(v.size) for v in state.values()),
+                        sum(int(v.nbytes) for v in state.values()), tuple(dtypes.most_common()),
+                        tuple(sidecar_note(Path(name), report.graph.name, report.graph.sha256)))
 
 
 # -- importing a foreign checkpoint ----------------------------------------------------------
@@ -433,10 +477,17 @@ def import_checkpoint(report: Report, checkpoint: str | os.PathLike, mapping: Im
         left_ckpt.sort(key=lambda e: _natural(e.key))
         notes.append("a .safetensors file does not keep module order: both sides were paired in natural key order")
     divergence = _first_divergence(left_spec, left_ckpt)
-    if divergence is not None:
+    held = None if divergence is None else _held_directly(left_spec, left_ckpt)
+    if held is not None:
+        pairs.update(held[0])
+        moved = held[1]
+        notes.append(f"{len(moved)} tensors held directly by a module with submodules (PyTorch lists them before the "
+                     f"submodules, not where they are used) were paired by name within their module: {_brief(moved, 4)}")
+    elif divergence is not None:
         index, why = divergence
         raise WeightsError(_diagnostic(report.graph.name, name, left_spec, left_ckpt, index, why, ordered))
-    pairs.update({s.key: c.key for s, c in zip(left_spec, left_ckpt)})
+    else:
+        pairs.update({s.key: c.key for s, c in zip(left_spec, left_ckpt)})
 
     # num_batches_tracked: from the checkpoint module the BatchNorm was paired with, else 0
     zeroed = []
@@ -474,8 +525,15 @@ def import_checkpoint(report: Report, checkpoint: str | os.PathLike, mapping: Im
 
 def _is_safetensors(name: str) -> bool:
     with open(name, "rb") as fh:
-        head = fh.read(8)
-    return len(head) == 8 and not head.startswith(b"PK") and head[:1] != b"\x80"
+        head = fh.read(9)
+    return len(head) >= 8 and not head.startswith(b"PK") and not _is_pickle(head)
+
+
+def _is_pickle(head: bytes) -> bool:
+    """PROTO 2..5 (pickletools): how torch.save's legacy format and pickles of protocol 2 and later
+    start. A safetensors file whose header length is 0x..0280 bytes starts alike; its ninth byte,
+    the header's opening brace, tells them apart."""
+    return head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") and head[8:9] != b"{"
 
 
 def _explicit(spec_key: str, ck_key: str, shapes: Mapping[str, tuple[int, ...]], state: Mapping[str, Any],
@@ -502,7 +560,8 @@ def _explicit(spec_key: str, ck_key: str, shapes: Mapping[str, tuple[int, ...]],
 
 def _first_divergence(spec: list[Entry], ckpt: list[Entry]) -> tuple[int, str] | None:
     """Where pairing in order stops being certain: a shape or role differs, a module boundary
-    falls differently, or one side runs out."""
+    falls differently, the names say two same-shaped modules are swapped, or one side runs out."""
+    spec_tensors, ckpt_tensors = _module_tensors(spec), _module_tensors(ckpt)
     for i, (s, c) in enumerate(zip(spec, ckpt)):
         if s.shape != c.shape:
             hint = " (the checkpoint's is transposed)" if s.shape == c.shape[::-1] and len(s.shape) > 1 else ""
@@ -511,12 +570,81 @@ def _first_divergence(spec: list[Entry], ckpt: list[Entry]) -> tuple[int, str] |
             return i, f"same shape, but '{s.role}' in the spec and '{c.role}' in the checkpoint: the order is ambiguous"
         if i and (s.module == spec[i - 1].module) != (c.module == ckpt[i - 1].module):
             return i, "a module boundary falls differently: the spec's and the checkpoint's modules do not correspond"
+        if not i or s.module != spec[i - 1].module:
+            swapped = _swapped(s.module, c.module, spec_tensors, ckpt_tensors)
+            if swapped:
+                return i, swapped
     if len(spec) != len(ckpt):
         n = min(len(spec), len(ckpt))
         more = "checkpoint" if len(ckpt) > len(spec) else "spec"
         return n, (f"the spec has {len(spec)} tensors to fill, the checkpoint {len(ckpt)} "
                    f"({abs(len(ckpt) - len(spec))} more in the {more})")
     return None
+
+
+def _held_directly(spec: list[Entry], ckpt: list[Entry]) -> tuple[dict[str, str], list[str]] | None:
+    """Pairs for a checkpoint whose only disorder is tensors held directly by a module that also has
+    submodules (torchvision's `class_token`, `encoder.pos_embedding`, ConvNeXt's `layer_scale`):
+    `state_dict` lists a module's own tensors before its children's (torch.nn.Module._save_to_state_dict),
+    wherever they are used, while the spec holds each in a layer of its own, where it is used, named
+    alike (`class_token.token`, `layer_scale.scale`). Without those, the rest must pair in order;
+    each of those is then paired with the one spec tensor of its shape whose module path names it,
+    inside the spec module its checkpoint module's other tensors were paired with. Returns all pairs
+    and those so paired ('checkpoint key -> spec key'); None when anything is left ambiguous."""
+    parents = {e.module.rsplit(".", k)[0] for e in ckpt for k in range(1, e.module.count(".") + 1)}
+    parents |= {""} if any(e.module for e in ckpt) else set()
+    held = [c for c in ckpt if c.module in parents
+            and any(c.role in s.module.split(".") and s.shape == c.shape for s in spec)]
+    names = {c.role for c in held}
+    named = [s for s in spec if names & set(s.module.split("."))]
+    if not held or len(named) != len(held):
+        return None
+    rest_spec, rest_ckpt = [s for s in spec if s not in named], [c for c in ckpt if c not in held]
+    if _first_divergence(rest_spec, rest_ckpt) is not None:
+        return None
+    pairs = {s.key: c.key for s, c in zip(rest_spec, rest_ckpt)}
+    taken: set[str] = set()
+    for c in held:
+        inside = [s for s, k in pairs.items() if k.startswith(c.module + ".")] if c.module else list(pairs)
+        prefix = ".".join(os.path.commonprefix([k.split(".")[:-1] for k in inside])) if inside else ""
+        found = [s for s in named if s.shape == c.shape and s.key not in taken
+                 and (not prefix or s.key.startswith(prefix + ".")) and c.role in s.module[len(prefix):].split(".")]
+        if len(found) != 1:
+            return None
+        pairs[found[0].key] = c.key
+        taken.add(found[0].key)
+    return pairs, [f"{c} -> {s}" for s, c in pairs.items() if s in taken]
+
+
+def _module_tensors(entries: list[Entry]) -> dict[str, tuple[tuple[str, tuple[int, ...]], ...]]:
+    """module -> its (role, shape) pairs: what makes two modules interchangeable by shape."""
+    out: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+    for e in entries:
+        out.setdefault(e.module, []).append((e.role, e.shape))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _swapped(spec_module: str, ckpt_module: str, spec_tensors: Mapping[str, tuple], ckpt_tensors: Mapping[str, tuple]
+             ) -> str | None:
+    """Order pairs spec `a.conv1` with checkpoint `b.conv2`, yet the checkpoint has a `b.conv1` of the
+    same shapes (or the spec an `a.conv2`): the names contradict the order, so pairing would be a
+    guess (siblings declared in another order than they run). Numeric names are positions in a
+    Sequential, not names, and say nothing."""
+    s_parent, _, s_leaf = spec_module.rpartition(".")
+    c_parent, _, c_leaf = ckpt_module.rpartition(".")
+    if s_leaf == c_leaf or not s_leaf or not c_leaf or s_leaf.isdigit() or c_leaf.isdigit():
+        return None
+    in_ckpt = f"{c_parent}.{s_leaf}" if c_parent else s_leaf
+    in_spec = f"{s_parent}.{c_leaf}" if s_parent else c_leaf
+    if ckpt_tensors.get(in_ckpt) == spec_tensors[spec_module]:
+        namesake = f"the checkpoint's '{in_ckpt}'"
+    elif spec_tensors.get(in_spec) == ckpt_tensors[ckpt_module]:
+        namesake = f"the spec's '{in_spec}'"
+    else:
+        return None
+    return (f"same shapes, but the names disagree: the order pairs the spec's '{spec_module}' with the checkpoint's "
+            f"'{ckpt_module}', and {namesake} holds tensors of the same shapes: same-shaped modules in another "
+            "order, refused rather than paired by position")
 
 
 def _diagnostic(spec_name: str, name: str, spec: list[Entry], ckpt: list[Entry], index: int, why: str,
@@ -574,5 +702,5 @@ def read_map(path: str | os.PathLike) -> ImportMap:
     return ImportMap(tuple(pairs.items()), tuple(ignore))
 
 
-__all__ = ["ImportMap", "ImportResult", "WeightsError", "import_checkpoint", "load_into", "read_map",
-           "read_weights", "save_weights", "write_weights"]
+__all__ = ["ImportMap", "ImportResult", "WeightsError", "WeightsMatch", "import_checkpoint", "load_into",
+           "match_weights", "read_map", "read_weights", "save_weights", "write_weights"]

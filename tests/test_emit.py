@@ -22,6 +22,7 @@ from archspec.runtime import Session
 
 IMAGE, SEQ, TOKENS, FLAT = "[3, 9, 9]", "[time=6, 4]", "{shape: [time=6], dtype: int64}", "[12]"
 DEFAULT_INPUT = {(3,): IMAGE, (2,): SEQ, (1,): TOKENS, (1, 3): IMAGE, None: IMAGE}
+DEFAULT_INPUT[(2, 3)] = "[4, 9, 9]"  # groupnorm: channels its example's 2 groups divide
 
 # variants beyond each kind's `example` whose emitted graph differs
 VARIANTS = [
@@ -46,7 +47,97 @@ VARIANTS = [
      for kind in ("rnn", "gru", "lstm") for out in ("sequence", "last", "state")
      for layers, bi, bias in ((1, False, True), (2, True, True), (3, True, False))] + [
     ("rnn", {"hidden": 5, "nonlinearity": "relu", "bidirectional": True}, SEQ),
+] + [
+    # layernorm, groupnorm, instancenorm, mul, scale, stochastic_depth, conv1d, maxpool1d, avgpool1d,
+    # conv_transpose2d
+    ("layernorm", {}, SEQ),  # the last axis: LayerNormalization as it is (opset 17), time dynamic
+    ("layernorm", {"bias": False}, SEQ),
+    ("layernorm", {"affine": False}, SEQ),
+    ("layernorm", {}, FLAT),
+    ("layernorm", {"dim": -1, "eps": 1e-3}, IMAGE),
+    ("layernorm", {"dim": 1, "affine": False}, IMAGE),  # a middle axis: moved last and back
+    ("layernorm", {"bias": False}, IMAGE),  # channels, weight only
+    ("groupnorm", {"groups": 3, "affine": False}, "[6, time=7]"),  # (C, L), L dynamic
+    ("groupnorm", {"groups": 1, "eps": 1e-3}, "[4, 9, 9]"),  # one group: LayerNorm over (C, H, W)
+    ("groupnorm", {"groups": 4}, "[4, 9, 9]"),  # one channel a group: InstanceNorm
+    ("instancenorm", {}, IMAGE),  # no affine: unit scale, zero shift
+    ("mul", {}, SEQ),
+    ("scale", {"factor": -2.5}, SEQ),
+    ("stochastic_depth", {"p": 0.5, "mode": "batch"}, SEQ),
+    ("conv1d", {"out": 4, "kernel": 2, "padding": "same"}, SEQ),  # asymmetric pads
+    ("conv1d", {"out": 6, "kernel": 3, "stride": 2, "dilation": 2, "groups": 2, "bias": False}, SEQ),
+    ("conv1d", {"out": 3, "kernel": 3, "padding": [2, 0]}, SEQ),  # causal
+    ("conv1d", {"out": 4, "kernel": 4, "stride": 2, "padding": "same"}, SEQ),  # pads vary with the length
+    ("conv1d", {"out": 4, "kernel": 3, "stride": 2, "dilation": 2, "padding": "same"}, SEQ),  # pads in the graph
+    ("maxpool1d", {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True}, SEQ),
+    ("maxpool1d", {"kernel": 3, "stride": 1, "padding": 1}, SEQ),
+    ("avgpool1d", {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True, "count_include_pad": False}, SEQ),
+    ("avgpool1d", {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True}, SEQ),
+    ("avgpool1d", {"kernel": 2, "stride": 2, "padding": 1}, SEQ),
+    # a last window starting in the right padding, which PyTorch drops, at 5 and 8 steps but not at 12
+    ("maxpool1d", {"kernel": 3, "stride": 3, "padding": 1, "ceil_mode": True}, "[time=5, 4]"),
+    ("avgpool1d", {"kernel": 3, "stride": 3, "padding": 1, "ceil_mode": True}, "[time=5, 4]"),
+    ("avgpool1d", {"kernel": 3, "stride": 3, "padding": 1, "ceil_mode": True, "count_include_pad": False},
+     "[time=5, 4]"),
+    ("conv_transpose2d", {"out": 6, "kernel": [3, 2], "stride": [2, 3], "padding": [1, 0],
+                          "output_padding": [1, 2], "groups": 3, "bias": False}, IMAGE),
+    ("conv_transpose2d", {"out": 2, "kernel": 3, "dilation": 2, "stride": 2, "output_padding": 1}, IMAGE),
+    ("conv_transpose2d", {"out": 5, "kernel": 2, "stride": 2}, IMAGE),
 ]
+
+# shape kinds: permute, transpose, reshape, slice, select, pad, channel_shuffle, upsample. On SEQ the time
+# axis is dynamic, so bounds and indices counted from the end are checked at a second length.
+CHW_DYN = "[4, time=5, 7]"  # an image with a dynamic H
+VARIANTS += [
+    ("permute", {"dims": [1, 0]}, SEQ),
+    ("permute", {"dims": [2, 0, 1]}, IMAGE),
+    ("transpose", {"dims": [0, -1]}, SEQ),
+    ("reshape", {"shape": [-1, 2, 2]}, SEQ),
+    ("reshape", {"shape": [27, 9]}, IMAGE),
+    ("slice", {"dim": 0, "start": -4}, SEQ),
+    ("slice", {"dim": 0, "end": 3}, SEQ),
+    ("slice", {"dim": -1, "start": -5, "end": -1, "step": 3}, IMAGE),
+    ("slice", {"dim": 1, "start": 2, "end": 100}, IMAGE),
+    ("select", {"dim": 0, "index": -1}, SEQ),
+    ("select", {"dim": -1, "index": 2}, IMAGE),
+    ("pad", {"padding": 1, "channels": [2, 1], "value": 0.5}, IMAGE),
+    ("pad", {"padding": [1, 0, 2, 1], "mode": "replicate"}, IMAGE),
+    ("pad", {"padding": [0, 2]}, IMAGE),
+    ("pad", {"channels": [1, 2]}, CHW_DYN),
+    ("channel_shuffle", {"groups": 3}, "[6, 5, 4]"),
+    ("channel_shuffle", {"groups": 2}, CHW_DYN),
+    ("upsample", {"scale": 2}, IMAGE),  # Resize: a power-of-two scale is exact
+    ("upsample", {"scale": [2, 4], "mode": "bilinear"}, IMAGE),
+    ("upsample", {"size": [18, 36]}, IMAGE),
+    ("upsample", {"size": [17, 17], "mode": "bilinear", "align_corners": True}, IMAGE),  # (9-1)/(17-1) = 1/2
+    ("upsample", {"scale": 3}, IMAGE),  # torch's indices and weights as constants
+    ("upsample", {"size": [16, 7]}, IMAGE),
+    ("upsample", {"size": [16, 20], "mode": "bilinear"}, IMAGE),
+    ("upsample", {"size": [4, 5], "mode": "bilinear"}, IMAGE),
+    ("upsample", {"scale": 3, "mode": "bilinear"}, IMAGE),
+    ("upsample", {"scale": 2, "mode": "bilinear", "align_corners": True}, IMAGE),
+    ("upsample", {"size": [1, 9], "mode": "bilinear", "align_corners": True}, IMAGE),  # one row: torch's scale 0
+    ("upsample", {"size": [3, 9], "mode": "bilinear"}, "[2, 12, 9]"),  # (12/3 = 4) downsampling: Resize
+    ("upsample", {"size": [13, 4]}, CHW_DYN),  # computed in the graph from the dynamic H
+    ("upsample", {"size": [16, 11], "mode": "bilinear"}, CHW_DYN),
+    ("upsample", {"size": [9, 12], "mode": "bilinear", "align_corners": True}, CHW_DYN),
+]
+VARIANTS += [
+    # attention, parameter, class_token, layer_scale, flatten (start, end), peephole lstm
+    ("attention", {"heads": 2}, SEQ),
+    ("attention", {"heads": 4, "bias": False}, SEQ),
+    ("attention", {"heads": 2, "fused": True, "dropout": 0.1}, SEQ),
+    ("attention", {"heads": 3}, "[time=5, 12]"),
+    ("parameter", {"shape": [5], "init": "normal"}, SEQ),  # any input: only its batch size is read
+    ("parameter", {"shape": [2, 3, 4]}, FLAT),
+    ("class_token", {"init": "trunc_normal", "std": 0.5}, "[time=6, 3]"),
+    ("layer_scale", {"value": 0.1}, SEQ),  # (D,) on the last axis
+    ("layer_scale", {}, FLAT),
+    ("flatten", {"start": 1}, IMAGE),  # ViT's (C, H*W): Reshape [0, 0, -1]
+    ("flatten", {"start": 0, "end": 1}, "[2, 3, time=5]"),  # the axis after the merged ones dynamic
+] + [("lstm", {"hidden": 5, "layers": layers, "bidirectional": bi, "output": out, "bias": bias, "peephole": True}, SEQ)
+     for out in ("sequence", "last", "state")
+     for layers, bi, bias in ((1, False, True), (2, True, True), (3, True, False))]
 
 
 def kind_cases():
@@ -108,7 +199,11 @@ def test_kind_emission(tmp_path: Path, kind: str, params: dict, inp: str) -> Non
         out = inferred.graph.output[0].type.tensor_type
         dims = [d.dim_param or d.dim_value for d in out.shape.dim]
         other = report_at(report, longer(report))  # the checker at another length: which axes vary
-        want = ["batch"] + [a if a == b else "time" for a, b in zip(report.output.shape, other.output.shape)]
+        # an axis that follows the input's symbolic axis takes its name; one derived from it (a strided
+        # window along time) is the output's own
+        follows = {(a, b): "time" for a, b in zip(report.graph.input.shape, longer(report)) if a != b}
+        want = ["batch"] + [a if a == b else follows.get((a, b), f"output_dim{j}")
+                            for j, (a, b) in enumerate(zip(report.output.shape, other.output.shape), 1)]
         assert dims == want
         assert out.elem_type == onnx.TensorProto.FLOAT
     # independent oracle: the kind's torch lowering holding the same weights vs onnxruntime, at a size

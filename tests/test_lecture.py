@@ -71,3 +71,43 @@ def test_curse_of_the_last_layer() -> None:
     assert lenet.weights == 16 * 5 * 5 * 120 == 48_000
     assert first_fc.weights == 512 * 7 * 7 * 4096 == 102_760_448
     assert first_fc.params / vgg.totals.params > 0.74  # three quarters of VGG-16 sits in one layer
+
+
+# Ioffe & Szegedy 2015, Figure 5, as docs/lecture.md shows it: (output, params, MACs) per row.
+BN_INCEPTION_ROWS = {
+    "inception3a": ((256, 28, 28), 219_072, 170_999_808),
+    "inception3b": ((320, 28, 28), 260_160, 203_112_448),
+    "inception3c": ((576, 14, 14), 385_088, 143_904_768),
+    "inception4a": ((576, 14, 14), 609_984, 119_218_176),
+    "inception4b": ((576, 14, 14), 665_344, 130_056_192),
+    "inception4c": ((608, 14, 14), 914_432, 178_827_264),  # the table prints 576: its columns give 608
+    "inception4d": ((608, 14, 14), 1_142_912, 223_584_256),  # idem
+    "inception4e": ((1056, 7, 7), 1_449_984, 164_577_280),  # the table prints 1024
+    "inception5a": ((1024, 7, 7), 2_208_896, 108_079_104),
+    "inception5b": ((1024, 7, 7), 2_279_616, 111_541_248),
+}
+
+
+def test_bn_inception_figure5_rows() -> None:
+    report = archspec.check(ROOT / "specs" / "inception_v2.yaml")
+    for name, (shape, params, macs) in BN_INCEPTION_ROWS.items():
+        node = report.node(name)
+        assert (node.output.shape, node.params, node.macs) == (shape, params, macs), name
+
+
+def test_resnet_flavours_cost_the_same() -> None:
+    """He et al. 2016, Fig. 4: the orderings (a)-(e) move BN and ReLU, never add or remove a weight."""
+    report = archspec.check(ROOT / "specs" / "resnet_flavours.yaml")
+    units = [report.node(f) for f in "abcde"]
+    assert {(u.params, u.macs) for u in units} == {(2 * 16 * 16 * 9 + 4 * 16, 2 * 16 * 16 * 9 * 32 * 32)}
+    # in order: the residual body, the addition (the identity shortcut's node), then `then`
+    def is_add(n) -> bool:
+        return n.kind == "add" or n.path.endswith(".shortcut")
+
+    order = {f: " ".join("ADD" if is_add(n) else n.kind for n in report.nodes
+                         if n.path.startswith(f + ".") and (n.leaf or is_add(n))) for f in "abcde"}
+    assert order == {"a": "conv2d batchnorm relu conv2d batchnorm ADD relu",
+                     "b": "conv2d batchnorm relu conv2d ADD batchnorm relu",
+                     "c": "conv2d batchnorm relu conv2d batchnorm relu ADD",
+                     "d": "relu conv2d batchnorm relu conv2d batchnorm ADD",
+                     "e": "batchnorm relu conv2d batchnorm relu conv2d ADD"}

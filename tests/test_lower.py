@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import recorded_shapes
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import archspec
 from archspec.layers import REGISTRY
 from archspec.layers.base import INT
-from support import recorded_shapes
 
 SPECS = sorted(Path(__file__).resolve().parent.parent.joinpath("specs").glob("*.yaml"))
 CHEAP_MACS = 2 * 10**9  # larger models are checked on the meta device (no allocation, no compute)

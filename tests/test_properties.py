@@ -37,8 +37,8 @@ from hypothesis import strategies as st
 import archspec
 from archspec import Report, SpecError
 from archspec.errors import CODES
-from archspec.load import dump as canonical_dump
 from archspec.layers import REGISTRY
+from archspec.load import dump as canonical_dump
 from archspec.render import human_diagnostic, json_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,12 +122,14 @@ KINDS = sorted(REGISTRY)
 STRUCTURAL = ["repeat", "concat", "add", "residual", "group"]
 PARAM_KEYS = ["out", "kernel", "stride", "padding", "dilation", "groups", "bias", "in", "hidden", "layers",
               "bidirectional", "output", "dim", "vocab", "p", "eps", "momentum", "size", "alpha", "beta", "k",
-              "slope", "ceil_mode", "count_include_pad", "nonlinearity", "dropout"]
+              "slope", "ceil_mode", "count_include_pad", "nonlinearity", "dropout", "groups", "affine", "dims",
+              "shape", "start", "end", "step", "index", "channels", "mode", "value", "scale", "align_corners",
+              "output_padding", "factor", "heads", "peephole", "approximate", "fused", "std"]
 SPEC_KEYS = ["archspec", "name", "description", "input", "vars", "blocks", "network", "budget", "init", "shape",
              "dtype", "params", "body", "doc", "type", "default", "index", "shortcut", "then", "when", "scheme",
              "zero_init_residual", "macs", "flops", "activation_bytes"]
 WORDS = KINDS + STRUCTURAL + PARAM_KEYS + SPEC_KEYS
-STRINGS = ["same", "valid", "time=5", "t=0", "int", "float", "bool", "str", "sequence", "last", "state", "float32",
+STRINGS = ["same", "valid", "bilinear", "nearest", "reflect", "replicate", "constant", "time=5", "t=0", "int", "float", "bool", "str", "sequence", "last", "state", "float32",
            "int64", "kaiming", "relu", "c", "i", "c * 2", "c // 0", "2**2**2**100", "i == 0", "c if i else 1",
            "min(c, 3)", "max()", "x + 'a'", "1e3", "10K", "4.2G", "-1", "(", "a.b", "__import__('os')", "not c",
            "c and i", "3 / 2", "7 % 0", "-c", "1:30", "0o7", "yes"]
@@ -448,20 +450,101 @@ class Net:
     def activation(self) -> Any:
         draw = self.draw
         kind = draw(st.sampled_from(["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax",
-                                     "log_softmax", "identity", "dropout"]))
+                                     "log_softmax", "identity", "dropout", "silu", "hardswish", "hardsigmoid",
+                                     "mish", "scale", "layernorm", "stochastic_depth"]))
         rank = len(self.shape)
         if kind in ("softmax", "log_softmax") and draw(st.booleans()):
             return {kind: {"dim": draw(st.integers(-rank, rank - 1))}}
         if kind == "leaky_relu" and draw(st.booleans()):
             return {kind: {"slope": draw(st.sampled_from([0.0, 0.1, 0.2, 1.5]))}}
-        if kind == "dropout" and draw(st.booleans()):
+        if kind in ("dropout", "stochastic_depth") and draw(st.booleans()):
             return {kind: {"p": draw(st.sampled_from([0.0, 0.1, 0.5, 0.9]))}}
+        if kind == "scale":
+            return {kind: {"factor": draw(st.sampled_from([0.0, 0.17, -2.0]))}}
+        if kind == "layernorm" and draw(st.booleans()):
+            return {kind: {"dim": draw(st.integers(-rank, rank - 1)), "affine": draw(st.booleans())}}
+        if kind == "gelu" and draw(st.booleans()):
+            return {kind: {"approximate": draw(st.sampled_from(["none", "tanh"]))}}
         return kind
+
+    def norm(self) -> Any:
+        draw = self.draw
+        c = self.shape[0]
+        kind = draw(st.sampled_from(["layernorm", "groupnorm", "instancenorm"]))
+        if kind == "groupnorm":
+            return {kind: {"groups": draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]))}}
+        if kind == "instancenorm" and draw(st.booleans()):
+            return {kind: {"affine": draw(st.booleans()), "eps": 0.001}}
+        return kind
+
+    def plumbing(self) -> dict:
+        """Shape kinds that keep an image an image: pad, channel shuffle, slice, permute (H, W, C read as C, H, W)."""
+        draw = self.draw
+        c, h, w = self.shape
+        kind = draw(st.sampled_from(["pad", "channel_shuffle", "slice", "permute", "transpose"]))
+        if kind == "pad":
+            mode = draw(st.sampled_from(["constant", "reflect", "replicate"]))
+            limit = min(h, w) - 1 if mode == "reflect" else 3
+            t, b, l, r = (draw(st.integers(0, max(limit, 0))) for _ in range(4))
+            p: dict[str, Any] = {"padding": [t, b, l, r], "mode": mode}
+            ch = (draw(st.integers(0, 3)), draw(st.integers(0, 3))) if mode == "constant" else (0, 0)
+            if ch != (0, 0):
+                p["channels"] = list(ch)
+            self.shape = (c + sum(ch), h + t + b, w + l + r)
+            return {kind: p}
+        if kind == "channel_shuffle":
+            return {kind: {"groups": draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]))}}
+        if kind == "slice":
+            dim = draw(st.integers(0, 2))
+            n = self.shape[dim]
+            start, step = draw(st.integers(-n, n - 1)), draw(st.integers(1, 3))
+            size = len(range(n)[start::step])
+            self.shape = self.shape[:dim] + (size,) + self.shape[dim + 1:]
+            return {kind: {"dim": dim, "start": start, "step": step}}
+        if kind == "transpose":
+            a, b = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+            shape = list(self.shape)
+            shape[a], shape[b] = shape[b], shape[a]
+            self.shape = tuple(shape)
+            return {kind: {"dims": [a, b]}}
+        dims = draw(st.permutations([0, 1, 2]))
+        self.shape = tuple(self.shape[d] for d in dims)
+        return {kind: {"dims": list(dims)}}
+
+    def deconv(self) -> dict:
+        draw = self.draw
+        c, h, w = self.shape
+        groups = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]))
+        out = groups * draw(st.integers(1, 3))
+        k, s, d = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
+        pad = draw(st.integers(0, (d * (k - 1)) // 2))
+        op = draw(st.integers(0, max(s, d) - 1))
+        self.shape = (out,) + tuple((n - 1) * s - 2 * pad + d * (k - 1) + op + 1 for n in (h, w))
+        return {"conv_transpose2d": {"out": out, "kernel": k, "stride": s, "padding": pad, "output_padding": op,
+                                     "dilation": d, "groups": groups, "bias": draw(st.booleans())}}
+
+    def upsample(self) -> dict:
+        draw = self.draw
+        c, h, w = self.shape
+        mode = draw(st.sampled_from(["nearest", "bilinear"]))
+        p: dict[str, Any] = {"mode": mode}
+        if draw(st.booleans()):
+            scale, (sh, sw) = _pair(draw, 1, 3)
+            p["scale"] = scale
+            self.shape = (c, h * sh, w * sw)
+        else:
+            size, hw = _pair(draw, 1, 12)
+            p["size"] = size
+            self.shape = (c, *hw)
+        if mode == "bilinear" and draw(st.booleans()):
+            p["align_corners"] = draw(st.booleans())
+        return {"upsample": p}
 
     def image_item(self, depth: int) -> list[Any]:
         draw = self.draw
         choice = draw(st.sampled_from(["conv", "conv", "conv", "pool", "bn", "lrn", "act", "act", "concat", "add",
-                                       "residual", "group", "repeat", "block", "when", "linear"]))
+                                       "residual", "group", "repeat", "block", "when", "linear", "norm", "plumbing",
+                                       "deconv", "upsample"]))
         if choice in ("concat", "add", "residual", "group", "repeat") and depth >= 2:
             choice = "conv"
         if choice == "conv":
@@ -472,6 +555,14 @@ class Net:
             return [self.named("batchnorm" if draw(st.booleans()) else {"batchnorm": {"eps": 0.001, "momentum": 0.01}})]
         if choice == "lrn":
             return [self.named({"lrn": {"size": draw(st.integers(1, 5))}} if draw(st.booleans()) else "lrn")]
+        if choice == "norm":
+            return [self.named(self.norm())]
+        if choice == "plumbing":
+            return [self.named(self.plumbing())]
+        if choice == "deconv":
+            return [self.named(self.deconv())]
+        if choice == "upsample":
+            return [self.named(self.upsample())]
         if choice == "act":
             return [self.named(self.activation())]
         if choice == "linear":  # on the last axis of an image: (C, H, W) -> (C, H, out)
@@ -685,6 +776,8 @@ class Net:
             p["bias"] = False
         if kind == "rnn" and draw(st.booleans()):
             p["nonlinearity"] = draw(st.sampled_from(["tanh", "relu"]))
+        if kind == "lstm" and draw(st.integers(0, 2)) == 0:
+            p["peephole"] = True
         width = hidden * (2 if bidi else 1)
         self.shape = (t, width) if output == "sequence" else (width,)
         return {kind: p}
@@ -695,8 +788,47 @@ class Net:
         for _ in range(draw(st.integers(1, 4))):
             if len(self.shape) != 2:
                 break
-            choice = draw(st.sampled_from(["rnn", "rnn", "rnn", "linear", "act", "concat", "add", "flatten"]))
-            if choice == "flatten":
+            choice = draw(st.sampled_from(["rnn", "rnn", "rnn", "linear", "act", "concat", "add", "flatten", "conv1d",
+                                           "pool1d", "attention", "free"]))
+            if choice == "conv1d":
+                t, f = self.shape
+                groups = draw(st.sampled_from([g for g in range(1, f + 1) if f % g == 0]))
+                out, k, stride, dil = groups * draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 2)), \
+                    draw(st.integers(1, 2))
+                padding = draw(st.sampled_from(["same", 0, 1, [2, 0]]))
+                left, right = (0, 0) if padding == "same" else (padding, padding) if isinstance(padding, int) else padding
+                steps = -(-t // stride) if padding == "same" else _conv_len(t, k, stride, left + right, dil)
+                if steps < 1:
+                    continue
+                self.shape = (steps, out)
+                items.append(self.named({"conv1d": {"out": out, "kernel": k, "stride": stride, "dilation": dil,
+                                                    "groups": groups, "padding": padding}}))
+            elif choice == "pool1d":
+                t, f = self.shape
+                k = draw(st.integers(1, min(t, 3)))
+                pad, stride, ceil = draw(st.integers(0, k // 2)), draw(st.integers(1, 3)), draw(st.booleans())
+                kind = draw(st.sampled_from(["maxpool1d", "avgpool1d"]))
+                self.shape = (_pool_len(t, k, stride, pad, ceil), f)
+                items.append(self.named({kind: {"kernel": k, "stride": stride, "padding": pad, "ceil_mode": ceil}}))
+            elif choice == "free":  # the learned free tensors
+                free = draw(st.sampled_from(["class_token", "layer_scale", "parameter"]))
+                init = {"init": draw(st.sampled_from(["zeros", "normal", "trunc_normal"]))}
+                if free == "class_token":
+                    self.shape = (self.shape[0] + 1, self.shape[1])
+                    items.append(self.named({"class_token": init}))
+                elif free == "layer_scale":
+                    items.append(self.named({"layer_scale": {"value": draw(st.sampled_from([1e-6, 0.5, 2.0]))}}))
+                else:
+                    items.append({"residual": {"body": [{"parameter": {"shape": list(self.shape), **init}}]}})
+            elif choice == "attention":
+                f = self.shape[1]
+                p = {"heads": draw(st.sampled_from([h for h in range(1, f + 1) if f % h == 0]))}
+                if draw(st.booleans()):
+                    p["bias"] = False
+                if draw(st.booleans()):
+                    p["fused"] = True
+                items.append(self.named({"attention": p}))
+            elif choice == "flatten":
                 self.shape = (self.shape[0] * self.shape[1],)
                 items.append(self.named("flatten"))
             elif choice == "rnn":

@@ -19,7 +19,7 @@ from archspec.triton import TritonError, preferred_sizes, write_repository
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = sorted((ROOT / "specs").glob("*.yaml"))
 EXAMPLES = [ROOT / "examples" / "image_metadata.yaml", ROOT / "examples" / "multiscale_head.yaml"]  # 2 inputs; a skip
-LARGE = {"alexnet", "vgg11", "vgg11_bn", "vgg11_lrn", "vgg13", "vgg16", "vgg16_c", "vgg19", "resnet101", "resnet152"}
+LARGE = {"alexnet", "vgg11", "vgg11_bn", "vgg16_bn", "vgg11_lrn", "vgg13", "vgg16", "vgg16_c", "vgg19", "resnet101", "resnet152"}
 # ONNX TensorProto element type name -> Triton DataType name (Triton docs, "Datatypes" table)
 ONNX_TO_TRITON = {"FLOAT": "TYPE_FP32", "INT64": "TYPE_INT64", "INT32": "TYPE_INT32", "DOUBLE": "TYPE_FP64",
                   "FLOAT16": "TYPE_FP16", "BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "INT8": "TYPE_INT8"}

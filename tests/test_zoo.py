@@ -29,6 +29,7 @@ PUBLISHED = {
     "vgg16": (138_357_544, 15_470_264_320),
     "vgg19": (143_667_240, 19_632_062_464),
     "vgg11_bn": (132_868_840, 7_609_090_048),
+    "vgg16_bn": (138_365_992, 15_470_264_320),
     "nin": (1_992_166, 762_297_352),
     "googlenet": (6_624_904, 1_498_376_192),
     "googlenet_paper": (6_998_552, 1_582_671_872),
@@ -41,6 +42,22 @@ PUBLISHED = {
     "rnn_classifier": (232_970, 11_471_360),
     "gru_classifier": (693_770, 34_408_960),
     "lstm_classifier": (924_170, 45_877_760),
+    # operator set v2 (issue #13), torchvision 0.29 / timm, MACs = FlopCounterMode / 2 at batch 1
+    "squeezenet1_1": (1_235_496, 349_151_936),
+    "mobilenet_v2": (3_504_872, 300_774_272),
+    "resnext50_32x4d": (25_028_904, 4_230_479_872),
+    "densenet121": (7_978_856, 2_834_161_664),
+    "shufflenet_v2_x1_0": (2_278_604, 144_907_992),
+    "efficientnet_b0": (5_288_548, 385_814_752),
+    "mobilenet_v3_large": (5_483_032, 216_589_760),
+    "regnet_y_400mf": (4_344_144, 401_842_848),
+    "fcn_resnet50": (32_957_013, 142_725_772_800),
+    "inception_v4": (42_679_816, 12_253_974_624),  # timm
+    "inception_resnet_v2": (55_843_464, 13_155_794_016),  # timm
+    # torchvision's model builders; MACs = FlopCounterMode/2 (convnext_tiny), and for vit_b_16 with the
+    # attention matmuls counted: torchvision's published 17.56 GFLOPS (docs/oracle_transformers.md)
+    "convnext_tiny": (28_589_128, 4_455_531_264),
+    "vit_b_16": (86_567_656, 17_563_828_224),
 }
 
 
@@ -106,10 +123,76 @@ def googlenet_aux(classes: int = 1000) -> tuple[int, int]:
     return total([PUBLISHED["googlenet"], *aux(512), *aux(528)])
 
 
+def grouped_conv(cin: int, cout: int, k: int, out_hw: int, groups: int, bias: bool = True) -> tuple[int, int]:
+    weights = cout * (cin // groups) * k * k  # each filter sees its own group's input channels
+    return weights + (cout if bias else 0), weights * out_hw * out_hw
+
+
+def alexnet_paper() -> tuple[int, int]:
+    """Krizhevsky et al. 2012, Figure 2: two towers; conv2, conv4 and conv5 see only their own tower."""
+    parts = [grouped_conv(3, 96, 11, 55, 1), grouped_conv(96, 256, 5, 27, 2), grouped_conv(256, 384, 3, 13, 1),
+             grouped_conv(384, 384, 3, 13, 2), grouped_conv(384, 256, 3, 13, 2),
+             linear(256 * 6 * 6, 4096), linear(4096, 4096), linear(4096, 1000)]
+    return total(parts)
+
+
+def resnet20_cifar() -> tuple[int, int]:
+    """He et al. 2016, section 4.2: 6n + 2 layers, n = 3, option-A shortcuts (no parameters)."""
+    parts = [conv(3, 16, 3, 32), bn(16)]
+    cin = 16
+    for channels, hw in ((16, 32), (32, 16), (64, 8)):
+        for _ in range(3):
+            parts += [conv(cin, channels, 3, hw), bn(channels), conv(channels, channels, 3, hw), bn(channels)]
+            cin = channels
+    return total(parts + [linear(64, 10)])
+
+
+def resnet_flavours() -> tuple[int, int]:
+    """Five units of two 3x3 convolutions and two batch norms each (Fig. 4 a-e), on 16x32x32."""
+    return total([conv(3, 16, 3, 32), bn(16)] + [conv(16, 16, 3, 32), bn(16), conv(16, 16, 3, 32), bn(16)] * 5
+                 + [linear(16, 10)])
+
+
+# BN-Inception (Ioffe & Szegedy 2015, Figure 5): #1x1, #3x3 reduce, #3x3, double #3x3 reduce,
+# double #3x3, pool projection (0: a stride-2 module, max pool passed through), output size.
+BN_INCEPTION = [(64, 64, 64, 64, 96, 32, 28), (64, 64, 96, 64, 96, 64, 28), (0, 128, 160, 64, 96, 0, 14),
+                (224, 64, 96, 96, 128, 128, 14), (192, 96, 128, 96, 128, 128, 14), (160, 128, 160, 128, 160, 128, 14),
+                (96, 128, 192, 160, 192, 128, 14), (0, 128, 192, 192, 256, 0, 7), (352, 192, 320, 160, 224, 128, 7),
+                (352, 192, 320, 192, 224, 128, 7)]
+
+
+def inception_v2() -> tuple[int, int]:
+    def unit(cin: int, cout: int, k: int, hw: int) -> list[tuple[int, int]]:
+        return [conv(cin, cout, k, hw), bn(cout)]
+
+    parts = unit(3, 64, 7, 112) + unit(64, 64, 1, 56) + unit(64, 192, 3, 56)
+    cin = 192
+    for c1, c3r, c3, d3r, d3, proj, hw in BN_INCEPTION:
+        before = hw * 2 if proj == 0 else hw  # a reducing module reads the larger grid
+        parts += unit(cin, c3r, 1, before) + unit(c3r, c3, 3, hw)
+        parts += unit(cin, d3r, 1, before) + unit(d3r, d3, 3, before) + unit(d3, d3, 3, hw)
+        if proj:
+            parts += unit(cin, c1, 1, hw) + unit(cin, proj, 1, hw)
+        cin = c1 + c3 + d3 + (proj or cin)
+    return total(parts + [linear(cin, 1000)])
+
+
+def lstm_peephole_classifier(hidden: int = 256, steps: int = 50) -> tuple[int, int]:
+    """lstm_classifier plus the diagonal peephole weights p_i, p_f, p_o of each layer (Gers & Schmidhuber 2000):
+    3 * hidden parameters, element-wise products (no MACs)."""
+    parts = [lstm_layer(128, hidden, steps, 1), lstm_layer(hidden, hidden, steps, 1), linear(hidden, 10)]
+    return total(parts + [(3 * hidden, 0), (3 * hidden, 0)])
+
+
 INDEPENDENT = {
     "resnet18_preact": preact_resnet18(),
     "bilstm_tagger": bilstm_tagger(),
     "googlenet_aux": googlenet_aux(),
+    "alexnet_paper": alexnet_paper(),
+    "resnet20_cifar": resnet20_cifar(),
+    "resnet_flavours": resnet_flavours(),
+    "inception_v2": inception_v2(),
+    "lstm_peephole_classifier": lstm_peephole_classifier(),
 }
 EXPECTED = {**PUBLISHED, **INDEPENDENT}
 
@@ -135,6 +218,8 @@ def test_independent_formulas_reproduce_published_counts():
     assert googlenet_aux()[0] == 13_004_888  # sum(p.numel()) of torchvision's googlenet(aux_logits=True)
     assert total([lstm_layer(128, 256, 50, 1), lstm_layer(256, 256, 50, 1), linear(256, 10)]) \
         == PUBLISHED["lstm_classifier"]
+    assert alexnet_paper()[0] == 60_965_224  # issue #13's figure for the two-tower original
+    assert resnet20_cifar()[0] == 269_722  # He et al. 2016 Table 6: 0.27M
 
 
 # --- The zoo ------------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """The torchvision/timm oracle: a reference model with random weights (nothing downloaded) is saved
 as a checkpoint, imported with `archspec weights import`, and the spec built with the imported
 weights must give the reference's outputs in eval mode; mismatched checkpoints must be refused.
+Beside each row: parameters (archspec check / the reference) and MACs (archspec check /
+FlopCounterMode FLOPs / 2 of the reference at batch 1), folded in from the former
+tools/zoo_reference.py.
 
 Runs in the oracle environment (torchvision cannot live beside the project's torch):
 
@@ -27,6 +30,7 @@ import timm
 import torch
 import torchvision
 import torchvision.models as tvm
+from torch.utils.flop_counter import FlopCounterMode
 
 import archspec
 
@@ -61,10 +65,17 @@ PAIRS = [
     Pair("mobilenet_v2", "torchvision mobilenet_v2", lambda: tvm.mobilenet_v2()),
     Pair("densenet121", "torchvision densenet121", lambda: tvm.densenet121()),
     Pair("resnext50_32x4d", "torchvision resnext50_32x4d", lambda: tvm.resnext50_32x4d()),
-    Pair("wide_resnet50_2", "torchvision wide_resnet50_2", lambda: tvm.wide_resnet50_2()),
-    Pair("mnasnet1_0", "torchvision mnasnet1_0", lambda: tvm.mnasnet1_0()),
-    Pair("regnet_x_400mf", "torchvision regnet_x_400mf", lambda: tvm.regnet_x_400mf()),
+    Pair("shufflenet_v2_x1_0", "torchvision shufflenet_v2_x1_0", lambda: tvm.shufflenet_v2_x1_0()),
+    Pair("efficientnet_b0", "torchvision efficientnet_b0", lambda: tvm.efficientnet_b0()),
+    Pair("mobilenet_v3_large", "torchvision mobilenet_v3_large", lambda: tvm.mobilenet_v3_large()),
+    Pair("regnet_y_400mf", "torchvision regnet_y_400mf", lambda: tvm.regnet_y_400mf()),
+    Pair("fcn_resnet50", "torchvision fcn_resnet50",
+         lambda: tvm.segmentation.fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=False)),
+    Pair("convnext_tiny", "torchvision convnext_tiny", lambda: tvm.convnext_tiny()),
+    Pair("vit_b_16", "torchvision vit_b_16", lambda: tvm.vit_b_16()),
     Pair("inception_v4", "timm inception_v4", lambda: timm.create_model("inception_v4", pretrained=False)),
+    Pair("inception_resnet_v2", "timm inception_resnet_v2",
+         lambda: timm.create_model("inception_resnet_v2", pretrained=False)),
 ]
 
 
@@ -77,6 +88,9 @@ class Row:
     max_abs: float = 0.0
     max_rel: float = 0.0
     seconds: float = 0.0
+    params: tuple[int, int] = (0, 0)  # archspec check, the reference
+    macs: tuple[int, int] = (0, 0)  # archspec check, FlopCounterMode / 2 of the reference (batch 1)
+    notes: tuple[str, ...] = ()  # the import's notes, first clause each
 
 
 def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -102,22 +116,34 @@ def check_pair(pair: Pair, tmp: Path) -> Row:
     if not spec.exists():
         return Row(pair.spec, pair.source, "no spec")
     started = time.perf_counter()
+    report = archspec.check(spec)
     reference = randomized(pair.make())
+    x = torch.randn(2, *report.graph.input.shape, generator=torch.Generator().manual_seed(1))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        reference(x[:1])
+    counts = {"params": (report.totals.params, sum(p.numel() for p in reference.parameters())),
+              "macs": (report.totals.macs, counter.get_total_flops() // 2)}
     torch.save(reference.state_dict(), tmp / "ckpt.pth")
     extra = ["--map", str(ROOT / pair.map)] if pair.map else []
     r = cli("weights", "import", str(spec), str(tmp / "ckpt.pth"), "-o", str(tmp / "w.safetensors"), *extra)
     if r.returncode != 0:
         return Row(pair.spec, pair.source, "refused: " + r.stderr.strip().splitlines()[0][:160],
-                   seconds=time.perf_counter() - started)
-    report = archspec.check(spec)
-    ours = archspec.build(report, weights=tmp / "w.safetensors").eval()
-    x = torch.randn(2, *report.graph.input.shape, generator=torch.Generator().manual_seed(1))
+                   seconds=time.perf_counter() - started, **counts)
+    notes = tuple(line.removeprefix("note: ").split(" (")[0].split(":")[0] for line in r.stdout.splitlines()
+                  if line.startswith("note: "))
+    try:
+        ours = archspec.build(report, weights=tmp / "w.safetensors").eval()
+    except archspec.ArchspecError as exc:  # the imported file does not load: a row, not the end of the run
+        return Row(pair.spec, pair.source, f"FAILED to load: {str(exc)[:160]}", seconds=time.perf_counter() - started,
+                   **counts)
     with torch.no_grad():
         want, got = reference(x), ours(x)
+    want = want["out"] if isinstance(want, dict) else want  # torchvision's segmentation models return a dict
     err = float((want - got).abs().max())
     rel = err / max(1.0, float(want.abs().max()))
     return Row(pair.spec, pair.source, "equal" if rel <= TOLERANCE else "DIFFERENT", len(ours.state_dict()), err, rel,
-               time.perf_counter() - started)
+               time.perf_counter() - started, notes=notes, **counts)
 
 
 def refusals(tmp: Path) -> list[tuple[str, bool, str]]:
@@ -127,8 +153,15 @@ def refusals(tmp: Path) -> list[tuple[str, bool, str]]:
     sd = tvm.resnet18().state_dict()
     sd["fc.weight"] = sd["fc.weight"].t().contiguous()
     torch.save(sd, tmp / "r18_transposed.pth")
+    sd = tvm.resnet18().state_dict()  # layer1.0's conv2/bn2 stored before its conv1/bn1: same shapes, names crossed
+    block = [k for k in sd if k.startswith("layer1.0.")]
+    second = [k for k in block if ".conv2." in k or ".bn2." in k]
+    at = list(sd).index(block[0])
+    order = list(sd)[:at] + second + [k for k in block if k not in second] + list(sd)[at + len(block):]
+    torch.save({k: sd[k] for k in order}, tmp / "r18_swapped.pth")
     for what, ckpt in (("resnet34 checkpoint into resnet18", "r34.pth"),
-                       ("resnet18 checkpoint, fc.weight transposed", "r18_transposed.pth")):
+                       ("resnet18 checkpoint, fc.weight transposed", "r18_transposed.pth"),
+                       ("resnet18 checkpoint, layer1.0's conv1/bn1 and conv2/bn2 swapped", "r18_swapped.pth")):
         r = cli("weights", "import", str(ROOT / "specs/resnet18.yaml"), str(tmp / ckpt), "-o", str(tmp / "x.safetensors"))
         marked = [line.strip() for line in r.stderr.splitlines() if line.lstrip().startswith(">")]
         ok = r.returncode == 1 and len(marked) == 1 and "|" in marked[0] and not (tmp / "x.safetensors").exists()
@@ -139,22 +172,28 @@ def refusals(tmp: Path) -> list[tuple[str, bool, str]]:
 
 
 def markdown(rows: list[Row], refused: list[tuple[str, bool, str]]) -> str:
-    lines = [f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
-             f"timm {timm.__version__}; random weights and BatchNorm statistics, eval mode, batch 2.", "",
-             "| spec | reference | result | tensors | max abs diff | rel. diff | seconds |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    versions = (f"torch {torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__}; "
+                "random weights and BatchNorm statistics, eval mode, batch 2.")
+    header = ("| spec | reference | result | tensors | max abs diff | rel. diff | params (archspec / reference) "
+              "| MACs (archspec / FlopCounterMode÷2) | import notes | seconds |")
+    lines = [versions, "", header, "|---|---|---|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
+        counts = (f"{_same(*r.params)} | {_same(*r.macs)}" if r.params[0] else " | ")
         if r.result in ("equal", "DIFFERENT"):
             lines.append(f"| {r.spec} | {r.source} | {r.result} | {r.tensors} | {r.max_abs:.2e} | {r.max_rel:.2e} | "
-                         f"{r.seconds:.1f} |")
+                         f"{counts} | {'; '.join(r.notes)} | {r.seconds:.1f} |")
         else:
-            lines.append(f"| {r.spec} | {r.source} | {r.result} | | | | {r.seconds:.1f} |" if r.seconds else
-                         f"| {r.spec} | {r.source} | {r.result} | | | | |")
+            lines.append(f"| {r.spec} | {r.source} | {r.result} | | | | {counts} | | "
+                         f"{f'{r.seconds:.1f}' if r.seconds else ''} |")
     lines += ["", "| mismatched checkpoint | refused with the side-by-side diagnostic | message |", "|---|---|---|"]
     for what, ok, message in refused:
         escaped = message.replace("|", "\\|")  # a pipe inside a table cell
         lines.append(f"| {what} | {'yes' if ok else 'NO'} | `{escaped}` |")
     return "\n".join(lines) + "\n"
+
+
+def _same(ours: int, theirs: int) -> str:
+    return f"{ours:,} (equal)" if ours == theirs else f"{ours:,} / {theirs:,}"
 
 
 def main() -> int:

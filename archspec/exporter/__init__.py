@@ -22,9 +22,9 @@ from .. import runtime  # noqa: F401  (first: it keeps onnxruntime from writing 
 from ..analyze import Report
 from ..files import check_output, commit, staging
 from ..labels import spec_labels
+from ..layers import REGISTRY
 from ..memory import needed, require
 from ..weights import WeightsError, as_state, sidecar_note
-from ..layers import REGISTRY
 from .errors import ExportError
 from .params import check_weights, expected_tensors, initial_state, iter_layers
 from .plan import BATCH_AXIS, Plan, plan_export, report_at

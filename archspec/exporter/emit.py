@@ -41,10 +41,13 @@ class _Graph:
 
 class Emitter:
     """One layer's view of the graph being built: `xs` are its input values (`x` the first); `op`
-    adds a node, `param` one of the layer's own tensors, `const` a tensor derived from them."""
+    adds a node, `param` one of the layer's own tensors, `const` a tensor derived from them. `dims`
+    holds each input's axes, batch first, a name where the axis is dynamic: a kind may bake a size
+    into its nodes only where the axis is static."""
 
-    def __init__(self, graph: _Graph, path: str, xs: list[str], doc: str, where: str = ""):
-        self._g, self.path, self.xs, self.x, self._doc = graph, path, xs, xs[0], doc
+    def __init__(self, graph: _Graph, path: str, xs: list[str], doc: str, dims: list[list[int | str]] | None = None,
+                 where: str = ""):
+        self._g, self.path, self.xs, self.x, self._doc, self.dims = graph, path, xs, xs[0], doc, dims or []
         self._where = where or path  # the layer, for errors
         self.opset = graph.opset
 
@@ -121,9 +124,10 @@ def emit_graph(report: Report, weights: Mapping[str, Any], plan: Plan,
         xs = tuple(_dynamic(report, v, plan.dynamic) for v in node.inputs)
         ys = tuple(_dynamic(report, v, plan.dynamic) for v in node.outputs)
         where = f"{node.kind} '{node.scope}' at {node.loc}"
+        dims = [plan.dims(v, node.scope) for v in node.inputs]
         with recording() as guards:  # the kind's ONNX form must not depend on a dynamic size
             outs = REGISTRY[node.kind].emit_n(node.params, xs, ys,
-                                              Emitter(g, node.scope, [names[v] for v in node.inputs], doc, where))
+                                              Emitter(g, node.scope, [names[v] for v in node.inputs], doc, dims, where))
         if guards:
             raise ExportError(f"the ONNX form of {where} depends on "
                               f"{' and '.join(sorted(guards[0].symbols))}: it is chosen by `{guards[0]}` at the "

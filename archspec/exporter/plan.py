@@ -19,6 +19,7 @@ from .errors import ExportError
 BATCH_AXIS = "batch"
 CHECK_BATCHES = (1, 3)  # two batch sizes every export is verified at
 SEQ_OFFSETS = (7, 8, 16, 32)  # second size of a symbolic axis: the first nominal+k where every guard holds
+SCAN_OFFSETS = range(1, 65)  # then any nominal+k: rules that hold on one residue (ceil-mode pools) need it
 _RECHECK_LIMITS = Limits(max_params=10**15, max_macs=10**18, max_activation_bytes=10**16)
 
 
@@ -157,19 +158,22 @@ def _check_pins(report: Report, dynamic: list[str]) -> None:
 
 
 def _second_sizes(report: Report, dynamic: list[str]) -> dict[str, int]:
-    """For each dynamic symbol in turn, the first nominal+k (k in SEQ_OFFSETS, then 2x nominal) at which
-    every guard holds with the sizes already chosen: the checker's types hold there by construction."""
+    """For each dynamic symbol in turn, the first nominal+k (k in SEQ_OFFSETS, then 2x nominal, then
+    SCAN_OFFSETS) at which every guard holds with the sizes already chosen: the checker's types hold
+    there by construction. Only the preferred offsets are named when none holds."""
     sym = report.symbols
     chosen: dict[str, int] = {}
     for name in dynamic:
         size = sym.nominal[name]
         tried: list[tuple[int, list[tuple[int, Guard]]]] = []
-        for k in SEQ_OFFSETS + (size,):
+        preferred = SEQ_OFFSETS + (size,)
+        for k in preferred + tuple(k for k in SCAN_OFFSETS if k not in preferred):
             failed = sym.holds({**chosen, name: size + k})
             if not failed:
                 chosen[name] = size + k
                 break
-            tried.append((size + k, failed))
+            if k in preferred:
+                tried.append((size + k, failed))
         else:
             raise ExportError(_undecided(report, name, tried))
     return chosen
@@ -183,6 +187,7 @@ def _undecided(report: Report, name: str, tried: list[tuple[int, list[tuple[int,
     sizes = ", ".join(str(s) for s, failed in tried if any(g is guard for _, g in failed))
     why = f"holds only at {name}={size}" if (guard.op == "==" and guard.outcome and e.affine
                                             and e.symbols == {name}) else \
-        f"holds at {name}={size} but not at {sizes}; it cannot be decided symbolically"  # a*n + b = 0: one n
+        f"holds at {name}={size} but not at {sizes} (nor any size up to {name}={size + SCAN_OFFSETS[-1]}); " \
+        "it cannot be decided symbolically"  # a*n + b = 0: one n
     return (f"input axis '{name}' is declared symbolic ({name}={size}), but the network only accepts {name}={size}: "
             f"the shape rule of {_where(report, k)} needs {guard}, which {why}; export it fixed, e.g. --dynamic batch")

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import Cost, LayerKind, LayerParams, NoParams, Shape, ShapeError, numel
+from .base import Cost, LayerKind, LayerParams, NoParams, Shape, ShapeError, TensorType, numel
 
 
 class LeakyParams(LayerParams):
     slope: float = Field(0.01, ge=0)
+
+
+class GeluParams(LayerParams):
+    approximate: Literal["none", "tanh"] = Field(
+        "none", description="none: x * Phi(x) with the exact erf; tanh: Hendrycks & Gimpel 2016 eq. 2, "
+        "0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), as nn.GELU(approximate='tanh')")
 
 
 class AxisParams(LayerParams):
@@ -35,15 +41,21 @@ def _clip(g: Any, low: float, high: float) -> str:
     return g.op("Clip", [g.x, g.const("min", np.array(low, np.float32)), g.const("max", np.array(high, np.float32))])
 
 
-def _gelu(g: Any) -> str:
-    """x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (Hendrycks & Gimpel 2016); the Gelu operator from opset 20."""
+def _gelu(g: Any, p: GeluParams) -> str:
+    """x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), or its tanh approximation (Hendrycks & Gimpel 2016 eq. 2);
+    the Gelu operator from opset 20."""
     import numpy as np
 
     if g.opset >= 20:
-        return g.op("Gelu", [g.x])
+        return g.op("Gelu", [g.x], approximate=p.approximate)
+    half_x = g.op("Mul", [g.x, g.const("half", np.array(0.5, np.float32))])
+    if p.approximate == "tanh":
+        cube = g.op("Mul", [g.op("Mul", [g.x, g.x]), g.x])
+        inner = g.op("Add", [g.x, g.op("Mul", [cube, g.const("c044715", np.array(0.044715, np.float32))])])
+        t = g.op("Tanh", [g.op("Mul", [inner, g.const("sqrt2pi", np.array(np.sqrt(2 / np.pi), np.float32))])])
+        return g.op("Mul", [half_x, g.op("Add", [t, g.const("one", np.array(1, np.float32))])])
     erf = g.op("Erf", [g.op("Mul", [g.x, g.const("rsqrt2", np.array(1 / np.sqrt(2), np.float32))])])
-    one_plus = g.op("Add", [erf, g.const("one", np.array(1, np.float32))])
-    return g.op("Mul", [g.op("Mul", [g.x, g.const("half", np.array(0.5, np.float32))]), one_plus])
+    return g.op("Mul", [half_x, g.op("Add", [erf, g.const("one", np.array(1, np.float32))])])
 
 
 # (name, params schema, flops per element, lowering from (torch.nn, params), ONNX from (emitter, params), doc)
@@ -54,7 +66,17 @@ _TABLE: list[tuple[str, type[LayerParams], int, Callable[[Any, Any], Any], Calla
      lambda g, p: g.op("LeakyRelu", [g.x], alpha=p.slope), "x if x > 0 else slope*x"),
     ("sigmoid", NoParams, 1, lambda nn, p: nn.Sigmoid(), lambda g, p: g.op("Sigmoid", [g.x]), "1 / (1 + exp(-x))"),
     ("tanh", NoParams, 1, lambda nn, p: nn.Tanh(), lambda g, p: g.op("Tanh", [g.x]), "hyperbolic tangent"),
-    ("gelu", NoParams, 1, lambda nn, p: nn.GELU(), lambda g, p: _gelu(g), "x * Phi(x), exact erf form"),
+    ("gelu", GeluParams, 1, lambda nn, p: nn.GELU(approximate=p.approximate), _gelu,
+     "x * Phi(x), exact erf form or (`approximate: tanh`) the tanh approximation"),
+    ("silu", NoParams, 2, lambda nn, p: nn.SiLU(), lambda g, p: g.op("Mul", [g.x, g.op("Sigmoid", [g.x])]),
+     "x * sigmoid(x), a.k.a. swish (Ramachandran et al. 2017)"),
+    ("hardswish", NoParams, 3, lambda nn, p: nn.Hardswish(),
+     lambda g, p: g.op("Mul", [g.x, g.op("HardSigmoid", [g.x], alpha=1 / 6, beta=0.5)]),
+     "x * relu6(x + 3) / 6 (MobileNetV3, Howard et al. 2019)"),
+    ("hardsigmoid", NoParams, 2, lambda nn, p: nn.Hardsigmoid(),
+     lambda g, p: g.op("HardSigmoid", [g.x], alpha=1 / 6, beta=0.5), "relu6(x + 3) / 6 (MobileNetV3)"),
+    ("mish", NoParams, 3, lambda nn, p: nn.Mish(),
+     lambda g, p: g.op("Mul", [g.x, g.op("Tanh", [g.op("Softplus", [g.x])])]), "x * tanh(softplus(x)) (Misra 2019)"),
     ("softmax", AxisParams, 3, lambda nn, p: nn.Softmax(_axis(p)), lambda g, p: g.op("Softmax", [g.x], axis=_axis(p)),
      "exp(x) / sum(exp(x)) along `dim`"),
     ("log_softmax", AxisParams, 3, lambda nn, p: nn.LogSoftmax(_axis(p)),
@@ -88,3 +110,36 @@ def _make(name: str, params: type[LayerParams], per_element: int, build: Callabl
 
 
 ACTIVATIONS = {row[0]: _make(*row) for row in _TABLE}
+
+
+class ScaleParams(LayerParams):
+    factor: float
+
+
+class Scale(LayerKind):
+    name = "scale"
+    Params = ScaleParams
+    doc = ("Multiplies by a constant `factor`: the residual scaling of Inception-ResNet (Szegedy et al. 2017 "
+           "§3.3: branches scaled by 0.1-0.3 before the addition stabilise training).")
+    flops_rule = "1 per element"
+    example = {"factor": 0.17}
+
+    @classmethod
+    def cost(cls, p: ScaleParams, x: Shape, y: Shape) -> Cost:
+        return Cost(flops=numel(y))
+
+    @classmethod
+    def brief(cls, p: ScaleParams) -> str:
+        return f"x{p.factor:g}"
+
+    @classmethod
+    def lower(cls, p: ScaleParams, x: Shape, y: Shape):
+        from ..nn import Scale as TorchScale
+
+        return TorchScale(p.factor)
+
+    @classmethod
+    def emit(cls, p: ScaleParams, x: TensorType, y: TensorType, g) -> str:
+        import numpy as np
+
+        return g.op("Mul", [g.x, g.const("factor", np.array(p.factor, np.float32))])  # as torch: x * float32(factor)

@@ -1,19 +1,25 @@
-"""2-D convolution (d2l ch. 7: padding, stride, multiple channels, 1x1 convolution)."""
+"""Convolutions (d2l ch. 7: padding, stride, multiple channels, 1x1 convolution): 2-D, transposed 2-D
+(d2l §14.10) and 1-D over sequences."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated, Any
+
+from pydantic import Field, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from .base import (
     Cost,
     LayerKind,
     LayerParams,
+    Pad2,
     Padding,
     PositiveInt,
     Shape,
     ShapeError,
     Size2,
     TensorType,
+    _is_int,
     init_weight_bias,
     numel,
     out_size,
@@ -129,3 +135,220 @@ class Conv2d(LayerKind):
         inputs = [g.x, g.param("weight")] + ([g.param("bias")] if p.bias else [])
         return g.op("Conv", inputs, kernel_shape=list(p.kernel), strides=list(p.stride), pads=[t, l, b, r],
                     dilations=list(p.dilation), group=p.groups)
+
+class ConvTranspose2dParams(LayerParams):
+    out: PositiveInt
+    kernel: Size2
+    stride: Size2 = (1, 1)
+    padding: Pad2 = (0, 0)
+    output_padding: Pad2 = (0, 0)
+    dilation: Size2 = (1, 1)
+    groups: PositiveInt = 1
+    bias: bool = True
+
+
+class ConvTranspose2d(LayerKind):
+    name = "conv_transpose2d"
+    Params = ConvTranspose2dParams
+    doc = ("Transposed ('fractionally strided') 2-D convolution, the gradient of conv2d with respect to its "
+           "input: upsamples by `stride` (d2l §14.10; FCN, U-Net decoders).")
+    input_rank = (3,)
+    input_desc = "(C, H, W)"
+    flops_rule = "2*MACs + one add per output element for the bias"
+    shape_rule = "(C, H, W) -> (out, (H - 1)*s - 2p + d*(k - 1) + output_padding + 1, same for W) (PyTorch ConvTranspose2d docs)"
+    macs_rule = "H * W * C * (out/groups) * kh * kw: every input element meets every weight of its group"
+    example = {"out": 4, "kernel": 3, "stride": 2, "padding": 1, "output_padding": 1}
+
+    @classmethod
+    def brief(cls, p: ConvTranspose2dParams) -> str:
+        return f"{p.kernel[0]}x{p.kernel[1]} deconv, {p.out}" + (f", x{p.stride[0]}" if p.stride != (1, 1) else "")
+
+    @classmethod
+    def infer(cls, p: ConvTranspose2dParams, x: Shape) -> Shape:
+        c, h, w = x
+        if c % p.groups or p.out % p.groups:
+            raise ShapeError(f"groups={p.groups} must divide both input channels ({c}) and out ({p.out})", "groups")
+        for i in (0, 1):
+            if p.output_padding[i] >= max(p.stride[i], p.dilation[i]):
+                raise ShapeError(f"output_padding {list(p.output_padding)} must be smaller than the stride or "
+                                 "the dilation (PyTorch's rule)", "output_padding")
+        # PyTorch ConvTranspose2d docs: H_out = (H - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1
+        return (p.out,) + tuple((n - 1) * p.stride[i] - 2 * p.padding[i] + p.dilation[i] * (p.kernel[i] - 1)
+                                + p.output_padding[i] + 1 for i, n in enumerate((h, w)))
+
+    @classmethod
+    def cost(cls, p: ConvTranspose2dParams, x: Shape, y: Shape) -> Cost:
+        weights = x[0] * (p.out // p.groups) * p.kernel[0] * p.kernel[1]
+        macs = weights * x[1] * x[2]  # torch.utils.flop_counter conv_flop_count, transposed: input positions
+        biases = p.out if p.bias else 0
+        return Cost(params=weights + biases, macs=macs, flops=2 * macs + (numel(y) if p.bias else 0), biases=biases)
+
+    @classmethod
+    def lower(cls, p: ConvTranspose2dParams, x: Shape, y: Shape):
+        from torch import nn
+
+        return nn.ConvTranspose2d(x[0], p.out, p.kernel, p.stride, p.padding, p.output_padding, p.groups,
+                                  p.bias, p.dilation)
+
+    @classmethod
+    def init(cls, module, p: ConvTranspose2dParams, scheme: str) -> bool:
+        return init_weight_bias(module, scheme)
+
+    @classmethod
+    def tensors(cls, p: ConvTranspose2dParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        out = {"weight": ((x[0], p.out // p.groups, *p.kernel), "float32")}  # (in, out/groups, kh, kw), as torch's
+        if p.bias:
+            out["bias"] = ((p.out,), "float32")
+        return out
+
+    @classmethod
+    def initial(cls, p: ConvTranspose2dParams, x: Shape, y: Shape, scheme: str, rng):
+        # torch's fans read the weight's axes 1 and 0 (nn.init._calculate_fan_in_and_fan_out), which a
+        # transposed weight holds as out/groups and in; drawn (out, in/groups, kh, kw), the same count
+        # of independent values, so the bias gets `out` of them, and laid out as torch holds it
+        window = p.kernel[0] * p.kernel[1]
+        values = weight_bias_initial((p.out, x[0] // p.groups, *p.kernel), p.bias, p.out // p.groups * window,
+                                     x[0] * window, scheme, rng)
+        values["weight"] = values["weight"].reshape(cls.tensors(p, x, y)["weight"][0])
+        return values
+
+    @classmethod
+    def emit(cls, p: ConvTranspose2dParams, x: TensorType, y: TensorType, g) -> str:
+        # ONNX ConvTranspose's weight layout is torch's, and its explicit pads and output_padding give
+        # torch's size: (H - 1)*s - pads + d*(k - 1) + output_padding + 1
+        inputs = [g.x, g.param("weight")] + ([g.param("bias")] if p.bias else [])
+        return g.op("ConvTranspose", inputs, kernel_shape=list(p.kernel), strides=list(p.stride),
+                    pads=[*p.padding, *p.padding], output_padding=list(p.output_padding),
+                    dilations=list(p.dilation), group=p.groups)
+
+
+def _padding1d(v: Any) -> tuple[int, int] | str:
+    """int | [left, right] | 'same' | 'valid' -> (left, right) or 'same'."""
+    if v in ("same", "valid"):
+        return "same" if v == "same" else (0, 0)
+    if _is_int(v):
+        v = [v, v]
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) for x in v):
+        if min(v) < 0:
+            raise PydanticCustomError("out_of_range", "padding must be >= 0, got {got}", {"got": list(v)})
+        return (v[0], v[1])
+    raise ValueError(f"expected padding as an integer, [left, right], 'same' or 'valid', got {v!r}")
+
+
+Padding1d = Annotated[Any, PlainValidator(_padding1d), WithJsonSchema({"anyOf": [
+    {"type": "integer", "minimum": 0}, {"enum": ["same", "valid"]}, {"type": "string"},
+    {"type": "array", "items": {"type": ["integer", "string"]}, "minItems": 2, "maxItems": 2}]})]
+
+
+class Conv1dParams(LayerParams):
+    out: PositiveInt
+    kernel: PositiveInt
+    stride: PositiveInt = 1
+    padding: Padding1d = (0, 0)
+    dilation: PositiveInt = 1
+    groups: PositiveInt = 1
+    bias: bool = True
+
+
+class Conv1d(LayerKind):
+    name = "conv1d"
+    Params = Conv1dParams
+    doc = ("1-D convolution along the time axis of a sequence (T, F), its features as channels "
+           "(d2l §15.3, text CNNs; WaveNet with `dilation`). `padding`: int, [left, right], 'same' or 'valid'.")
+    input_rank = (2,)
+    input_desc = "(T, F)"
+    flops_rule = "2*MACs + one add per output element for the bias"
+    shape_rule = "(T, F) -> (floor((T + p_left + p_right - d*(k-1) - 1) / s) + 1, out)"
+    macs_rule = "T' * out * (F/groups) * k"
+    example = {"out": 4, "kernel": 3, "padding": "same"}
+
+    @classmethod
+    def pads(cls, p: Conv1dParams, x: Shape) -> tuple[int, int]:
+        if p.padding == "same":
+            return same_padding(x[0], p.kernel, p.stride, p.dilation)
+        return p.padding
+
+    @classmethod
+    def length_pads(cls, p: Conv1dParams, x: Shape) -> tuple[int, int] | str:
+        """The pads, or "same" where they depend on the sequence's length (a strided 'same'): the
+        lowering and the ONNX graph then compute them at each length, as the checker does."""
+        return "same" if p.padding == "same" and p.stride > 1 else cls.pads(p, x)
+
+    @classmethod
+    def infer(cls, p: Conv1dParams, x: Shape) -> Shape:
+        steps, c = x
+        if c % p.groups or p.out % p.groups:
+            raise ShapeError(f"groups={p.groups} must divide both input features ({c}) and out ({p.out})", "groups")
+        left, right = cls.pads(p, x)
+        span = p.dilation * (p.kernel - 1) + 1
+        if span > steps + left + right:
+            raise ShapeError(f"kernel {p.kernel}" + (f" (dilated to {span})" if p.dilation > 1 else "")
+                             + f" is longer than the padded sequence {steps + left + right}", "kernel", "AS202")
+        return (out_size(steps, p.kernel, p.stride, left + right, p.dilation), p.out)
+
+    @classmethod
+    def cost(cls, p: Conv1dParams, x: Shape, y: Shape) -> Cost:
+        per_output = (x[1] // p.groups) * p.kernel
+        macs = numel(y) * per_output
+        biases = p.out if p.bias else 0
+        return Cost(params=p.out * per_output + biases, macs=macs, flops=2 * macs + (numel(y) if p.bias else 0),
+                    biases=biases)
+
+    @classmethod
+    def lower(cls, p: Conv1dParams, x: Shape, y: Shape):
+        from ..nn import SequenceConv1d
+
+        return SequenceConv1d(x[1], p.out, p.kernel, stride=p.stride, dilation=p.dilation, groups=p.groups,
+                              bias=p.bias, pads=cls.length_pads(p, x))
+
+    @classmethod
+    def init(cls, module, p: Conv1dParams, scheme: str) -> bool:
+        return init_weight_bias(module, scheme)
+
+    @classmethod
+    def tensors(cls, p: Conv1dParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        out = {"weight": ((p.out, x[1] // p.groups, p.kernel), "float32")}
+        if p.bias:
+            out["bias"] = ((p.out,), "float32")
+        return out
+
+    @classmethod
+    def initial(cls, p: Conv1dParams, x: Shape, y: Shape, scheme: str, rng):
+        return weight_bias_initial((p.out, x[1] // p.groups, p.kernel), p.bias, x[1] // p.groups * p.kernel,
+                                   p.out * p.kernel, scheme, rng)
+
+    @classmethod
+    def emit(cls, p: Conv1dParams, x: TensorType, y: TensorType, g) -> str:
+        # (N, T, F) -> (N, F, T): ONNX Conv reads channels first. Fixed pads take 'same''s asymmetric
+        # split; length-dependent ones are auto_pad SAME_LOWER (ceil(T/s) steps, the odd step on the
+        # left), or, dilated, where onnxruntime's Conv refuses auto_pad, computed in the graph
+        pads = cls.length_pads(p, x.shape)
+        v = g.op("Transpose", [g.x], perm=[0, 2, 1])
+        if pads != "same":
+            window = {"pads": list(pads)}
+        elif p.dilation == 1:
+            window = {"auto_pad": "SAME_LOWER"}
+        else:
+            window, v = {}, g.op("Pad", [v, cls.same_pads(p, g, v)])
+        inputs = [v, g.param("weight")] + ([g.param("bias")] if p.bias else [])
+        v = g.op("Conv", inputs, kernel_shape=[p.kernel], strides=[p.stride], dilations=[p.dilation], group=p.groups,
+                 **window)
+        return g.op("Transpose", [v], perm=[0, 2, 1])
+
+    @classmethod
+    def same_pads(cls, p: Conv1dParams, g, v: str) -> str:
+        """ONNX Pad's pads for (N, F, T) at its length T, as `same_padding` computes them: total =
+        max((ceil(T/s) - 1)*s + d*(k-1) + 1 - T, 0), ceil(total/2) on the left."""
+        import numpy as np
+
+        def i64(hint: str, *values: int) -> str:
+            return g.const(hint, np.array(values, np.int64))
+
+        t = g.op("Gather", [g.op("Shape", [v]), i64("axis2", 2)], axis=0)  # (1,)
+        steps = g.op("Div", [g.op("Add", [t, i64("stride_less1", p.stride - 1)]), i64("stride", p.stride)])
+        span = i64("span_less_stride", p.dilation * (p.kernel - 1) + 1 - p.stride)
+        total = g.op("Max", [g.op("Sub", [g.op("Add", [g.op("Mul", [steps, i64("stride", p.stride)]), span]), t]),
+                             i64("zero", 0)])
+        left = g.op("Div", [g.op("Add", [total, i64("one", 1)]), i64("two", 2)])
+        right = g.op("Div", [total, i64("two", 2)])
+        return g.op("Concat", [i64("zeros2", 0, 0), left, i64("zeros2", 0, 0), right], axis=0)

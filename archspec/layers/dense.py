@@ -83,31 +83,62 @@ class Linear(LayerKind):
         return g.op("Add", [y_, g.param("bias")]) if p.bias else y_
 
 
+class FlattenParams(LayerParams):
+    start: int = Field(0, description="first per-sample axis merged")
+    end: int = Field(-1, description="last per-sample axis merged (inclusive)")
+
+
 class Flatten(LayerKind):
     name = "flatten"
-    Params = NoParams
-    doc = "Flattens every per-sample axis into one: (C, H, W) -> (C*H*W)."
+    Params = FlattenParams
+    doc = ("Merges the per-sample axes start..end into one: by default all of them, (C, H, W) -> (C*H*W); "
+           "`{start: 1}` turns (C, H, W) into (C, H*W).")
     flops_rule = "none (a view)"
-    shape_rule = "(d1, d2, ...) -> (d1*d2*...)"
+    shape_rule = "(d1, d2, ...) -> (d1*d2*...) over axes start..end"
     example = {}
 
     @classmethod
-    def infer(cls, p: NoParams, x: Shape) -> Shape:
-        return (numel(x),)
+    def axes(cls, p: FlattenParams, x: Shape) -> tuple[int, int]:
+        rank = max(len(x), 1)
+        for field, d in (("start", p.start), ("end", p.end)):
+            if not -rank <= d < rank:
+                raise ShapeError(f"{field}={d} is out of range for a rank-{len(x)} input", field)
+        start, end = p.start % rank, p.end % rank
+        if start > end:
+            raise ShapeError(f"start={p.start} comes after end={p.end}", "start")
+        return start, end
 
     @classmethod
-    def cost(cls, p: NoParams, x: Shape, y: Shape) -> Cost:
+    def infer(cls, p: FlattenParams, x: Shape) -> Shape:
+        start, end = cls.axes(p, x)
+        return x[:start] + (numel(x[start:end + 1]),) + x[end + 1:]
+
+    @classmethod
+    def cost(cls, p: FlattenParams, x: Shape, y: Shape) -> Cost:
         return Cost()
 
     @classmethod
-    def lower(cls, p: NoParams, x: Shape, y: Shape):
+    def lower(cls, p: FlattenParams, x: Shape, y: Shape):
         from torch import nn
 
-        return nn.Flatten()
+        start, end = cls.axes(p, x)
+        return nn.Flatten(start + 1, end + 1)
 
     @classmethod
-    def emit(cls, p: NoParams, x: TensorType, y: TensorType, g) -> str:
-        return g.op("Flatten", [g.x], axis=1)
+    def emit(cls, p: FlattenParams, x: TensorType, y: TensorType, g) -> str:
+        import numpy as np
+
+        start, end = cls.axes(p, x.shape)
+        if start == 0 and end == len(x.shape) - 1:
+            return g.op("Flatten", [g.x], axis=1)
+        # the batch and the axes before `start` copied (0), the merged one inferred (-1), so each stays dynamic
+        head = g.const(f"shape{start}", np.array([0] * (start + 1) + [-1], np.int64))
+        if end == len(x.shape) - 1:
+            return g.op("Reshape", [g.x, head])
+        # the axes after `end` read at run time: ONNX's 0 copies the axis at the same index, not a shifted one
+        tail = g.op("Slice", [g.op("Shape", [g.x]), g.const(f"from{end + 2}", np.array([end + 2], np.int64)),
+                              g.const("to_end", np.array([len(x.shape) + 1], np.int64))])
+        return g.op("Reshape", [g.x, g.op("Concat", [head, tail], axis=0)])
 
 
 class DropoutParams(LayerParams):

@@ -1,5 +1,6 @@
-"""The N-ary kinds: channel/feature concatenation (Inception, DenseNet, multi-input heads) and
-element-wise addition (ResNet). Written as branches (`concat: {b1: [...], b2: [...]}`) or over
+"""The N-ary kinds: channel/feature concatenation (Inception, DenseNet, multi-input heads),
+element-wise addition (ResNet, same shapes) and multiplication (squeeze-and-excitation, broadcast).
+Concat and add are written as branches (`concat: {b1: [...], b2: [...]}`) or over
 named values (`- {concat, from: [stage2, stage4]}`); both become one node of these kinds."""
 
 from __future__ import annotations
@@ -106,3 +107,67 @@ class Add(LayerKind):
     @classmethod
     def brief(cls, p: Any) -> str:
         return "+"
+
+
+def broadcast(xs: tuple[TensorType, ...]) -> tuple[int, ...]:
+    """NumPy broadcasting over the per-sample shapes, aligned on the right: each axis is equal or 1
+    in every input (an SE gate (C, 1, 1) times a (C, H, W) map). Raises ShapeError at the first misfit."""
+    rank = max(len(x.shape) for x in xs)
+    out = [1] * rank
+    for i, x in enumerate(xs):
+        if x.dtype != xs[0].dtype:
+            raise ShapeError(f"cannot combine {xs[0].dtype} and {x.dtype} tensors", str(i))
+        for axis, n in enumerate(x.shape, rank - len(x.shape)):
+            if n != 1 and out[axis] not in (1, n):
+                raise ShapeError(f"cannot broadcast {xs[0]} and {x}: axis {axis} is {out[axis]} in one and {n} "
+                                 "in the other (each axis must be equal or 1)", str(i))
+            out[axis] = max(out[axis], n)
+    return tuple(out)
+
+
+class Mul(LayerKind):
+    name = "mul"
+    Params = NoParams
+    arity = None
+    example: dict[str, Any] = {}
+    doc = ("Multiplies its inputs element-wise, with broadcasting: squeeze-and-excitation gates "
+           "(Hu et al. 2018), layer scale. Written over named values: `- {mul, from: [x, gate]}`.")
+    input_desc = "two or more tensors whose shapes broadcast"
+    shape_rule = "the broadcast shape: per axis, from the right, equal sizes or 1"
+    flops_rule = "(inputs - 1) x output elements"
+
+    @classmethod
+    def output_types(cls, p: Any, xs: tuple[TensorType, ...]) -> tuple[TensorType, ...]:
+        shape = broadcast(xs)
+        widest = next((x for x in xs if x.shape == shape), xs[0])
+        return (TensorType(shape, xs[0].dtype, widest.layout),)
+
+    @classmethod
+    def cost_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]) -> Cost:
+        return Cost(flops=(len(xs) - 1) * numel(ys[0].shape))
+
+    @classmethod
+    def lower_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]):
+        from ..nn import Mul as TorchMul
+
+        return TorchMul()
+
+    @classmethod
+    def emit_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...], g: Any) -> tuple[str, ...]:
+        import numpy as np
+
+        rank = len(ys[0].shape)
+        values = []
+        for v, x in zip(g.xs, xs):
+            if len(x.shape) < rank:  # per-sample shapes align on the right, behind the batch axis
+                missing = np.arange(1, rank - len(x.shape) + 1, dtype=np.int64)
+                v = g.op("Unsqueeze", [v, g.const("axes" + "_".join(map(str, missing)), missing)])
+            values.append(v)
+        out = values[0]
+        for v in values[1:]:  # left to right, as the torch module multiplies
+            out = g.op("Mul", [out, v])
+        return (out,)
+
+    @classmethod
+    def brief(cls, p: Any) -> str:
+        return "x"

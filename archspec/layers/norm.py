@@ -1,4 +1,5 @@
-"""Normalisation: batch norm (Ioffe & Szegedy 2015) and local response norm (AlexNet §3.3)."""
+"""Normalisation: batch norm (Ioffe & Szegedy 2015), local response norm (AlexNet §3.3), layer,
+group and instance norm."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .base import Cost, LayerKind, LayerParams, Shape, TensorType, numel
+from .base import Cost, LayerKind, LayerParams, PositiveInt, Shape, ShapeError, TensorType, numel
 
 
 class BatchNormParams(LayerParams):
@@ -111,3 +112,210 @@ class LocalResponseNorm(LayerKind):
         scaled = g.op("Add", [g.op("Mul", [avg, g.const("alpha", np.array(p.alpha, np.float32))]),
                               g.const("k", np.array(p.k, np.float32))])
         return g.op("Div", [g.x, g.op("Pow", [scaled, g.const("beta", np.array(p.beta, np.float32))])])
+
+class LayerNormParams(LayerParams):
+    eps: float = Field(1e-5, gt=0)
+    affine: bool = True  # a learned scale and shift per normalised feature (elementwise_affine)
+    bias: bool = True  # the shift, when affine (torch >= 2.1 `bias`)
+    dim: int | None = Field(None, description="the per-sample axis normalised; default: channels of an "
+                            "image (C, H, W), the last axis otherwise")
+
+
+def _norm_axis(p: LayerNormParams, x: Shape) -> int:
+    """The normalised per-sample axis, non-negative."""
+    if p.dim is None:
+        return 0 if len(x) == 3 else len(x) - 1
+    if not -len(x) <= p.dim < len(x):
+        raise ShapeError(f"dim={p.dim} is out of range for a rank-{len(x)} input", "dim")
+    return p.dim % len(x)
+
+
+class LayerNorm(LayerKind):
+    name = "layernorm"
+    Params = LayerNormParams
+    doc = ("Layer normalisation (Ba et al. 2016) over one axis: the features of tokens (T, F) or (F), "
+           "the channels of an image (C, H, W) at every position, as ConvNeXt's LayerNorm2d does.")
+    flops_rule = "5 per element (mean, variance, subtract, divide, scale-shift; a counting convention)"
+    shape_rule = "output shape = input shape"
+    example = {}
+
+    @classmethod
+    def infer(cls, p: LayerNormParams, x: Shape) -> Shape:
+        if not x:
+            raise ShapeError("layernorm needs at least one axis")
+        _norm_axis(p, x)
+        return x
+
+    @classmethod
+    def cost(cls, p: LayerNormParams, x: Shape, y: Shape) -> Cost:
+        n = x[_norm_axis(p, x)]
+        return Cost(params=(n + (n if p.bias else 0)) if p.affine else 0, flops=5 * numel(x))
+
+    @classmethod
+    def lower(cls, p: LayerNormParams, x: Shape, y: Shape):
+        from torch import nn
+
+        from ..nn import AxisLayerNorm
+
+        axis = _norm_axis(p, x)
+        args = dict(eps=p.eps, elementwise_affine=p.affine, bias=p.bias)
+        return nn.LayerNorm(x[axis], **args) if axis == len(x) - 1 else AxisLayerNorm(x[axis], axis + 1, **args)
+
+    @classmethod
+    def tensors(cls, p: LayerNormParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        n = (x[_norm_axis(p, x)],)
+        return {"weight": (n, "float32"), **({"bias": (n, "float32")} if p.bias else {})} if p.affine else {}
+
+    @classmethod
+    def initial(cls, p: LayerNormParams, x: Shape, y: Shape, scheme: str, rng):
+        import numpy as np
+
+        n = x[_norm_axis(p, x)]  # nn.LayerNorm's reset_parameters: weight 1, bias 0
+        return {k: (np.ones if k == "weight" else np.zeros)(n, np.float32) for k in cls.tensors(p, x, y)}
+
+    @classmethod
+    def emit(cls, p: LayerNormParams, x: TensorType, y: TensorType, g) -> str:
+        import numpy as np
+
+        axis, rank = _norm_axis(p, x.shape) + 1, len(x.shape) + 1  # + the batch axis
+        n = x.shape[axis - 1]
+        if g.opset >= 17:
+            # one fused LayerNormalization kernel; it normalises the trailing axes, so a channel axis
+            # (ConvNeXt's LayerNorm2d) moves last and back: with the two Transposes it runs 1.7-2.9x
+            # faster than the primitive form at batch 1 and as fast at batch 8 (tools/bench_layernorm.py)
+            last = axis == rank - 1
+            perm = [i for i in range(rank) if i != axis] + [axis]
+            v = g.x if last else g.op("Transpose", [g.x], perm=perm)
+            scale = g.param("weight") if p.affine else g.const("ones", np.ones(n, np.float32))
+            v = g.op("LayerNormalization", [v, scale] + ([g.param("bias")] if p.affine and p.bias else []),
+                     axis=-1, epsilon=p.eps)
+            return v if last else g.op("Transpose", [v], perm=[int(i) for i in np.argsort(perm)])
+        # below 17, the primitive form of the ONNX LayerNormalization function body (biased variance),
+        # in the order onnxruntime's LayerNormFusion fuses back into one kernel on a last axis:
+        # (x - mean) / sqrt(mean((x - mean)^2) + eps) * weight + bias
+        d = g.op("Sub", [g.x, g.reduce("ReduceMean", g.x, [axis])])
+        var = g.reduce("ReduceMean", g.op("Pow", [d, g.const("two", np.array(2.0, np.float32))]), [axis])
+        std = g.op("Sqrt", [g.op("Add", [var, g.const("eps", np.array(p.eps, np.float32))])])
+        v = g.op("Div", [d, std])
+        if not p.affine:
+            return v
+        along = (n,) + (1,) * (rank - 1 - axis)  # broadcast along `axis`
+        v = g.op("Mul", [v, g.param("weight") if len(along) == 1 else
+                         g.const("weight_axis", g.array("weight").reshape(along))])
+        if p.bias:
+            v = g.op("Add", [v, g.param("bias") if len(along) == 1 else
+                             g.const("bias_axis", g.array("bias").reshape(along))])
+        return v
+
+
+class GroupNormParams(LayerParams):
+    groups: PositiveInt
+    eps: float = Field(1e-5, gt=0)
+    affine: bool = True
+
+
+class GroupNorm(LayerKind):
+    name = "groupnorm"
+    Params = GroupNormParams
+    doc = "Group normalisation (Wu & He 2018): channels split into `groups`, each normalised over (C/groups, H, W)."
+    input_rank = (2, 3)
+    input_desc = "(C, H, W) or (C, L)"
+    flops_rule = "5 per element (mean, variance, subtract, divide, scale-shift; a counting convention)"
+    example = {"groups": 2}
+
+    @classmethod
+    def infer(cls, p: GroupNormParams, x: Shape) -> Shape:
+        if x[0] % p.groups:
+            raise ShapeError(f"groups={p.groups} must divide the {x[0]} channels", "groups")
+        return x
+
+    @classmethod
+    def cost(cls, p: GroupNormParams, x: Shape, y: Shape) -> Cost:
+        return Cost(params=2 * x[0] if p.affine else 0, flops=5 * numel(x))
+
+    @classmethod
+    def lower(cls, p: GroupNormParams, x: Shape, y: Shape):
+        from torch import nn
+
+        return nn.GroupNorm(p.groups, x[0], eps=p.eps, affine=p.affine)
+
+    @classmethod
+    def tensors(cls, p: GroupNormParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        return _affine_tensors(p.affine, x[0])
+
+    @classmethod
+    def initial(cls, p: GroupNormParams, x: Shape, y: Shape, scheme: str, rng):
+        return _affine_initial(p.affine, x[0])
+
+    @classmethod
+    def emit(cls, p: GroupNormParams, x: TensorType, y: TensorType, g) -> str:
+        # (N, C, ...) -> (N, groups, rest): InstanceNormalization with unit scale normalises each
+        # (sample, group) over its channels and positions in one kernel (Wu & He 2018, eq. 1), then
+        # the original shape and the per-channel affine; ONNX GroupNormalization's scale is per group
+        # until opset 21, and onnxruntime runs it as this same expansion
+        import numpy as np
+
+        grouped = g.op("Reshape", [g.x, g.const("grouped", np.array([0, p.groups, -1], np.int64))])
+        v = g.op("InstanceNormalization", [grouped, g.const("ones", np.ones(p.groups, np.float32)),
+                                           g.const("zeros", np.zeros(p.groups, np.float32))], epsilon=p.eps)
+        v = g.op("Reshape", [v, g.op("Shape", [g.x])])
+        if not p.affine:
+            return v
+        along = (x.shape[0],) + (1,) * (len(x.shape) - 1)  # per channel, broadcast over positions
+        v = g.op("Mul", [v, g.const("weight_axis", g.array("weight").reshape(along))])
+        return g.op("Add", [v, g.const("bias_axis", g.array("bias").reshape(along))])
+
+
+class InstanceNormParams(LayerParams):
+    eps: float = Field(1e-5, gt=0)
+    affine: bool = False  # PyTorch's default for InstanceNorm2d
+
+
+class InstanceNorm(LayerKind):
+    name = "instancenorm"
+    Params = InstanceNormParams
+    doc = ("Instance normalisation (Ulyanov et al. 2016): each channel of each sample over its own "
+           "positions; no running statistics, so training and inference compute the same.")
+    input_rank = (3,)
+    input_desc = "(C, H, W)"
+    flops_rule = "5 per element (mean, variance, subtract, divide, scale-shift; a counting convention)"
+    example = {"affine": True}
+
+    @classmethod
+    def cost(cls, p: InstanceNormParams, x: Shape, y: Shape) -> Cost:
+        return Cost(params=2 * x[0] if p.affine else 0, flops=5 * numel(x))
+
+    @classmethod
+    def lower(cls, p: InstanceNormParams, x: Shape, y: Shape):
+        from torch import nn
+
+        return nn.InstanceNorm2d(x[0], eps=p.eps, affine=p.affine)
+
+    @classmethod
+    def tensors(cls, p: InstanceNormParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
+        return _affine_tensors(p.affine, x[0])
+
+    @classmethod
+    def initial(cls, p: InstanceNormParams, x: Shape, y: Shape, scheme: str, rng):
+        return _affine_initial(p.affine, x[0])
+
+    @classmethod
+    def emit(cls, p: InstanceNormParams, x: TensorType, y: TensorType, g) -> str:
+        import numpy as np
+
+        c = x.shape[0]  # without affine, ONNX's scale and bias inputs (required) are 1 and 0
+        scale, bias = ((g.param("weight"), g.param("bias")) if p.affine else
+                       (g.const("ones", np.ones(c, np.float32)), g.const("zeros", np.zeros(c, np.float32))))
+        return g.op("InstanceNormalization", [g.x, scale, bias], epsilon=p.eps)
+
+
+def _affine_tensors(affine: bool, channels: int) -> dict[str, tuple[Shape, str]]:
+    """Group and instance norm's per-channel scale and shift, when affine."""
+    return {"weight": ((channels,), "float32"), "bias": ((channels,), "float32")} if affine else {}
+
+
+def _affine_initial(affine: bool, channels: int) -> dict:
+    """As nn.GroupNorm/InstanceNorm2d's reset_parameters: weight 1, bias 0."""
+    import numpy as np
+
+    return {"weight": np.ones(channels, np.float32), "bias": np.zeros(channels, np.float32)} if affine else {}

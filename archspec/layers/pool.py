@@ -1,12 +1,27 @@
-"""Pooling (d2l §7.5): max/average windows, global pooling, adaptive average pooling."""
+"""Pooling (d2l §7.5): max/average windows over images and along sequences, global pooling, adaptive
+average pooling."""
 
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
-from pydantic import ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from .base import Cost, LayerKind, LayerParams, NoParams, Pad2, Shape, ShapeError, Size2, TensorType, numel, out_size
+from .base import (
+    Cost,
+    LayerKind,
+    LayerParams,
+    NoParams,
+    Pad2,
+    PositiveInt,
+    Shape,
+    ShapeError,
+    Size2,
+    TensorType,
+    numel,
+    out_size,
+)
 
 
 class PoolParams(LayerParams):
@@ -228,3 +243,101 @@ class AdaptiveAvgPool2d(LayerKind):
                 cells.append(g.reduce("ReduceMean", part, [axis]))
             v = g.op("Concat", cells, axis=axis)
         return v
+
+class Pool1dParams(LayerParams):
+    kernel: PositiveInt
+    stride: PositiveInt | None = None  # defaults to the kernel, as in PyTorch
+    padding: Annotated[int, Field(ge=0)] = 0
+    ceil_mode: bool = False
+
+    @field_validator("padding")
+    @classmethod
+    def _padding_at_most_half_kernel(cls, padding: int, info: ValidationInfo) -> int:
+        kernel = info.data.get("kernel")
+        if kernel is not None and 2 * padding > kernel:  # PyTorch's rule, as for 2-D pooling
+            raise ValueError(f"padding {padding} must be at most half the kernel {kernel}")
+        return padding
+
+
+class AvgPool1dParams(Pool1dParams):
+    count_include_pad: bool = True
+
+
+class _Pool1d(LayerKind):
+    input_rank = (2,)
+    input_desc = "(T, F)"
+    flops_rule = "one comparison or add per window element per output"
+    shape_rule = "(T, F) -> (floor-or-ceil((T + 2p - k) / s) + 1, F), pooling along time per feature"
+    example = {"kernel": 2}
+
+    @classmethod
+    def infer(cls, p: Pool1dParams, x: Shape) -> Shape:
+        steps, features = x
+        if p.kernel > steps + 2 * p.padding and not p.ceil_mode:
+            raise ShapeError(f"window {p.kernel} is longer than the padded sequence {steps + 2 * p.padding}",
+                             "kernel", "AS202")
+        return (out_size(steps, p.kernel, p.stride or p.kernel, 2 * p.padding, 1, p.ceil_mode, p.padding), features)
+
+    @classmethod
+    def cost(cls, p: Pool1dParams, x: Shape, y: Shape) -> Cost:
+        return Cost(flops=numel(y) * p.kernel)
+
+    @classmethod
+    def over_time(cls, p: Pool1dParams, g, op: str, **attrs) -> str:
+        """(N, T, F) -> (N, F, T), the 1-D pool `op` along time, and back, with PyTorch's ceil mode at
+        every length: a last window that starts in the right padding is dropped (aten
+        pooling_output_shape; the ONNX MaxPool-22 schema says so too, runtimes older than it keep the
+        window). Where that can happen (stride > kernel - padding), the windows from ceil((T + p)/s)
+        on, the first to start there, are sliced off at the input's length: a no-op on onnxruntime 1.32."""
+        import numpy as np
+
+        s = p.stride or p.kernel
+        v = g.op("Transpose", [g.x], perm=[0, 2, 1])
+        pooled = g.op(op, [v], kernel_shape=[p.kernel], strides=[s], pads=[p.padding, p.padding],
+                      ceil_mode=int(p.ceil_mode), **attrs)
+        if p.ceil_mode and s > p.kernel - p.padding:
+            axis = g.const("axis2", np.array([2], np.int64))
+            t = g.op("Gather", [g.op("Shape", [v]), axis], axis=0)
+            end = g.op("Div", [g.op("Add", [t, g.const("pad_stride_less1", np.array([p.padding + s - 1], np.int64))]),
+                               g.const("stride", np.array([s], np.int64))])
+            pooled = g.op("Slice", [pooled, g.const("zero", np.array([0], np.int64)), end, axis])
+        return g.op("Transpose", [pooled], perm=[0, 2, 1])
+
+
+class MaxPool1d(_Pool1d):
+    name = "maxpool1d"
+    Params = Pool1dParams
+    doc = "Max pooling along the time axis of a sequence; `stride` defaults to `kernel`."
+
+    @classmethod
+    def lower(cls, p: Pool1dParams, x: Shape, y: Shape):
+        from torch import nn
+
+        from ..nn import OverTime
+
+        # as a 1 x k 2-D pool: torch 2.13's dynamo exporter pins the time axis of max_pool1d
+        return OverTime(nn.MaxPool2d((1, p.kernel), (1, p.stride or p.kernel), (0, p.padding),
+                                     ceil_mode=p.ceil_mode), as_2d=True)
+
+    @classmethod
+    def emit(cls, p: Pool1dParams, x: TensorType, y: TensorType, g) -> str:
+        return cls.over_time(p, g, "MaxPool")
+
+
+class AvgPool1d(_Pool1d):
+    name = "avgpool1d"
+    Params = AvgPool1dParams
+    doc = "Average pooling along the time axis of a sequence; `count_include_pad` as in PyTorch."
+
+    @classmethod
+    def lower(cls, p: AvgPool1dParams, x: Shape, y: Shape):
+        from torch import nn
+
+        from ..nn import OverTime
+
+        return OverTime(nn.AvgPool1d(p.kernel, p.stride or p.kernel, p.padding,
+                                     ceil_mode=p.ceil_mode, count_include_pad=p.count_include_pad))
+
+    @classmethod
+    def emit(cls, p: AvgPool1dParams, x: TensorType, y: TensorType, g) -> str:
+        return cls.over_time(p, g, "AveragePool", count_include_pad=int(p.count_include_pad))

@@ -6,6 +6,7 @@ rnn/gru/lstm (d2l §10.1-10.2); PyTorch keeps two bias vectors (b_ih, b_hh) per 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -26,6 +27,12 @@ class RecurrentParams(LayerParams):
 
 class RNNParams(RecurrentParams):
     nonlinearity: Literal["tanh", "relu"] = "tanh"
+
+
+class LSTMParams(RecurrentParams):
+    peephole: bool = Field(False, description="peephole connections from the cell state to the input, forget "
+                           "and output gates (Gers & Schmidhuber 2000): 3*hidden more parameters per layer "
+                           "and direction")
 
 
 class _Recurrent(LayerKind):
@@ -82,7 +89,18 @@ class _Recurrent(LayerKind):
                 out[f"weight_hh{sfx}"] = ((gh, p.hidden), "float32")
                 if p.bias:
                     out[f"bias_ih{sfx}"] = out[f"bias_hh{sfx}"] = ((gh,), "float32")
+                out.update(cls.extra_tensors(p, sfx))
         return out
+
+    @classmethod
+    def extra_tensors(cls, p: RecurrentParams, sfx: str) -> dict[str, tuple[Shape, str]]:
+        """Tensors a variant adds per layer and direction, after the biases (the LSTM's peepholes)."""
+        return {}
+
+    @classmethod
+    def extra_inputs(cls, p: RecurrentParams, g, k: int, sfx: list[str]) -> list[str]:
+        """Layer k's ONNX inputs after initial_c (the LSTM's P), its directions' suffixes `sfx`."""
+        return []
 
     @classmethod
     def initial(cls, p: RecurrentParams, x: Shape, y: Shape, scheme: str, rng):
@@ -112,6 +130,9 @@ class _Recurrent(LayerKind):
             if p.bias:
                 inputs.append(g.const(f"B_l{k}", np.stack([
                     np.concatenate([gates(g.array("bias_ih" + s)), gates(g.array("bias_hh" + s))]) for s in sfx])))
+            extra = cls.extra_inputs(p, g, k, sfx)
+            if extra:  # after B, sequence_lens, initial_h, initial_c: "" leaves each out (zeros, full length)
+                inputs += [""] * (7 - len(inputs)) + extra
             attrs = dict(hidden_size=h, direction="bidirectional" if dirs == 2 else "forward")
             if cls.name == "gru":
                 attrs["linear_before_reset"] = 1
@@ -153,8 +174,49 @@ class GRU(_Recurrent):
 
 class LSTM(_Recurrent):
     name = "lstm"
-    Params = RecurrentParams
-    doc = "Long short-term memory (Hochreiter & Schmidhuber 1997), PyTorch's formulation."
-    flops_rule = "2*MACs + 8H bias adds + 9H gate element-wise ops per layer, direction and step"
+    Params = LSTMParams
+    doc = ("Long short-term memory (Hochreiter & Schmidhuber 1997), PyTorch's formulation; with `peephole: true` "
+           "the gates also read the cell state (Gers & Schmidhuber 2000), exported as ONNX LSTM's `P` input.")
+    flops_rule = ("2*MACs + 8H bias adds + 9H gate element-wise ops per layer, direction and step; "
+                  "peepholes add 6H (3 products, 3 adds)")
+    macs_rule = _Recurrent.macs_rule + "; the peephole products are element-wise, not MACs (FlopCounterMode agrees)"
     gates, gate_elementwise = 4, 9
     onnx_op, gate_order = "LSTM", (0, 3, 1, 2)  # PyTorch i, f, g, o -> ONNX i, o, f, c
+
+    @classmethod
+    def brief(cls, p: LSTMParams) -> str:
+        return super().brief(p) + (" peephole" if p.peephole else "")
+
+    @classmethod
+    def cost(cls, p: LSTMParams, x: Shape, y: Shape) -> Cost:
+        plain = super().cost(p, x, y)
+        if not p.peephole:
+            return plain
+        cells = p.layers * (2 if p.bidirectional else 1) * p.hidden  # Gers et al. 2002 eq. 1-6: p_i, p_f, p_o
+        return replace(plain, params=plain.params + 3 * cells, flops=plain.flops + 6 * cells * x[0])
+
+    @classmethod
+    def extra_tensors(cls, p: LSTMParams, sfx: str) -> dict[str, tuple[Shape, str]]:
+        """weight_peephole_l{k}[_reverse] (3H: p_i, p_f, p_o), as PeepholeLSTM registers it."""
+        return {f"weight_peephole{sfx}": ((3 * p.hidden,), "float32")} if p.peephole else {}
+
+    @classmethod
+    def extra_inputs(cls, p: LSTMParams, g, k: int, sfx: list[str]) -> list[str]:
+        """ONNX LSTM's P (D, 3H) in the operator's order p_i, p_o, p_f (ONNX Operators.md, LSTM: "P ...
+        peepholes [iof]"), from PyTorch-side (p_i, p_f, p_o)."""
+        if not p.peephole:
+            return []
+        import numpy as np
+
+        h = p.hidden
+        ps = [g.array("weight_peephole" + s) for s in sfx]
+        return [g.const(f"P_l{k}", np.stack([np.concatenate([a[:h], a[2 * h:], a[h:2 * h]]) for a in ps]))]
+
+    @classmethod
+    def lower(cls, p: LSTMParams, x: Shape, y: Shape):
+        if not p.peephole:
+            return super().lower(p, x, y)
+        from ..nn_peephole import PeepholeLSTM
+
+        return PeepholeLSTM(x[1], p.hidden, num_layers=p.layers, bias=p.bias, dropout=p.dropout,
+                            bidirectional=p.bidirectional, output=p.output)
