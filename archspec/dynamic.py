@@ -120,7 +120,8 @@ def warnings(report: Report) -> tuple[Diagnostic, ...]:
                       f"the shape rule of {where} needs {'; and '.join(f.need for f in fs)}")
             message = (f"input axes {' and '.join(repr(f.symbol) for f in fs)} are declared symbolic ({sizes}), "
                        f"but the network only accepts {sizes}: {reason}")
+        axes, sizes = ("this axis", "its size as a number") if len(fs) == 1 else ("these axes", "their sizes as numbers")
         out.append(Diagnostic("AS403", message, node.loc, node.source,
-                              "`archspec export` refuses this axis dynamic: declare its size as a plain number, "
+                              f"`archspec export` refuses {axes} dynamic: declare {sizes}, "
                               "or export with --dynamic batch", node.calls, severity="warning"))
     return tuple(out)

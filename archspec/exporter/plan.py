@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from ..analyze import Report, analyze
+from ..dynamic import FixedSymbol, pinned, second_sizes
 from ..limits import Limits
 from ..resolve import resolve
-from ..dynamic import FixedSymbol, pinned, second_sizes
 from ..symbolic import Lin
 from .errors import ExportError
 
