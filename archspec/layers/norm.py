@@ -257,6 +257,9 @@ class GroupNorm(LayerKind):
     def infer(cls, p: GroupNormParams, x: Shape) -> Shape:
         if x[0] % p.groups:
             raise ShapeError(f"groups={p.groups} must divide the {x[0]} channels", "groups")
+        if x[0] // p.groups * numel(x[1:]) == 1:  # torch.nn.functional.group_norm's _verify_batch_size
+            raise ShapeError(f"each of the {p.groups} groups of a {'x'.join(map(str, x))} input holds one value: "
+                             "its normalisation is 0, and PyTorch refuses it at batch 1", "groups")
         return x
 
     @classmethod
@@ -311,6 +314,13 @@ class InstanceNorm(LayerKind):
     input_desc = "(C, H, W)"
     flops_rule = "5 per element (mean, variance, subtract, divide, scale-shift; a counting convention)"
     example = {"affine": True}
+
+    @classmethod
+    def infer(cls, p: InstanceNormParams, x: Shape) -> Shape:
+        if numel(x[1:]) == 1:  # torch.nn.functional.instance_norm's _verify_spatial_size
+            raise ShapeError(f"each channel of a {'x'.join(map(str, x))} input holds one value: its "
+                             "normalisation is 0, and PyTorch refuses it")
+        return x
 
     @classmethod
     def cost(cls, p: InstanceNormParams, x: Shape, y: Shape) -> Cost:

@@ -1,6 +1,7 @@
 """Batch norm takes its variant from the tensor's layout, not its rank: an image's channels
 (BatchNorm2d), a vector's features (BatchNorm1d), a sequence's features (BatchNorm1d on (N, F, T),
-statistics over batch and time, as PyTorch normalises a sequence). Oracles: hand-written PyTorch."""
+statistics over batch and time, as PyTorch normalises a sequence). Group and instance norm refuse,
+as PyTorch does, groups of one value. Oracles: hand-written PyTorch."""
 
 from __future__ import annotations
 
@@ -113,3 +114,19 @@ def test_a_layout_without_channels_or_features_is_refused_clearly(tmp_path: Path
     (d,) = exc.value.diagnostics
     assert (d.loc.line, d.loc.col) == (5, 5)
     assert d.message == "batchnorm 'batchnorm0': batchnorm normalises channels (C) or features (F); a T input has neither"
+
+
+@pytest.mark.parametrize("inp, layer, where", [
+    ("[4, 1, 1]", "instancenorm", "each channel of a 4x1x1 input holds one value"),
+    ("[4, 1, 1]", "groupnorm: {groups: 4}", "each of the 4 groups of a 4x1x1 input holds one value"),
+    ("[4, 1]", "groupnorm: {groups: 4}", "each of the 4 groups of a 4x1 input holds one value")])
+def test_a_norm_of_single_values_is_refused_as_pytorch_refuses_it(tmp_path: Path, inp: str, layer: str,
+                                                                 where: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        spec(tmp_path, inp, f"  - {layer}\n")
+    (d,) = exc.value.diagnostics
+    assert where in d.message
+    module = {"instancenorm": nn.InstanceNorm2d(4), "groupnorm": nn.GroupNorm(4, 4)}[layer.split(":")[0]]
+    with pytest.raises(ValueError, match="Expected more than 1"):  # the oracle: PyTorch's own check
+        module(torch.randn(1, *(int(s) for s in inp.strip("[]").split(","))))
+    spec(tmp_path, inp.replace("1]", "2]"), f"  - {layer}\n")  # two values each: accepted
