@@ -242,6 +242,7 @@ class _Namer:
         self.defined: dict[str, int] = {}  # name -> token, for `from:`
         self.later: dict[str, Loc] = {}  # names given further down this list
         self.open: set[str] = set()  # items being expanded
+        self.failed: set[str] = set()  # names of items that failed (reported): a reference to one says nothing more
 
     def auto(self, base: str) -> str:
         n = self.counts.get(base, 0)
@@ -392,6 +393,8 @@ class _Resolver:
         while frame is not None:
             if ref in frame.defined:
                 return frame.defined[ref]
+            if ref in frame.failed:  # its own error is reported; the item reading it is left out
+                return None
             if ref in frame.open:
                 self.out.add("AS125", f"'{ref}' refers to the item that contains it", loc, src,
                              "a value exists only after its item is complete; a cycle cannot be written", calls)
@@ -461,14 +464,15 @@ class _Resolver:
                     and item["name"] not in namer.defined):
                 namer.later.setdefault(item["name"], self.doc.loc((path if single else path + (i,)) + ("name",)))
             for kind, args in item.items() if isinstance(item, dict) else ():  # a multi-output layer's pieces
-                if kind in REGISTRY and isinstance(args, dict) and isinstance(args.get("as"), list):
-                    for k, piece in enumerate(args["as"]):
-                        if isinstance(piece, str) and piece not in namer.defined:
-                            namer.later.setdefault(piece, self.doc.loc((path if single else path + (i,)) + (kind, "as", k)))
+                for k, piece in enumerate(_piece_names(args) if kind in REGISTRY else ()):
+                    if piece not in namer.defined:
+                        namer.later.setdefault(piece, self.doc.loc((path if single else path + (i,)) + (kind, "as", k)))
         nodes: list[Tree] = []
+        errors = len(self.out.diagnostics)
         for i, item in enumerate(raw):
             nodes.extend(self.item(item, path if single else path + (i,), env, calls, namer, stack))
-        self.pieces_read(nodes, calls)
+        if len(self.out.diagnostics) == errors:  # an item left out after an error would only move the problem
+            self.pieces_read(nodes, calls)
         return nodes
 
     def pieces_read(self, nodes: list[Tree], calls: CallChain) -> None:
@@ -583,6 +587,8 @@ class _Resolver:
             node = None
         namer.open.discard(name)
         if node is None:
+            namer.failed.add(name)
+            namer.failed.update(_piece_names(args))
             return []
         if refs is not None and len(refs) != 1 and not isinstance(node, Layer):
             self.out.add("AS107", f"{kind} reads one value, `from` names {len(refs)}", self.doc.loc(path + ("from",)),
@@ -1053,6 +1059,12 @@ def _warnings(graph: Graph) -> tuple[Diagnostic, ...]:
                                           n.loc, n.source, "read it with `from:`, or leave it out of the split",
                                           n.calls, severity="warning"))
     return tuple(out)
+
+
+def _piece_names(args: Any) -> list[str]:
+    """The names a layer's parameters give its pieces (`as:`), as written, before validation."""
+    names = args.get("as") if isinstance(args, dict) else None
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
 def _has_type(value: Any, type_name: str) -> bool:
