@@ -472,22 +472,24 @@ class _Resolver:
         for i, item in enumerate(raw):
             nodes.extend(self.item(item, path if single else path + (i,), env, calls, namer, stack))
         if len(self.out.diagnostics) == errors:  # an item left out after an error would only move the problem
-            self.pieces_read(nodes, calls)
+            self.pieces_read(nodes, calls, path == ("network",) and bool(self.spec.outputs))
         return nodes
 
-    def pieces_read(self, nodes: list[Tree], calls: CallChain) -> None:
+    def pieces_read(self, nodes: list[Tree], calls: CallChain, may_end: bool) -> None:
         """A layer with several outputs passes no one value down the list: the item after it names the
-        piece it reads (`from:`), and it cannot end a list (whose output would be ambiguous)."""
+        piece it reads (`from:`), and it ends a list only where `outputs:` names what the model gives
+        (elsewhere the list's output would be ambiguous)."""
         for k, t in enumerate(nodes):
             if not (isinstance(t, Layer) and t.pieces):
                 continue
             names = REGISTRY[t.kind].output_names(t.params)
-            if k + 1 == len(nodes):
+            if k + 1 == len(nodes) and not may_end:
                 self.out.add("AS107", f"{t.kind} '{t.name}' ends its list, but it gives several values "
                              f"({', '.join(names)}), not one to pass on", t.loc, format_path(t.yaml_path),
                              f"read its pieces by name in the items after it, e.g. "
-                             f"`- {{concat, from: [{', '.join(names)}]}}`", calls)
-            elif nodes[k + 1].refs is None:
+                             f"`- {{concat, from: [{', '.join(names)}]}}`, or, at the end of `network:`, "
+                             f"name them under `outputs:`", calls)
+            elif k + 1 < len(nodes) and nodes[k + 1].refs is None:
                 after = nodes[k + 1]
                 self.out.add("AS107", f"this item follows {t.kind} '{t.name}', which gives several values "
                              f"({', '.join(names)}): name the one it reads", after.loc,
