@@ -58,8 +58,8 @@ SPLITS = [  # input, sizes, axis (None: the default), torch's dim of the batched
 def test_split_pieces_are_torch_split(tmp_path: Path, inp: str, sizes: list[int], axis: str | None, dim: int) -> None:
     names = [f"p{i}" for i in range(len(sizes))]
     where = f", axis: {axis}" if axis else ""
-    report = archspec.check(write(tmp_path, f"{{x: {inp}}}", f"  - split: {{sizes: {sizes}{where}, as: [{', '.join(names)}]}}",
-                                  {n: n for n in names}))
+    item = f"  - split: {{sizes: {sizes}{where}, as: [{', '.join(names)}]}}"
+    report = archspec.check(write(tmp_path, f"{{x: {inp}}}", item, {n: n for n in names}))
     x = torch.randn(3, *json.loads(inp))
     want = torch.split(x, sizes, dim)
     assert [(3, *t.shape) for t in report.outputs.values()] == [tuple(w.shape) for w in want]
@@ -80,7 +80,8 @@ def test_chunk_pieces_are_torch_chunk(tmp_path: Path, inp: str, parts: int, axis
     want = torch.chunk(x, parts, dim)
     with torch.no_grad():
         got = archspec.build(report, seed=0).eval()(x)
-    assert [(2, *t.shape) for t in report.outputs.values()] == [tuple(w.shape) for w in want] == [tuple(g.shape) for g in got]
+    assert [(2, *t.shape) for t in report.outputs.values()] == [tuple(w.shape) for w in want]
+    assert [tuple(g.shape) for g in got] == [tuple(w.shape) for w in want]
     assert all(torch.equal(g, w) for g, w in zip(got, want))
 
 
@@ -229,8 +230,9 @@ def test_upsample_to_exports_dynamic_sizes(tmp_path: Path, mode: str) -> None:
     assert set(result.dynamic_axes) == {"batch", "h", "w"}
     assert [c.input_shape for c in result.checks] == [(1, 3, 64, 64), (3, 3, 71, 71)]  # verified vs PyTorch
     model = onnx.load(str(tmp_path / "dec.onnx"))
-    assert [d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == ["batch", 3, "h", "w"]
-    assert any(n.op_type == "Shape" and n.input[0] == "image" for n in model.graph.node)  # sizes read from the reference
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "h", "w"]
+    assert any(n.op_type == "Shape" and n.input[0] == "image" for n in model.graph.node)  # the reference's sizes
     module = archspec.build(report, seed=0).eval()
     session = Session(tmp_path / "dec.onnx")
     for shape in [(2, 3, 50, 77), (1, 3, 33, 20), (1, 3, 64, 64)]:
@@ -361,5 +363,5 @@ def test_example_exports_dynamic_and_runs_at_other_sizes(tmp_path: Path) -> None
         got = session.run({"image": x.numpy()})
         with torch.no_grad():
             want = dict(zip(["p3", "p4", "p5"], ref(x)))
-        for name in want:
-            np.testing.assert_allclose(got[name], want[name].numpy(), rtol=1e-4, atol=1e-5)
+        for name, value in want.items():
+            np.testing.assert_allclose(got[name], value.numpy(), rtol=1e-4, atol=1e-5)

@@ -53,9 +53,13 @@ def _pieces(x: TensorType, a: int, sizes: tuple[int, ...]) -> tuple[TensorType, 
     return tuple(TensorType(x.shape[:a] + (n,) + x.shape[a + 1:], x.dtype, x.layout) for n in sizes)
 
 
+AXIS_DOC = "by the input's layout; default: channels of an image, features of a sequence"
+
+
 class SplitParams(LayerParams):
-    sizes: _int_list("a list of sizes, e.g. [32, 32]") = Field(description="each piece's size along `axis`; they sum to its length")
-    axis: AxisName | None = Field(None, description="by the input's layout; default: channels of an image, features of a sequence")
+    sizes: _int_list("a list of sizes, e.g. [32, 32]") = Field(
+        description="each piece's size along `axis`; they sum to its length")
+    axis: AxisName | None = Field(None, description=AXIS_DOC)
     names: Names = Field(alias="as", description="the pieces' names, one per size; later items read them with `from:`")
 
     @model_validator(mode="after")
@@ -95,8 +99,8 @@ class Split(_Pieces):
         x = xs[0]
         a = split_axis(p, x)
         if sum(p.sizes) != x.shape[a]:
-            raise ShapeError(f"sizes {list(p.sizes)} sum to {sum(p.sizes)}, but the {AXIS_NAMES.get(x.axes[a], 'split')} "
-                             f"axis of the {x} input is {x.shape[a]}", "sizes")
+            raise ShapeError(f"sizes {list(p.sizes)} sum to {sum(p.sizes)}, but the "
+                             f"{AXIS_NAMES.get(x.axes[a], 'split')} axis of the {x} input is {x.shape[a]}", "sizes")
         return _pieces(x, a, p.sizes)
 
     @classmethod
@@ -119,7 +123,7 @@ class Split(_Pieces):
 
 
 class ChunkParams(LayerParams):
-    axis: AxisName | None = Field(None, description="by the input's layout; default: channels of an image, features of a sequence")
+    axis: AxisName | None = Field(None, description=AXIS_DOC)
     names: Names = Field(alias="as", description="the pieces' names; their number is the number of equal parts")
 
 
