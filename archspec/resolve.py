@@ -621,7 +621,10 @@ class _Resolver:
                     return None
                 extra.append(token)
         pieces = []
-        for k, piece in enumerate(rule.output_names(node.params)):
+        names = rule.output_names(node.params)
+        if names:
+            self.count(self.doc.loc(kpath + ("as",)), len(names))  # each piece is a value: bounded like items
+        for k, piece in enumerate(names):
             ppath = kpath + ("as", k)
             namer.later.pop(piece, None)
             before = len(self.out.diagnostics)

@@ -365,3 +365,14 @@ def test_example_exports_dynamic_and_runs_at_other_sizes(tmp_path: Path) -> None
             want = dict(zip(["p3", "p4", "p5"], ref(x)))
         for name, value in want.items():
             np.testing.assert_allclose(got[name], value.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_summary_shows_every_piece(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from archspec.cli import main
+
+    path = write(tmp_path, "{image: [8, 5, 7]}", "  - {split: {sizes: [3, 5], as: [left, right]}, name: sp}\n"
+                 "  - {relu, from: right, name: act}\n  - {concat, from: [left, act]}")
+    assert main(["summary", str(path)]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert rows["sp"][:3] == ["sp", "split", "3x5x7,"] and rows["sp"][3] == "5x5x7"
+    assert rows["act"][-1] == "sp.right" and rows["concat0"][-2:] == ["sp.left,", "act"]
