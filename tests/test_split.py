@@ -376,3 +376,28 @@ def test_summary_shows_every_piece(tmp_path: Path, capsys: pytest.CaptureFixture
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert rows["sp"][:3] == ["sp", "split", "3x5x7,"] and rows["sp"][3] == "5x5x7"
     assert rows["act"][-1] == "sp.right" and rows["concat0"][-2:] == ["sp.left,", "act"]
+
+
+def test_shufflenet_unit_written_with_chunk_is_the_zoo_spec(tmp_path: Path) -> None:
+    """ShuffleNetV2's basic unit as torchvision writes it, `x1, x2 = x.chunk(2, dim=1)`, in place of the
+    zoo's two slices: the published counts and, with the same tensors, the same outputs."""
+    zoo = ROOT / "specs" / "shufflenet_v2_x1_0.yaml"
+    slices = '''      - concat:
+          branch1: [{slice: {dim: 0, end: "c // 2"}}]
+          branch2: [{slice: {dim: 0, start: "c // 2"}}, {branch: {c: "c // 2"}}]
+'''
+    chunk = '''      - {chunk: {as: [x1, x2]}}
+      - {branch: {c: "c // 2"}, from: x2, name: branch2}
+      - {concat, from: [x1, branch2]}
+'''
+    text = zoo.read_text()
+    assert slices in text
+    (tmp_path / "shufflenet_chunk.yaml").write_text(text.replace(slices, chunk))
+    ours, theirs = archspec.check(tmp_path / "shufflenet_chunk.yaml"), archspec.check(zoo)
+    counts = (2_278_604, 144_907_992)  # torchvision shufflenet_v2_x1_0 (tests/test_zoo.py)
+    assert (ours.totals.params, ours.totals.macs) == (theirs.totals.params, theirs.totals.macs) == counts
+    a, b = archspec.build(ours, seed=0).eval(), archspec.build(theirs, seed=1).eval()
+    b.load_state_dict(dict(zip(b.state_dict(), a.state_dict().values())))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
