@@ -239,7 +239,7 @@ class Select(nn.Module):
 
 
 class Split(nn.Module):
-    """torch.split(x, sizes, dim): the pieces, in order (the Network binds each to its name)."""
+    """torch.split(x, sizes, dim): the pieces, in order (the graph binds each to its name)."""
 
     def __init__(self, dim: int, sizes: list[int]):
         super().__init__()
