@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import archspec
 from archspec import SpecError
+from archspec.exporter import ExportError
 from archspec.render import human_diagnostic
 from archspec.runtime import Session
 
@@ -401,3 +402,25 @@ def test_shufflenet_unit_written_with_chunk_is_the_zoo_spec(tmp_path: Path) -> N
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+
+
+def test_chunk_of_a_dynamic_axis_exports_dynamic(tmp_path: Path) -> None:
+    """Chunking `time` needs an even length: the export checks a second size where that holds, and its
+    Split sizes come from the input's Shape."""
+    report = archspec.check(write(tmp_path, "{x: [time=6, 10]}",
+                                  "  - {chunk: {axis: time, as: [a, b]}}\n  - {concat, from: [b, a]}"))
+    result = archspec.export(report, tmp_path / "c.onnx")
+    assert set(result.dynamic_axes) == {"batch", "time"}
+    assert [c.input_shape for c in result.checks] == [(1, 6, 10), (3, 14, 10)]  # 13 is odd
+    x = torch.randn(2, 10, 10)
+    a, b = torch.chunk(x, 2, 1)
+    got = Session(tmp_path / "c.onnx").run({"x": x.numpy()})["output"]
+    np.testing.assert_array_equal(got, torch.cat([b, a], 2).numpy())
+
+
+def test_fixed_sizes_on_a_dynamic_axis_export_only_fixed(tmp_path: Path) -> None:
+    report = archspec.check(write(tmp_path, "{x: [time=6, 10]}", "  - {split: {sizes: [1, 5], axis: time, as: [a, b]}}",
+                                  {"a": "a", "b": "b"}))
+    with pytest.raises(ExportError, match=r"split 'split0' .* needs time == 6"):
+        archspec.export(report, tmp_path / "s.onnx")
+    assert archspec.export(report, tmp_path / "s.onnx", dynamic="batch").compared

@@ -141,7 +141,7 @@ class Chunk(_Pieces):
     def output_types(cls, p: ChunkParams, xs: tuple[TensorType, ...]) -> tuple[TensorType, ...]:
         x = xs[0]
         a, n = split_axis(p, x), len(p.names)
-        if x.shape[a] % n:
+        if x.shape[a] % n != 0:  # a comparison, so a symbolic axis records it (bool() would not)
             raise ShapeError(f"{n} equal pieces do not divide the {AXIS_NAMES.get(x.axes[a], 'split')} axis of the "
                              f"{x} input ({x.shape[a]}); use `split` with explicit sizes", "as")
         return _pieces(x, a, (x.shape[a] // n,) * n)
