@@ -464,7 +464,9 @@ class _Resolver:
                     and item["name"] not in namer.defined):
                 namer.later.setdefault(item["name"], self.doc.loc((path if single else path + (i,)) + ("name",)))
             for kind, args in item.items() if isinstance(item, dict) else ():  # a multi-output layer's pieces
-                for k, piece in enumerate(_piece_names(args) if kind in REGISTRY else ()):
+                if not (isinstance(args, dict) and "as" in args and kind in REGISTRY):
+                    continue
+                for k, piece in enumerate(_piece_names(args)):
                     if piece not in namer.defined:
                         namer.later.setdefault(piece, self.doc.loc((path if single else path + (i,)) + (kind, "as", k)))
         nodes: list[Tree] = []
@@ -605,12 +607,14 @@ class _Resolver:
             namer.defined[user_name] = token
             if namer.parent is not None or namer.private:
                 self.private.setdefault(user_name, (namer.owner or "a container", loc))
-        return [replace(node, refs=refs, token=token)]
+        return [node if (node.refs, node.token) == (refs, token) else replace(node, refs=refs, token=token)]
 
     def named_values(self, node: Layer, kpath: Path, namer: _Namer, own: str | None, calls: CallChain) -> Layer | None:
         """The values a layer's parameters name (`reference_fields`, read as further inputs) and the
         names it gives its several outputs (`output_names`), defined in this list like `name:`."""
         rule = REGISTRY[node.kind]
+        if not rule.reference_fields and not rule.output_names(node.params):
+            return node  # almost every layer: nothing to bind
         extra = []
         for field_name in rule.reference_fields:
             ref = getattr(node.params, field_name)
@@ -929,7 +933,10 @@ class _Flattener:
         """The node and its output values: one, named by its scope, or one per `output_names` entry."""
         names = REGISTRY[kind].output_names(params)
         first = len(self.values)
-        self.values += [Value(f"{scope}.{n}", len(self.nodes)) for n in names] or [Value(scope, len(self.nodes))]
+        if names:
+            self.values += [Value(f"{scope}.{n}", len(self.nodes)) for n in names]
+        else:
+            self.values.append(Value(scope, len(self.nodes)))
         ys = tuple(range(first, len(self.values)))
         self.nodes.append(Node(kind, params, xs, ys, scope, loc, yaml_path, calls))
         if self.resolver is not None:
