@@ -21,7 +21,10 @@ output types. The graph engines call only the N-ary methods:
     cost_n(p, xs, ys) -> Cost      cost rule
     lower_n(p, xs, ys) -> Module   lowering; the module's forward takes the inputs positionally
 
-`arity` says how many inputs a kind reads (1; None = two or more). A unary kind (almost every
+`arity` says how many inputs a kind reads (1; None = two or more). A kind whose parameters name
+an earlier value (`reference_fields`: upsample's `to`) reads it as a further input, after those.
+A kind with several outputs names them in its parameters (`output_names`: split's `as`), so a later
+item reads each piece by name, never by position. A unary kind (almost every
 kind) writes only the unary methods, `infer(p, shape)` or `output_type(p, x)`, `cost(p, x, y)` on
 shapes and `lower(p, x, y)`; the N-ary defaults delegate to them. `concat` and `add` (merge.py)
 are the N-ary kinds.
@@ -73,6 +76,9 @@ class TensorType:
         what concat joins and batch norm normalises; None for a layout with neither (token ids)."""
         axes = self.axes
         return axes.index("C") if "C" in axes else axes.index("F") if "F" in axes else None
+
+
+AXIS_NAMES = {"C": "channels", "H": "height", "W": "width", "T": "time", "F": "features"}  # layout letter -> name
 
 
 def default_layout(rank: int, dtype: str = FLOAT) -> str:
@@ -196,6 +202,7 @@ class LayerKind:
     # normalises each sample by statistics of its own values: float32 rounding of the mean is amplified
     # by 1/sqrt(var + eps), so export verification also compares against float64 (exporter.verify)
     sample_statistics: ClassVar[bool] = False
+    reference_fields: ClassVar[tuple[str, ...]] = ()  # parameters naming an earlier value, read as further inputs
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -234,6 +241,12 @@ class LayerKind:
     def initial_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...], scheme: str,
                   rng: Any) -> dict[str, Any]:
         return cls.initial(p, xs[0].shape, ys[0].shape, scheme, rng)
+
+    @classmethod
+    def output_names(cls, p: Any) -> tuple[str, ...]:
+        """The names of a kind's several outputs, as its parameters give them (split's `as`); () for
+        the one output, which the item's `name:` names."""
+        return ()
 
     # -- the unary rules ---------------------------------------------------------------------
     @classmethod
