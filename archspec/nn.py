@@ -183,6 +183,22 @@ class AxisLayerNorm(nn.LayerNorm):
         return super().extra_repr() + f", axis={self.axis}"
 
 
+class AxisBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d over a per-sample axis that is not the first: the features of a sequence (N, T, F),
+    which PyTorch's BatchNorm1d normalises as (N, F, T): move the axis to 1, normalise, move it back.
+    Parameter and buffer names stay nn.BatchNorm1d's."""
+
+    def __init__(self, num_features: int, axis: int, **kwargs):  # named as nn.BatchNorm1d's: eject reads it back
+        super().__init__(num_features, **kwargs)
+        self.axis = axis
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(self.axis, 1)).movedim(1, self.axis)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", axis={self.axis}"
+
+
 class Permute(nn.Module):
     """x.permute(order); `order` includes the batch axis (0 stays first)."""
 
