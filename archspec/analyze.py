@@ -15,7 +15,7 @@ from .layers import REGISTRY, Cost, ShapeError, TensorType
 from .layers.base import INT, numel
 from .limits import Limits
 from .load import format_path
-from .resolve import Graph, Node
+from .resolve.ir import Graph, Node
 from .symbolic import Guard, Lin, SymInt, nominal, recording
 
 DTYPE_BYTES = {"float32": 4, "int64": 8}

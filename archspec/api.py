@@ -15,7 +15,8 @@ from .analyze import Report, analyze
 from .errors import MissingExtraError, SpecError, missing_extra
 from .limits import Limits
 from .load import Document, load_file, load_text
-from .resolve import Graph, resolve
+from .resolve import resolve
+from .resolve.ir import Graph
 
 if TYPE_CHECKING:
     import torch

@@ -34,7 +34,7 @@ from .analyze import Report
 from .errors import InternalError, call_note
 from .expr import ExprError, evaluate, is_identifier, looks_like_expression
 from .lower import build_module
-from .resolve import Node
+from .resolve.ir import Node
 
 _SKIP_ARGS = {"self", "device", "dtype"}
 _HELPER_MODULES = ("archspec.nn", "archspec.nn_transformer", "archspec.nn_peephole")  # copied into the file

@@ -423,7 +423,7 @@ def _load_array(value: Any) -> "np.ndarray":
 def is_spec(model: Any) -> bool:
     from .analyze import Report
     from .load import Document
-    from .resolve import Graph
+    from .resolve.ir import Graph
 
     if isinstance(model, (Report, Graph, Document)):
         return True

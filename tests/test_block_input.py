@@ -10,7 +10,7 @@ import pytest
 
 import archspec
 from archspec import SpecError
-from archspec.resolve import Graph
+from archspec.resolve.ir import Graph
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCHVISION_MOBILENET_V2_PARAMS = 3_504_872  # torchvision MobileNet_V2_Weights.IMAGENET1K_V1, "num_params"

@@ -12,7 +12,7 @@ from unittest.mock import patch
 import pytest
 
 import archspec
-import archspec.resolve as resolve_module
+import archspec.resolve.expand as expand_module
 from archspec import Limits, SpecError
 
 HEADER = "archspec: 1\nname: t\ninput: {x: [3, 8, 8]}\n"  # lines 1-3
@@ -315,13 +315,13 @@ def test_missing_network(tmp_path):
 def expansion_work():
     """Counts the items resolve expands: bounded work, measured without a clock."""
     items: list[int] = []
-    original = resolve_module._Resolver._item
+    original = expand_module.Resolver._item
 
     def counting(self, *args, **kwargs):
         items.append(1)
         return original(self, *args, **kwargs)
 
-    with patch.object(resolve_module._Resolver, "_item", counting):
+    with patch.object(expand_module.Resolver, "_item", counting):
         yield items
 
 

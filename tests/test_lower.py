@@ -430,7 +430,7 @@ def test_bilstm_tagger_equals_handwritten() -> None:
 def test_reserved_names_cover_every_module_attribute() -> None:
     """Names the resolver refuses are exactly those lowering could not register as submodules."""
     from archspec.nn import Network
-    from archspec.resolve import RESERVED_NAMES
+    from archspec.resolve.names import RESERVED_NAMES
 
     public = {n for cls in (nn.Module, nn.Sequential, Network) for n in dir(cls) if not n.startswith("_")}
     net = Network(name="n", input_names=("x",), output_names=("y",), sha256="", values=1, outputs=(0,))

@@ -274,7 +274,7 @@ def profile_zoo() -> dict:
             g = "pydantic"
         elif "archspec/load.py" in file:
             g = "archspec/load.py (events -> tree)"
-        elif any(s in file for s in ("archspec/resolve.py", "archspec/schema.py", "archspec/expr.py")):
+        elif any(s in file for s in ("archspec/resolve/", "archspec/schema.py", "archspec/expr.py")):
             g = "archspec resolve/schema/expr"
         elif "archspec/analyze.py" in file or "archspec/layers" in file:
             g = "archspec analyze + layer rules"

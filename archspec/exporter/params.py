@@ -9,7 +9,7 @@ from typing import Any
 
 from ..analyze import Report
 from ..layers import REGISTRY, TensorType
-from ..resolve import Graph, Node
+from ..resolve.ir import Graph, Node
 from ..weights import WeightsError, fit_problems
 
 
