@@ -64,9 +64,9 @@ def input_view(x: TensorType, alt: TensorType | None, dynamic: str) -> TypeView:
 class TypingFlattener(Flattener):
     """The flattener that also types every value it creates and expands deferred blocks on the way."""
 
-    def __init__(self, inputs: tuple[Input, ...], resolver: Expander):
+    def __init__(self, inputs: tuple[Input, ...], expander: Expander):
         super().__init__(inputs)
-        self.resolver = resolver
+        self.expander = expander
         dynamic = [d for i in inputs for d in i.dims if d.name]
         self.dynamic = ", ".join(dict.fromkeys(f"'{d.name}'" for d in dynamic))
         self.types: list[TensorType | None] = [TensorType(i.shape, i.dtype, i.layout) for i in inputs]
@@ -83,7 +83,7 @@ class TypingFlattener(Flattener):
 
     def deferred(self, t: Deferred, prefix: str, x: int) -> int:
         """Expands a block that reads `in` now that its input is typed, and walks the expansion."""
-        r = self.resolver
+        r = self.expander
         typed = self.types[x]
         if typed is None:
             if not r.out.diagnostics:  # a layer before it fails its shape rule: analyze says how
@@ -111,7 +111,7 @@ class TypingFlattener(Flattener):
         analyze reads resolve's graph, so resolve cannot import it first)."""
         from ..analyze import analyze
 
-        r = self.resolver
+        r = self.expander
         partial = Graph(r.spec.name, r.spec.description, self.inputs, tuple(self.values), tuple(self.nodes),
                         tuple(self.scopes), (Output("output", len(self.values) - 1, loc),), r.expanded, "",
                         r.spec, r.doc)

@@ -76,7 +76,6 @@ class Namer:
             self.taken[name] = loc
 
 
-
 class Binder:
     """The spec's named values: one token per name (the flattener binds each to a value id), and the
     names a reference cannot reach (private to a container, or a layer with several outputs)."""
