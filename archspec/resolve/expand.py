@@ -142,7 +142,7 @@ class Resolver:
     # -- sequences and items -----------------------------------------------------------------
     def items(self, raw: Any, path: Path, env: Mapping[str, Any], calls: CallChain, namer: Namer,
               stack: tuple[str, ...]) -> list[Tree]:
-        if isinstance(raw, dict) or isinstance(raw, str):
+        if isinstance(raw, (dict, str)):
             raw, single = [raw], True
         else:
             single = False

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Union
+from typing import Any
 
 from ..errors import Loc
 from ..layers import LayerParams
@@ -72,7 +72,7 @@ class Deferred:
     token: int | None = None
 
 
-Tree = Union[Layer, Sequence, Parallel, Deferred]  # the surface tree, private to resolve
+Tree = Layer | Sequence | Parallel | Deferred  # the surface tree, private to resolve
 
 
 def piece_names(args: Any) -> list[str]:
