@@ -178,15 +178,22 @@ def test_recurrent_classifiers_two_lengths(tmp_path: Path, name: str) -> None:
     assert_verified(result, report, {"batch": 0, "time": 1})
     nominal = report.graph.input.shape[0]
     assert [c.input_shape[:2] for c in result.checks] == [(1, nominal), (3, nominal + 7)]
-    # a lean graph: no initial states (zero by the operator's definition), and the classifier reads
-    # the top layer's final state rather than transposing the whole output sequence
+    # a lean graph: the classifier reads the top layer's final state rather than transposing the whole
+    # output sequence; GRU/LSTM build no initial states (zero by the operator's definition)
     graph = onnx.load(str(result.path)).graph
     ops = [n.op_type for n in graph.node]
-    assert ops.count(kind.upper()) == 2 and ops.count("Transpose") == 1  # the batch-first input only
-    assert not {"Shape", "ConstantOfShape", "Slice"} & set(ops), ops
-    # X, W, R, B; the peephole LSTM's P after the three optional inputs it leaves out (lens, initial states)
-    extra = [["", "", "", f"lstm.P_l{k}"] for k in (0, 1)] if "peephole" in name else [[], []]
-    assert [list(n.input)[4:] for n in graph.node if n.op_type == kind.upper()] == extra
+    if kind == "rnn":  # the Scan form (RNN.emit): one (N, H) zero state, then per layer the projection of
+        # every step as one MatMul + Add and a Scan of MatMul, Add, Tanh; the lower layer's body also
+        # emits its output sequence; no Transpose (the first Scan reads the batch-first input's axis 1)
+        assert ops == ["Shape", "Concat", "Expand"] + ["MatMul", "Add", "Scan"] * 2 + ["Gemm"], ops
+        bodies = [[b.op_type for b in n.attribute[0].g.node] for n in graph.node if n.op_type == "Scan"]
+        assert bodies == [["MatMul", "Add", "Tanh", "Identity"], ["MatMul", "Add", "Tanh"]]
+    else:
+        assert ops.count(kind.upper()) == 2 and ops.count("Transpose") == 1  # the batch-first input only
+        assert not {"Shape", "ConstantOfShape", "Slice"} & set(ops), ops
+        # X, W, R, B; the peephole LSTM's P after the three optional inputs it leaves out (lens, initial states)
+        extra = [["", "", "", f"lstm.P_l{k}"] for k in (0, 1)] if "peephole" in name else [[], []]
+        assert [list(n.input)[4:] for n in graph.node if n.op_type == kind.upper()] == extra
     # and the file really runs at a third length, never checked by the export, with the default
     # (seeded numpy) weights in the spec's own module
     session = Session(result.path)
