@@ -638,8 +638,10 @@ def test_weights_without_torch(tmp_path: Path, lenet_state) -> None:
 
 # -- precision options -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", [TINY_RESNET, TINY_INCEPTION, SMALL_RECURRENT.format(kind="gru", output="sequence")],
-                         ids=["resnet", "inception", "gru"])
+@pytest.mark.parametrize("text", [TINY_RESNET, TINY_INCEPTION, SMALL_RECURRENT.format(kind="gru", output="sequence"),
+                                  SMALL_RECURRENT.format(kind="rnn", output="sequence").replace(
+                                      "layers: 2", "layers: 2, bidirectional: true")],
+                         ids=["resnet", "inception", "gru", "birnn"])  # birnn: Scan bodies, a MatMul after them
 def test_float16_verified_against_torch_in_float16(tmp_path: Path, text: str) -> None:
     report = archspec.check(spec_file(tmp_path, text))
     result = export_model(report, tmp_path / "half.onnx", dtype="float16")
@@ -648,6 +650,9 @@ def test_float16_verified_against_torch_in_float16(tmp_path: Path, text: str) ->
     half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
     assert {t.data_type for t in model.graph.initializer} <= {half, onnx.TensorProto.INT64}
     assert model.graph.input[0].type.tensor_type.elem_type == half
+    bodies = [a.g for n in model.graph.node for a in n.attribute if a.HasField("g")]
+    assert len(bodies) == (2 if "small_rnn" in text else 0)  # a Scan per layer, its body in float16 too
+    assert {v.type.tensor_type.elem_type for b in bodies for v in (*b.input, *b.output)} <= {half}
     full = onnx.load(str(export_model(report, tmp_path / "full.onnx").path))
     assert 2 * sum(len(t.raw_data) for t in model.graph.initializer if t.data_type == half) == \
         sum(len(t.raw_data) for t in full.graph.initializer if t.data_type == single)  # every weight in half
