@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             xt = torch.from_numpy(x)
             with torch.inference_mode():
                 ref = module(xt).numpy()
-            fns: dict[str, Callable[[], object]] = {"torch eager": lambda: module(xt),
+            fns: dict[str, Callable[[], object]] = {"torch eager": lambda xt=xt: module(xt),
                                                     "torch eager, 1 thread": one_thread(torch, module, xt, args.threads)}
             for name, s in sessions.items():
                 got = s.run(x)[report.graph.output_name]

@@ -17,7 +17,7 @@ def to_float16(model: Any, tensors: dict[str, Any]) -> dict[str, Any]:
     """The initializers with every float32 one in float16; every float32 graph input/output and
     value_info of `model` becomes float16, in place. The emitted graphs hold no float constants
     elsewhere (no Constant nodes or float tensor attributes). Where onnxruntime has no float16 CPU
-    kernel (RNN/GRU/LSTM), it inserts the casts itself."""
+    kernel (GRU, LSTM), it inserts the casts itself."""
     import numpy as np
 
     graphs = [model.graph]

@@ -40,7 +40,7 @@ class _Recurrent(LayerKind):
     gate_elementwise: ClassVar[int]  # element-wise ops per hidden unit per step, after the matmuls
     input_rank = (2,)
     input_desc = "(T, F)"
-    onnx_op: ClassVar[str]
+    onnx_op: ClassVar[str]  # the ONNX operator of `emit` (GRU, LSTM; the RNN emits a Scan)
     gate_order: ClassVar[tuple[int, ...]]  # PyTorch's gate blocks in ONNX's order
     example = {"hidden": 6, "layers": 2, "output": "last"}
     shape_rule = "(T, F) -> sequence: (T, D*hidden); last, state: (D*hidden), D = 2 if bidirectional"
@@ -158,7 +158,6 @@ class RNN(_Recurrent):
     doc = "Elman RNN: h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)."
     flops_rule = "2*MACs + 2H bias adds + H activations per layer, direction and step"
     gates, gate_elementwise = 1, 1
-    onnx_op, gate_order = "RNN", (0,)
 
     @classmethod
     def emit(cls, p: RNNParams, x: TensorType, y: TensorType, g) -> str:
