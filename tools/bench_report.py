@@ -946,9 +946,10 @@ def main(argv: list[str] | None = None) -> int:
     text = render(data)
     md = a.out_dir / "benchmarks.md"
     previous = md.read_text() if md.exists() else ""
-    begin, end = "<!-- bench_export begin -->", "<!-- bench_export end -->"
-    if begin in previous and end in previous:  # tools/bench_export.py's section, kept until it reruns
-        text += "\n" + previous[previous.index(begin):previous.index(end) + len(end)] + "\n"
+    for tool in ("bench_export", "bench_rnn_forms"):  # the sections these tools write, kept until they rerun
+        begin, end = f"<!-- {tool} begin -->", f"<!-- {tool} end -->"
+        if begin in previous and end in previous:
+            text += "\n" + previous[previous.index(begin):previous.index(end) + len(end)] + "\n"
     md.write_text(text)
     print(f"wrote {a.out_dir / 'benchmarks.md'} and {a.out_dir / 'benchmarks.json'}", file=sys.stderr)
     return 0

@@ -3,6 +3,7 @@
 
     python tools/bench_rnn_forms.py                                  # rnn_classifier, batch 1 and 8
     python tools/bench_rnn_forms.py specs/rnn_classifier.yaml --batch 1,8 --rounds 30 --time 50,100
+    python tools/bench_rnn_forms.py --time 50,100 --docs     # also (re)write its section of docs/benchmarks.md
 
 Why: `RNN.emit` (archspec/layers/recurrent.py) chooses the form archspec exports; this measures the
 alternatives it was chosen from, on one spec of the shape (T, F) -> unidirectional `rnn` stack with
@@ -24,11 +25,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench_rnn_forms begin -->", "<!-- bench_rnn_forms end -->"  # bench_report.py keeps it
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time", default="", help="sequence lengths (default: the spec's)")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--docs", action="store_true", help=f"write the table into {DOCS.relative_to(ROOT)}")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -56,12 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     sessions["onnx_rnn_1thread"] = Session(forms["onnx_rnn"], threads=1)
     features = report.graph.input.shape[1]
     lengths = [int(t) for t in args.time.split(",") if t] or [report.graph.input.shape[0]]
-    print(f"{report.graph.name}: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-          f"{args.threads} threads, {os.cpu_count()} logical CPUs; rounds {args.rounds}; "
-          f"load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())} before")
-    print()
-    print("| T | batch | form | median ms (q1-q3) | / torch eager, 2 threads | / faster torch | / onnx_rnn |")
-    print("|---|---|---|---|---|---|---|")
+    out = [f"{report.graph.name}: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+           f"{platform.processor() or platform.machine()}, {args.threads} threads, {os.cpu_count()} logical CPUs; "
+           f"rounds {args.rounds}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average (1/5/15 min) "
+           f"{load()} before", "",
+           f"| T | batch | form | median ms (q1-q3) | / torch eager, {args.threads} threads | / faster torch | / onnx_rnn |",
+           "|---|---|---|---|---|---|---|"]
+    print("\n".join(out), flush=True)
     torch.set_num_threads(args.threads)
     for steps in lengths:
         for batch in [int(b) for b in args.batch.split(",")]:
@@ -82,11 +89,29 @@ def main(argv: list[str] | None = None) -> int:
             eager = times["torch eager"].median
             fastest_torch = min(eager, times["torch eager, 1 thread"].median)
             for name, t in times.items():
-                print(f"| {steps} | {batch} | {name} | {t.median * 1e3:.3f} ({t.q1 * 1e3:.3f}-{t.q3 * 1e3:.3f}) | "
-                      f"{t.median / eager:.2f} | {t.median / fastest_torch:.2f} | "
-                      f"{t.median / times['onnx_rnn'].median:.2f} |", flush=True)
-    print(f"\nload average {' / '.join(f'{x:.2f}' for x in os.getloadavg())} after")
+                out.append(f"| {steps} | {batch} | {name} | {t.median * 1e3:.3f} ({t.q1 * 1e3:.3f}-{t.q3 * 1e3:.3f}) | "
+                           f"{t.median / eager:.2f} | {t.median / fastest_torch:.2f} | "
+                           f"{t.median / times['onnx_rnn'].median:.2f} |")
+                print(out[-1], flush=True)
+    out += ["", f"load average {load()} after"]
+    print(out[-1])
+    if args.docs:
+        command = "python tools/bench_rnn_forms.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        section = [BEGIN, "## The RNN's ONNX form (tools/bench_rnn_forms.py)", "",
+                   f"Output of `{command}`; forms as that script's docstring describes them, each first checked "
+                   "against PyTorch (relative error <= 1e-5); all timed interleaved in the same rounds, median "
+                   "(q1-q3) per call. `emitted` is what `archspec export` writes (`RNN.emit`).", ""] + out + ["", END]
+        text = DOCS.read_text() if DOCS.exists() else ""
+        if BEGIN in text and END in text:
+            text = text[:text.index(BEGIN)] + "\n".join(section) + text[text.index(END) + len(END):]
+        else:
+            text = text.rstrip() + "\n\n" + "\n".join(section) + "\n"
+        DOCS.write_text(text)
     return 0
+
+
+def load() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def one_thread(torch, module, x, threads: int) -> Callable[[], object]:
