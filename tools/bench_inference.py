@@ -147,15 +147,16 @@ def merged(new: dict, old: dict, bench_table) -> dict:
         if specs:
             load = f"load average {run['load_start']:.2f} before" + (
                 f", {run['load_end']:.2f} after" if run.get("load_end") is not None else "")
+            threads = f"{run['threads']} threads, " if run.get("threads") else ""
             notes.append(f"Rows of {', '.join(specs)}: the run started {started} "
-                         f"({run['header'][0].split('; ', 1)[1]}; {load}).")
+                         f"({threads}{run['header'][0].split('; ', 1)[1]}; {load}).")
     header = new["header"][:1] + [h for h in new["header"][2:]] + notes
     return {**new, "header": header, "rows": rows, "runs": runs,
             "profiles": {**old.get("profiles", {}), **new["profiles"]},
             "markdown": "\n\n".join(header) + "\n\n" + bench_table(objects)}
 
 
-RUN_KEYS = ("header", "seconds", "load_start", "load_end", "gemm_gflops")
+RUN_KEYS = ("header", "threads", "seconds", "load_start", "load_end", "gemm_gflops")
 
 
 def gemm_gflops(threads: int, n: int = 2048, rounds: int = 7) -> float:

@@ -7,6 +7,8 @@
     python tools/bench_report.py --from-json docs/benchmarks.json   # re-render the Markdown only
     python tools/bench_report.py --from-json docs/benchmarks.json --inference-json inf.json
                                                             # ... with a newer bench_inference.py --json run
+    python tools/bench_report.py --from-json docs/benchmarks.json --inference-notes notes.md
+                                                            # ... with findings shown under its table
 
 Sections: the machine; the targets; (1) archspec's static analysis against forward-pass tools
 (tools/bench_peers.py); the checker's fresh-process speed and its profile (tools/bench_check.py);
@@ -850,7 +852,8 @@ def inference_section(inf: dict | None) -> list[str]:
         when = ", ".join(([f"started {inf['started']}"] if inf.get("started") else [])
                          + ([f"{seconds:.0f} s"] if seconds else [])) or "start and run time not recorded"
         return out + [f"Output of `python tools/bench_inference.py` ({when}):", "",
-                      inf["markdown"].rstrip(), ""] + profiles_section(inf)
+                      inf["markdown"].rstrip(), ""] + [f"- {n}" for n in inf.get("notes", [])] + (
+                          [""] if inf.get("notes") else []) + profiles_section(inf)
     if inf.get("markdown"):
         return out + [f"Output of `python tools/bench_inference.py` ({inf.get('suite_seconds', 0):.0f} s), verbatim:", "",
                       inf["markdown"].rstrip(), ""]
@@ -907,6 +910,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--skip-inference", action="store_true")
     ap.add_argument("--inference-json", type=Path, help="include this JSON instead of running bench_inference.py")
+    ap.add_argument("--inference-notes", type=Path, help="findings about that run (Markdown, one paragraph per "
+                    "note), kept with it in benchmarks.json and shown under its table")
     ap.add_argument("--inference-timeout", type=float, default=2400)
     ap.add_argument("--from-json", type=Path, help="re-render the Markdown from a saved benchmarks.json")
     ap.add_argument("--serve-json", type=Path, help="include this tools/bench_serve.py --json run")
@@ -942,6 +947,9 @@ def main(argv: list[str] | None = None) -> int:
             data["serve"] = run_json("bench_serve.py", ["--seconds", "5"] if a.quick else [])
         data["suite_seconds"] = time.perf_counter() - t0
         data["machine"]["load_end"] = bc.loadavg()
+    if a.inference_notes and data.get("inference"):
+        data["inference"]["notes"] = [n.replace("\n", " ").strip() for n in a.inference_notes.read_text().split("\n\n")
+                                      if n.strip()]
     bc.write_json(a.out_dir / "benchmarks.json", data)
     text = render(data)
     md = a.out_dir / "benchmarks.md"
