@@ -360,7 +360,7 @@ def ort_obstacles_section(inf: dict) -> list[str]:
            "sample / latency), against the machine's measured float32 GEMM"
            + (f" ({gemm:.1f} GFLOP/s, same run)" if gemm and not inf.get("runs") else
               " (measured by each row's own run)" if gemm else "") + " and against the most onnxruntime reached on "
-           f"any model of the run ({best_gflops:.1f} GFLOP/s, {best['spec']} batch {best['batch']}); "
+           f"any model measured ({best_gflops:.1f} GFLOP/s, {best['spec']} batch {best['batch']}); "
            "and the operator that dominates onnxruntime's kernel time (its own per-node profiler, batch 1):", ""]
     out += table(["spec", "torch / ORT", "GFLOP/s torch / ORT", "ORT latency needed", "GFLOP/s needed",
                   "ORT's dominant operator: share of kernel time"], rows)
