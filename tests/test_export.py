@@ -221,6 +221,22 @@ def test_input_and_output_named_by_the_spec(tmp_path: Path, text: str, in_name: 
     assert Session(result.path).outputs == (out_name,)
 
 
+@pytest.mark.parametrize("output", ["sequence", "last", "state"])
+def test_bidirectional_rnn_scan_at_one_step_and_many(tmp_path: Path, output: str) -> None:
+    """The RNN's Scan form (both directions in one Scan, the backward one reversed) against the PyTorch
+    module at lengths the export never verified: one step (the backward direction's first output is
+    its last) and 40."""
+    text = BIDIRECTIONAL_LAST.replace("output: last", f"output: {output}")
+    report = archspec.check(spec_file(tmp_path, text))
+    session = Session(export_model(report, tmp_path / "birnn.onnx").path)
+    module = archspec.build(report).eval()
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in initial_state(report, seed=0).items()})
+    for steps in (1, 40):
+        x = torch.randn(3, steps, 4)
+        with torch.no_grad():
+            np.testing.assert_allclose(session.run(x.numpy())["output"], module(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_recurrent_sequence_output_has_dynamic_time_axis(tmp_path: Path) -> None:
     report = archspec.check(spec_file(tmp_path, SMALL_RECURRENT.format(kind="gru", output="sequence")))
     result = export_model(report, tmp_path / "seq.onnx")
