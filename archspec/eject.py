@@ -73,6 +73,7 @@ class Box:
     wiring: tuple[Any, ...] = ()  # (inputs read, ((child, its inputs, outputs), ...), outputs): see _Tree.box
     inputs: tuple[str, ...] = ("x",)  # the forward's parameters
     branch: bool = False  # a branch of a parallel
+    pieces: dict[str, tuple[str, ...]] = field(default_factory=dict)  # child with several outputs -> their names
 
 
 def _ctor(module: nn.Module) -> tuple[str, OrderedDict[str, Any], int, dict[str, Any]]:
@@ -227,6 +228,8 @@ class _Tree:
                 if self.when(node):
                     box.when[node.name] = self.when(node)
                 ins, outs = node.inputs, node.outputs
+                if len(outs) > 1:  # a split's pieces, named as the spec names them (`as:`)
+                    box.pieces[node.name] = tuple(self.graph.values[v].name.rsplit(".", 1)[-1] for v in outs)
                 if isinstance(sub, (archspec_nn.Concat, archspec_nn.Add)) and node.name == "merge":
                     merge_at = at
                     box.merge = ("cat", sub.dim) if isinstance(sub, archspec_nn.Concat) else ("add",)
@@ -816,7 +819,8 @@ def _graph_forward(use: Box) -> list[str]:
         refs = [i] if n == 1 else [(i, j) for j in range(n)]
         for r in refs:
             passing = n == 1 and reads[r] == 1 and i + 1 < len(steps) and steps[i + 1][1] == (i,)
-            var[r] = temp if passing else _unique(_ident(name if n == 1 else f"{name}_{r[1]}"), dict.fromkeys(taken))
+            piece = use.pieces[name][r[1]] if name in use.pieces else f"{name}_{r[1]}" if n > 1 else name
+            var[r] = temp if passing else _unique(_ident(piece), dict.fromkeys(taken))
             taken.add(var[r])
         lines.append(f"        {', '.join(var[r] for r in refs)} = {call}")
     lines.append(f"        return {', '.join(var[r] for r in result)}")

@@ -238,6 +238,48 @@ class Select(nn.Module):
         return f"dim={self.dim}, index={self.index}"
 
 
+class Split(nn.Module):
+    """torch.split(x, sizes, dim): the pieces, in order (the graph binds each to its name)."""
+
+    def __init__(self, dim: int, sizes: list[int]):
+        super().__init__()
+        self.dim, self.sizes = dim, sizes
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.split(x, self.sizes, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, sizes={self.sizes}"
+
+
+class Chunk(nn.Module):
+    """torch.chunk(x, chunks, dim), on an axis the chunks divide (the checker refuses others)."""
+
+    def __init__(self, dim: int, chunks: int):
+        super().__init__()
+        self.dim, self.chunks = dim, chunks
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.chunk(x, self.chunks, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, chunks={self.chunks}"
+
+
+class UpsampleTo(nn.Module):
+    """F.interpolate(x, size=ref's H x W): an FPN/U-Net decoder's upsampling to the skip's size."""
+
+    def __init__(self, mode: str, align_corners: bool | None = None):
+        super().__init__()
+        self.mode, self.align_corners = mode, align_corners
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=ref.shape[-2:], mode=self.mode, align_corners=self.align_corners)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, align_corners={self.align_corners}"
+
+
 class Pad(nn.Module):
     """F.pad with `pads` in its order: (left, right, top, bottom[, channels before, after])."""
 

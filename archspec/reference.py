@@ -56,7 +56,8 @@ def language_reference() -> str:
                 f"- shape: {cls.shape_rule}",
                 f"- MACs: {cls.macs_rule}",
                 f"- FLOPs: {cls.flops_rule}",
-                f"- inputs: {'two or more (`from: [a, b]`, or branches)' if cls.arity is None else cls.arity}",
+                f"- inputs: {'two or more (`from: [a, b]`, or branches)' if cls.arity is None else cls.arity}"
+                + "".join(f", and the value `{f}` names" for f in cls.reference_fields),
                 f"- ONNX: emitted by the kind itself, from opset {cls.min_opset}", ""]
         out += _params_table(cls)
     return "\n".join(out) + "\n"

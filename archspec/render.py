@@ -131,6 +131,7 @@ def print_summary(report: Report, depth: int | None = None, file: TextIO | None 
         if n.leaf:
             chained[n.path] = list(n.reads) == ([previous] if previous else [g.inputs[0].name])
             previous = n.path
+    pieces = {node.scope: node.outputs for node in g.nodes if len(node.outputs) > 1}  # a split: every piece
     visible = _visible(report, depth)
     show_reads = any(not chained.get(n.path, True) for n in visible)
     if show_reads:
@@ -139,7 +140,9 @@ def print_summary(report: Report, depth: int | None = None, file: TextIO | None 
         label = n.path if depth is not None else "  " * max(n.depth - 1, 0) + n.path.rsplit(".", 1)[-1]
         if not n.leaf and depth is None:
             label = f"[bold]{label}[/bold]"
-        cells = [label, n.kind, str(n.output), f"{n.params:,}"] + ([f"{n.weights:,}"] if weights else []) + \
+        output = ", ".join(str(report.types[v]) for v in pieces[n.path]) if n.leaf and n.path in pieces else \
+            str(n.output)
+        cells = [label, n.kind, output, f"{n.params:,}"] + ([f"{n.weights:,}"] if weights else []) + \
             [f"{n.macs:,}"]
         if show_reads:
             cells.append("" if chained.get(n.path, True) else ", ".join(n.reads))

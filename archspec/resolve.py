@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from .errors import Collector, Diagnostic, InternalError, Loc, SpecError, call_note, closest, did_you_mean
 from .expr import IN, ExprError, Steps, TypeView, evaluate, is_identifier, looks_like_expression, reads_input
 from .layers import REGISTRY, LayerParams, ShapeError, TensorType
-from .layers.base import NoParams, default_layout
+from .layers.base import AXIS_NAMES, NoParams, default_layout
 from .limits import CEILINGS, Limits
 from .load import Document, Path, format_path
 from .schema import BlockDef, Dim, InputDecl, Spec, report_validation, validate_spec
@@ -55,6 +55,8 @@ class Layer:
     calls: CallChain = ()
     refs: tuple[int, ...] | None = None  # `from:` tokens; None: the previous item's output
     token: int | None = None  # set when the item has a `name:` others may reference
+    extra: tuple[int, ...] = ()  # tokens its parameters name (`reference_fields`), read after `refs`
+    pieces: tuple[int, ...] = ()  # tokens of its several outputs (`output_names`), in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +242,7 @@ class _Namer:
         self.defined: dict[str, int] = {}  # name -> token, for `from:`
         self.later: dict[str, Loc] = {}  # names given further down this list
         self.open: set[str] = set()  # items being expanded
+        self.failed: set[str] = set()  # names of items that failed (reported): a reference to one says nothing more
 
     def auto(self, base: str) -> str:
         n = self.counts.get(base, 0)
@@ -278,6 +281,7 @@ class _Resolver:
         self.private: dict[str, tuple[str, Loc]] = {}  # names defined inside containers -> (owner, loc)
         self.reads: dict[str, bool] = {}  # block -> whether its definition reads `in`
         self.deferred = 0  # invocations waiting for their input's type
+        self.several: dict[str, tuple[str, tuple[str, ...]]] = {}  # name of a multi-output item -> (kind, pieces)
 
     # -- entry -----------------------------------------------------------------------------
     def run(self, input_shape: tuple[int, ...] | None) -> Graph:
@@ -389,6 +393,8 @@ class _Resolver:
         while frame is not None:
             if ref in frame.defined:
                 return frame.defined[ref]
+            if ref in frame.failed:  # its own error is reported; the item reading it is left out
+                return None
             if ref in frame.open:
                 self.out.add("AS125", f"'{ref}' refers to the item that contains it", loc, src,
                              "a value exists only after its item is complete; a cycle cannot be written", calls)
@@ -402,6 +408,11 @@ class _Resolver:
             if frame.private:
                 break
             frame = frame.parent
+        if ref in self.several:
+            kind, pieces = self.several[ref]
+            self.out.add("AS123", f"'{ref}' is a {kind} with several outputs: name the piece to read", loc, src,
+                         f"its pieces: {', '.join(pieces)}", calls)
+            return None
         if ref in self.private:
             self.out.add("AS126", f"'{ref}' is inside {self.private[ref][0]}, whose names are private to it", loc, src,
                          "reference the enclosing block or group by its name (its output), or move the item "
@@ -452,10 +463,40 @@ class _Resolver:
             if (isinstance(item, dict) and isinstance(item.get("name"), str) and "repeat" not in item
                     and item["name"] not in namer.defined):
                 namer.later.setdefault(item["name"], self.doc.loc((path if single else path + (i,)) + ("name",)))
+            for kind, args in item.items() if isinstance(item, dict) else ():  # a multi-output layer's pieces
+                if not (isinstance(args, dict) and "as" in args and kind in REGISTRY):
+                    continue
+                for k, piece in enumerate(_piece_names(args)):
+                    if piece not in namer.defined:
+                        namer.later.setdefault(piece, self.doc.loc((path if single else path + (i,)) + (kind, "as", k)))
         nodes: list[Tree] = []
+        errors = len(self.out.diagnostics)
         for i, item in enumerate(raw):
             nodes.extend(self.item(item, path if single else path + (i,), env, calls, namer, stack))
+        if len(self.out.diagnostics) == errors:  # an item left out after an error would only move the problem
+            self.pieces_read(nodes, calls, path == ("network",) and bool(self.spec.outputs))
         return nodes
+
+    def pieces_read(self, nodes: list[Tree], calls: CallChain, may_end: bool) -> None:
+        """A layer with several outputs passes no one value down the list: the item after it names the
+        piece it reads (`from:`), and it ends a list only where `outputs:` names what the model gives
+        (elsewhere the list's output would be ambiguous)."""
+        for k, t in enumerate(nodes):
+            if not (isinstance(t, Layer) and t.pieces):
+                continue
+            names = REGISTRY[t.kind].output_names(t.params)
+            if k + 1 == len(nodes) and not may_end:
+                self.out.add("AS107", f"{t.kind} '{t.name}' ends its list, but it gives several values "
+                             f"({', '.join(names)}), not one to pass on", t.loc, format_path(t.yaml_path),
+                             f"read its pieces by name in the items after it, e.g. "
+                             f"`- {{concat, from: [{', '.join(names)}]}}`, or, at the end of `network:`, "
+                             f"name them under `outputs:`", calls)
+            elif k + 1 < len(nodes) and nodes[k + 1].refs is None:
+                after = nodes[k + 1]
+                self.out.add("AS107", f"this item follows {t.kind} '{t.name}', which gives several values "
+                             f"({', '.join(names)}): name the one it reads", after.loc,
+                             format_path(after.yaml_path) if isinstance(after, Layer) else "",
+                             f"add `from: {names[0]}` (or another piece) to it", calls)
 
     def item(self, raw: Any, path: Path, env: Mapping[str, Any], calls: CallChain, namer: _Namer,
              stack: tuple[str, ...]) -> list[Tree]:
@@ -540,6 +581,8 @@ class _Resolver:
             node = self.layer(name, kind, args, path, kpath, env, calls)
             if node is not None and not self.arity_ok(kind, refs, path, calls):
                 node = None
+            if node is not None:
+                node = self.named_values(node, kpath, namer, user_name, calls)
         else:
             choices = list(REGISTRY) + list(self.spec.blocks) + list(_STRUCTURAL)
             self.out.add("AS105", f"unknown layer kind or block '{kind}'",
@@ -548,6 +591,8 @@ class _Resolver:
             node = None
         namer.open.discard(name)
         if node is None:
+            namer.failed.add(name)
+            namer.failed.update(_piece_names(args))
             return []
         if refs is not None and len(refs) != 1 and not isinstance(node, Layer):
             self.out.add("AS107", f"{kind} reads one value, `from` names {len(refs)}", self.doc.loc(path + ("from",)),
@@ -555,12 +600,47 @@ class _Resolver:
                          "`- {concat, from: [...]}`", calls)
             return []
         token = None
-        if user_name:
+        if user_name and isinstance(node, Layer) and node.pieces:  # its name names the layer, not a value
+            self.several[user_name] = (kind, REGISTRY[kind].output_names(node.params))
+        elif user_name:
             token, self.next_token = self.next_token, self.next_token + 1
             namer.defined[user_name] = token
             if namer.parent is not None or namer.private:
                 self.private.setdefault(user_name, (namer.owner or "a container", loc))
-        return [replace(node, refs=refs, token=token)]
+        return [node if (node.refs, node.token) == (refs, token) else replace(node, refs=refs, token=token)]
+
+    def named_values(self, node: Layer, kpath: Path, namer: _Namer, own: str | None, calls: CallChain) -> Layer | None:
+        """The values a layer's parameters name (`reference_fields`, read as further inputs) and the
+        names it gives its several outputs (`output_names`), defined in this list like `name:`."""
+        rule = REGISTRY[node.kind]
+        if not rule.reference_fields and not rule.output_names(node.params):
+            return node  # almost every layer: nothing to bind
+        extra = []
+        for field_name in rule.reference_fields:
+            ref = getattr(node.params, field_name)
+            if ref is not None:
+                fpath = kpath + (field_name,)
+                token = self.lookup(ref, namer, own, self.doc.loc(fpath), fpath, calls)
+                if token is None:
+                    return None
+                extra.append(token)
+        pieces = []
+        names = rule.output_names(node.params)
+        if names:
+            self.count(self.doc.loc(kpath + ("as",)), len(names))  # each piece is a value: bounded like items
+        for k, piece in enumerate(names):
+            ppath = kpath + ("as", k)
+            namer.later.pop(piece, None)
+            before = len(self.out.diagnostics)
+            namer.claim(piece, self.doc.loc(ppath), self.out, ppath)
+            if len(self.out.diagnostics) > before:
+                return None
+            pieces.append(self.next_token)
+            namer.defined[piece] = self.next_token
+            self.next_token += 1
+            if namer.parent is not None or namer.private:
+                self.private.setdefault(piece, (namer.owner or "a container", self.doc.loc(ppath)))
+        return replace(node, extra=tuple(extra), pieces=tuple(pieces))
 
     def arity_ok(self, kind: str, refs: tuple[int, ...] | None, path: Path, calls: CallChain) -> bool:
         """A unary kind reads one value; an N-ary one (concat, add) two or more, named with `from:`."""
@@ -797,7 +877,7 @@ class _Resolver:
         axes = x.axes if len(x.axes) == len(x.shape) else ""
         varying = frozenset(i for i, n in enumerate(x.shape) if alt is None or len(alt.shape) != len(x.shape)
                             or alt.shape[i] != n) if dynamic else frozenset()
-        view = TypeView(x.shape, tuple(_AXIS_NAMES.get(a, "") for a in axes) if axes else ("",) * len(x.shape),
+        view = TypeView(x.shape, tuple(AXIS_NAMES.get(a, "") for a in axes) if axes else ("",) * len(x.shape),
                         x.axes, varying, dynamic)
         errors, nesting = len(self.out.diagnostics), self.nesting
         self.nesting = d.nesting
@@ -808,9 +888,6 @@ class _Resolver:
         if len(self.out.diagnostics) > errors:
             return None
         return _rename(tree, d.name, d.label) if d.label else tree
-
-
-_AXIS_NAMES = {"C": "channels", "H": "height", "W": "width", "T": "time", "F": "features"}  # layout letter -> in.NAME
 
 
 class _Flattener:
@@ -852,14 +929,20 @@ class _Flattener:
         return x
 
     def emit(self, kind: str, params: LayerParams, xs: tuple[int, ...], scope: str, loc: Loc, yaml_path: Path,
-             calls: CallChain) -> int:
-        value = len(self.values)
-        self.values.append(Value(scope, len(self.nodes)))
-        self.nodes.append(Node(kind, params, xs, (value,), scope, loc, yaml_path, calls))
+             calls: CallChain) -> tuple[int, ...]:
+        """The node and its output values: one, named by its scope, or one per `output_names` entry."""
+        names = REGISTRY[kind].output_names(params)
+        first = len(self.values)
+        if names:
+            self.values += [Value(f"{scope}.{n}", len(self.nodes)) for n in names]
+        else:
+            self.values.append(Value(scope, len(self.nodes)))
+        ys = tuple(range(first, len(self.values)))
+        self.nodes.append(Node(kind, params, xs, ys, scope, loc, yaml_path, calls))
         if self.resolver is not None:
             for types in (self.types, self.alt) if self.dynamic else (self.types,):
-                types.append(_infer(kind, params, tuple(types[v] for v in xs)))
-        return value
+                types += _infer(kind, params, tuple(types[v] for v in xs)) or [None] * len(ys)
+        return ys
 
     def deferred(self, t: Deferred, prefix: str, x: int) -> int:
         """Expands a block that reads `in` now that its input is typed, and walks the expansion."""
@@ -912,7 +995,10 @@ class _Flattener:
         path = f"{prefix}.{t.name}" if prefix else t.name
         if isinstance(t, Layer):
             self.node_of[id(t)] = len(self.nodes)
-            y = self.emit(t.kind, t.params, xs, path, t.loc, t.yaml_path, t.calls)
+            ys = self.emit(t.kind, t.params, xs + tuple(self.bound[r] for r in t.extra), path, t.loc, t.yaml_path,
+                           t.calls)
+            self.bound.update(zip(t.pieces, ys))
+            y = ys[0]  # a multi-output layer's next item reads a piece by name (`pieces_read`)
         elif isinstance(t, Sequence):
             self.scopes.append(Scope(path, t.label, t.loc))
             y = self.run(t.children, path, xs[0])
@@ -926,7 +1012,7 @@ class _Flattener:
                 else:
                     self.scopes.append(Scope(f"{path}.{b.name}", "branch", b.loc))
                     ends.append(self.run(b.children, f"{path}.{b.name}", xs[0]))
-            y = self.emit(t.merge, NoParams(), tuple(ends), f"{path}.merge", t.loc, t.yaml_path, t.calls)
+            y = self.emit(t.merge, NoParams(), tuple(ends), f"{path}.merge", t.loc, t.yaml_path, t.calls)[0]
             y = self.run(t.then, path, y)
             if t.inline is not None:
                 body = next(b for b in t.branches if b.name == t.inline)
@@ -948,8 +1034,8 @@ class _Flattener:
         return out
 
 
-def _infer(kind: str, params: LayerParams, xs: tuple[TensorType | None, ...]) -> TensorType | None:
-    """A node's output type by the registry's shape rule, with analyze's input checks, or None where
+def _infer(kind: str, params: LayerParams, xs: tuple[TensorType | None, ...]) -> list[TensorType] | None:
+    """A node's output types by the registry's shape rule, with analyze's input checks, or None where
     analyze will report an error (or an input is untyped)."""
     rule = REGISTRY[kind]
     if any(x is None for x in xs):
@@ -962,7 +1048,7 @@ def _infer(kind: str, params: LayerParams, xs: tuple[TensorType | None, ...]) ->
         ys = rule.output_types(params, xs)  # type: ignore[arg-type]
     except ShapeError:
         return None
-    return ys[0] if all(d > 0 for d in ys[0].shape) else None
+    return list(ys) if all(d > 0 for y in ys for d in y.shape) else None
 
 
 def _warnings(graph: Graph) -> tuple[Diagnostic, ...]:
@@ -978,7 +1064,19 @@ def _warnings(graph: Graph) -> tuple[Diagnostic, ...]:
             out.append(Diagnostic("AS402", f"the output of {n.kind} '{n.scope}' is never used", n.loc, n.source,
                                   "list it under `outputs:`, read it with `from:`, or remove it", n.calls,
                                   severity="warning"))
+        elif len(n.outputs) > 1:  # a piece of a split nothing reads
+            for v in n.outputs:
+                if v not in read:
+                    out.append(Diagnostic("AS402", f"'{graph.values[v].name}' of {n.kind} '{n.scope}' is never used",
+                                          n.loc, n.source, "read it with `from:`, or leave it out of the split",
+                                          n.calls, severity="warning"))
     return tuple(out)
+
+
+def _piece_names(args: Any) -> list[str]:
+    """The names a layer's parameters give its pieces (`as:`), as written, before validation."""
+    names = args.get("as") if isinstance(args, dict) else None
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
 def _has_type(value: Any, type_name: str) -> bool:

@@ -152,6 +152,9 @@ def one_layer_spec(tmp_path: Path, kind: str, params: dict, inp: str) -> Path:
     lead = "- {embedding: {vocab: 11, dim: 4}}\n  " if "int64" in inp and kind != "embedding" else ""
     if REGISTRY[kind].arity is None:  # N-ary: two values to merge, both from the input
         lead, layer = "- {relu, name: a}\n  - {tanh, name: b, from: x}\n  ", f"{{{kind}, from: [a, b, x]}}"
+    pieces = REGISTRY[kind].output_names(REGISTRY[kind].Params.model_validate(params)) if params else ()
+    if pieces:  # several outputs: every piece reaches the output, multiplied (mul broadcasts)
+        layer += f"\n  - {{mul, from: [{', '.join(pieces)}]}}"
     path = tmp_path / f"{kind}.yaml"
     path.write_text(f"archspec: 1\nname: one_{kind}\ninput: {{x: {inp}}}\nnetwork:\n  {lead}- {layer}\n")
     return path

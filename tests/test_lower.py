@@ -106,6 +106,9 @@ def _kind_spec(kind: str) -> str:
     if cls.arity is None:  # an N-ary kind reads two inputs by name
         return (f"archspec: 1\nname: kind_{kind}\ninputs: {{a: {shape}, b: {shape}}}\n"
                 f"network:\n  - {{{layer}, from: [a, b]}}\n")
+    pieces = cls.output_names(cls.Params.model_validate(params)) if params else ()
+    if pieces:  # several outputs: every piece reaches the output, multiplied (mul broadcasts)
+        layer += f"\n  - {{mul, from: [{', '.join(pieces)}]}}"
     return f"archspec: 1\nname: kind_{kind}\ninput: {inp}\nnetwork:\n  - {layer}\n"
 
 

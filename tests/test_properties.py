@@ -124,7 +124,8 @@ PARAM_KEYS = ["out", "kernel", "stride", "padding", "dilation", "groups", "bias"
               "bidirectional", "output", "dim", "vocab", "p", "eps", "momentum", "size", "alpha", "beta", "k",
               "slope", "ceil_mode", "count_include_pad", "nonlinearity", "dropout", "groups", "affine", "dims",
               "shape", "start", "end", "step", "index", "channels", "mode", "value", "scale", "align_corners",
-              "output_padding", "factor", "heads", "peephole", "approximate", "fused", "std"]
+              "output_padding", "factor", "heads", "peephole", "approximate", "fused", "std", "sizes", "axis", "as",
+              "to"]
 SPEC_KEYS = ["archspec", "name", "description", "input", "vars", "blocks", "network", "budget", "init", "shape",
              "dtype", "params", "body", "doc", "type", "default", "index", "shortcut", "then", "when", "scheme",
              "zero_init_residual", "macs", "flops", "activation_bytes"]
@@ -540,11 +541,53 @@ class Net:
             p["align_corners"] = draw(st.booleans())
         return {"upsample": p}
 
+    def pieces(self) -> list[Any]:
+        """A split or chunk along any axis (several outputs, each read by name), each piece maybe convolved,
+        brought back to the split's input size by `upsample: {to: ...}` and the pieces concatenated."""
+        draw = self.draw
+        c, h, w = self.shape
+        axis = draw(st.integers(0, 2))
+        n, k = self.shape[axis], len(self.names)
+        if n < 2:
+            return [self.conv()]
+        src, names = f"src_{k}", [f"piece_{k}_{j}" for j in range(draw(st.integers(2, min(n, 3))))]
+        self.names.add(src)
+        where = {"axis": ["channels", "height", "width"][axis]} if axis or draw(st.booleans()) else {}
+        divides = n % len(names) == 0
+        if divides and draw(st.booleans()):
+            split: dict[str, Any] = {"chunk": {**where, "as": names}}
+            sizes = [n // len(names)] * len(names)
+        else:
+            cuts = sorted(draw(st.lists(st.integers(1, n - 1), min_size=len(names) - 1, max_size=len(names) - 1,
+                                        unique=True)))
+            sizes = [b - a for a, b in zip([0, *cuts], [*cuts, n])]
+            split = {"split": {"sizes": sizes, **where, "as": names}}
+        items: list[Any] = [{"identity": None, "name": src}, split]
+        outs, total = [], 0
+        for j, (piece, size) in enumerate(zip(names, sizes)):
+            channels = size if axis == 0 else c
+            if draw(st.booleans()):
+                channels = draw(st.integers(1, 4))
+                items.append({"conv2d": {"out": channels, "kernel": 3, "padding": 1}, "from": piece,
+                              "name": f"{piece}_conv"})
+                piece = f"{piece}_conv"
+            up: dict[str, Any] = {"to": src, "mode": draw(st.sampled_from(["nearest", "bilinear"]))}
+            if up["mode"] == "bilinear" and draw(st.booleans()):
+                up["align_corners"] = draw(st.booleans())
+            items.append({"upsample": up, "from": piece, "name": f"{piece}_up"})
+            outs.append(f"{piece}_up")
+            total += channels
+        items.append({"concat": None, "from": outs})
+        self.shape = (total, h, w)
+        return items
+
     def image_item(self, depth: int) -> list[Any]:
         draw = self.draw
         choice = draw(st.sampled_from(["conv", "conv", "conv", "pool", "bn", "lrn", "act", "act", "concat", "add",
                                        "residual", "group", "repeat", "block", "when", "linear", "norm", "plumbing",
-                                       "deconv", "upsample"]))
+                                       "deconv", "upsample", "pieces"]))
+        if choice == "pieces":
+            return self.pieces()
         if choice in ("concat", "add", "residual", "group", "repeat") and depth >= 2:
             choice = "conv"
         if choice == "conv":

@@ -21,7 +21,10 @@ output types. The graph engines call only the N-ary methods:
     cost_n(p, xs, ys) -> Cost      cost rule
     lower_n(p, xs, ys) -> Module   lowering; the module's forward takes the inputs positionally
 
-`arity` says how many inputs a kind reads (1; None = two or more). A unary kind (almost every
+`arity` says how many inputs a kind reads (1; None = two or more). A kind whose parameters name
+an earlier value (`reference_fields`: upsample's `to`) reads it as a further input, after those.
+A kind with several outputs names them in its parameters (`output_names`: split's `as`), so a later
+item reads each piece by name, never by position. A unary kind (almost every
 kind) writes only the unary methods, `infer(p, shape)` or `output_type(p, x)`, `cost(p, x, y)` on
 shapes and `lower(p, x, y)`; the N-ary defaults delegate to them. `concat` and `add` (merge.py)
 are the N-ary kinds.
@@ -66,6 +69,9 @@ class TensorType:
     def axes(self) -> str:
         """The layout, one letter per per-sample axis."""
         return self.layout or default_layout(len(self.shape), self.dtype)
+
+
+AXIS_NAMES = {"C": "channels", "H": "height", "W": "width", "T": "time", "F": "features"}  # layout letter -> name
 
 
 def default_layout(rank: int, dtype: str = FLOAT) -> str:
@@ -186,6 +192,7 @@ class LayerKind:
     arity: ClassVar[int | None] = 1  # inputs read; None = two or more (concat, add)
     zero_init: ClassVar[bool] = False  # starts at zero as a residual body's last layer (zero_init_residual)
     min_opset: ClassVar[int] = 13  # the oldest ONNX opset `emit` is valid in (13: Squeeze/Softmax as used)
+    reference_fields: ClassVar[tuple[str, ...]] = ()  # parameters naming an earlier value, read as further inputs
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -224,6 +231,12 @@ class LayerKind:
     def initial_n(cls, p: Any, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...], scheme: str,
                   rng: Any) -> dict[str, Any]:
         return cls.initial(p, xs[0].shape, ys[0].shape, scheme, rng)
+
+    @classmethod
+    def output_names(cls, p: Any) -> tuple[str, ...]:
+        """The names of a kind's several outputs, as its parameters give them (split's `as`); () for
+        the one output, which the item's `name:` names."""
+        return ()
 
     # -- the unary rules ---------------------------------------------------------------------
     @classmethod

@@ -329,6 +329,7 @@ class ChannelShuffle(_View):
 class UpsampleParams(LayerParams):
     scale: Size2 | None = Field(None, description="integer factor, or [h, w]")
     size: Size2 | None = Field(None, description="the output's [h, w]")
+    to: str | None = Field(None, description="the name of an earlier image whose H x W the output takes (FPN, U-Net)")
     mode: Literal["nearest", "bilinear"] = "nearest"
     align_corners: bool | None = Field(None, description="bilinear only; default false, as PyTorch")
 
@@ -341,20 +342,32 @@ class UpsampleParams(LayerParams):
 
     @model_validator(mode="after")
     def _scale_or_size(self) -> UpsampleParams:
-        if (self.scale is None) == (self.size is None):
-            raise ValueError("give exactly one of `scale` and `size`")
+        if sum(v is not None for v in (self.scale, self.size, self.to)) != 1:
+            raise ValueError("give exactly one of `scale`, `size` and `to`")
         return self
 
 
 class Upsample(LayerKind):
     name = "upsample"
     Params = UpsampleParams
-    doc = "Resizes an image by an integer `scale` or to a `size`: nearest or bilinear (FCN, U-Net, FPN)."
+    doc = ("Resizes an image by an integer `scale`, to a `size`, or to the H x W of another image named by "
+           "`to` (`upsample: {to: skip}`, an FPN/U-Net decoder; the other image is a second input): nearest or "
+           "bilinear (FCN, U-Net, FPN).")
     input_rank = (3,)
     input_desc = "(C, H, W)"
     flops_rule = "nearest: none (a copy); bilinear: 7 per output element (3 lerps of 2 flops + 1; a counting convention)"
-    shape_rule = "(C, H*scale_h, W*scale_w) or (C, *size)"
+    shape_rule = "(C, H*scale_h, W*scale_w), (C, *size), or (C, H_to, W_to)"
     example = {"scale": 2, "mode": "bilinear"}
+    reference_fields = ("to",)
+
+    @classmethod
+    def output_types(cls, p: UpsampleParams, xs: tuple[TensorType, ...]) -> tuple[TensorType, ...]:
+        if p.to is None:
+            return super().output_types(p, xs)
+        x, ref = xs
+        if len(ref.shape) != 3:
+            raise ShapeError(f"`to` names '{p.to}', a {ref} tensor; upsample takes H x W from an image (C, H, W)", "to")
+        return (TensorType((x.shape[0], ref.shape[1], ref.shape[2]), x.dtype, x.layout),)
 
     @classmethod
     def infer(cls, p: UpsampleParams, x: Shape) -> Shape:
@@ -368,13 +381,18 @@ class Upsample(LayerKind):
 
     @classmethod
     def brief(cls, p: UpsampleParams) -> str:
-        return f"{p.mode} upsample " + (f"x{p.scale[0]}" if p.scale else f"to {p.size[0]}x{p.size[1]}")
+        return f"{p.mode} upsample " + (f"x{p.scale[0]}" if p.scale else f"to {p.size[0]}x{p.size[1]}" if p.size
+                                         else f"to {p.to}")
 
     @classmethod
     def lower(cls, p: UpsampleParams, x: Shape, y: Shape):
         from torch import nn
 
         corners = bool(p.align_corners) if p.mode == "bilinear" else None
+        if p.to is not None:
+            from ..nn import UpsampleTo
+
+            return UpsampleTo(p.mode, corners)
         if p.size is not None:
             return nn.Upsample(size=p.size, mode=p.mode, align_corners=corners)
         return nn.Upsample(scale_factor=tuple(float(s) for s in p.scale), mode=p.mode, align_corners=corners)
@@ -384,7 +402,7 @@ class Upsample(LayerKind):
     # align_corners, where scale = in/out for a size, 1/factor for a scale, (in-1)/(out-1) for corners.
     @classmethod
     def emit(cls, p: UpsampleParams, x: TensorType, y: TensorType, g) -> str:
-        static = all(isinstance(d, int) for d in g.dims[0][2:])
+        static = all(isinstance(d, int) for dims in g.dims for d in dims[2:])  # `to`: the reference's too
         scales = [cls._scale(p, n, out, s) for n, out, s in zip(x.shape[1:], y.shape[1:], p.scale or (None, None))]
         if all(_dyadic(s) for s in scales) and (static or p.scale and not p.align_corners):
             return cls._resize(p, g)
@@ -395,7 +413,7 @@ class Upsample(LayerKind):
             if static and n == out:
                 continue  # torch copies an axis whose size is kept
             v = _resample_static(p, g, v, axis, n, out, s) if static else _resample_dynamic(p, g, v, axis, out, s)
-        return v
+        return v  # `to` at a dynamic size: torch's taps from the reference's Shape (a Resize rounds otherwise)
 
     @classmethod
     def _scale(cls, p: UpsampleParams, n: int, out: int, factor: int | None) -> Fraction:
@@ -415,9 +433,13 @@ class Upsample(LayerKind):
         if p.scale:
             sizes = g.op("Mul", [shape, g.const("factors", np.array([1, 1, *p.scale], np.int64))])
         else:
-            batch_channels = g.op("Slice", [shape, g.const("zero", np.array([0], np.int64)),
-                                            g.const("two", np.array([2], np.int64))])
-            sizes = g.op("Concat", [batch_channels, g.const("size", np.array(p.size, np.int64))], axis=0)
+            zero, two = g.const("zero", np.array([0], np.int64)), g.const("two", np.array([2], np.int64))
+            batch_channels = g.op("Slice", [shape, zero, two])
+            if p.to is not None:  # the reference's H x W, read from its Shape
+                spatial = g.op("Slice", [g.op("Shape", [g.xs[1]]), two, g.const("four", np.array([4], np.int64))])
+            else:
+                spatial = g.const("size", np.array(p.size, np.int64))
+            sizes = g.op("Concat", [batch_channels, spatial], axis=0)
         if p.mode == "nearest":
             how = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
         else:
@@ -479,7 +501,10 @@ def _resample_dynamic(p: UpsampleParams, g, v: str, axis: int, out: int, factor:
 
     f32, i64 = 1, 7  # onnx.TensorProto's FLOAT and INT64
     n = g.op("Gather", [g.op("Shape", [g.x]), const("axis", axis, np.int64)])
-    size = const("size", out, np.int64) if factor is None else g.op("Mul", [n, const("factor", factor, np.int64)])
+    if p.to is not None:  # the reference's size along this axis
+        size = g.op("Gather", [g.op("Shape", [g.xs[1]]), const("axis", axis, np.int64)])
+    else:
+        size = const("size", out, np.int64) if factor is None else g.op("Mul", [n, const("factor", factor, np.int64)])
     dst = g.op("Cast", [g.op("Range", [const("zero", 0, np.int64), size, const("one", 1, np.int64)])], to=f32)
     nf, sizef, one = g.op("Cast", [n], to=f32), g.op("Cast", [size], to=f32), const("onef", 1, np.float32)
     if p.mode == "bilinear" and p.align_corners:
