@@ -165,8 +165,9 @@ class RNN(_Recurrent):
         one ONNX Scan over time, both directions in the same one (the backward one reversed),
         whose body is h_t = act(xw_t + h_{t-1} W_hh^T): MatMul, Add, Tanh or Relu. Not ONNX's RNN
         operator: onnxruntime 1.32's RNN kernel takes 8x as long at batch 8 as at batch 1 (3.9 vs
-        0.49 ms on rnn_classifier, slower than eager PyTorch's 2.6 ms), while this form took 1.2-1.3
-        ms at batch 8 and was also faster at batch 1 (tools/bench_rnn_forms.py, docs/benchmarks.md).
+        0.49 ms on rnn_classifier, 2 threads, slower than eager PyTorch's 2.6 ms), while this form took
+        1.0-1.3 ms at batch 8 and was also faster at batch 1 (0.35 vs 0.56 ms) than the RNN operator
+        (tools/bench_rnn_forms.py, docs/benchmarks.md).
         The initial states are zeros of (N, H), N read at run time, so batch and time stay dynamic."""
         import numpy as np
 
@@ -201,10 +202,11 @@ class RNN(_Recurrent):
             ys = [body.op("Identity", [hs[d]]) for d in seq]
             names = ("forward", "backward")
             out_axis = 1 if top and p.output == "sequence" else 0
+            # a direction's index is its Scan direction flag: 0 forward, 1 reversed
             scanned = {"scan_output_directions": list(seq), "scan_output_axes": [out_axis] * len(seq)} if seq else {}
             outs = g.op("Scan", [zeros] * dirs + xs,
                         outputs=tuple(f"h_{names[d]}" for d in range(dirs)) + tuple(f"y_{names[d]}" for d in seq),
-                        body=body.graph({v: [batch, h] for v in hs + ys}), num_scan_inputs=dirs,
+                        body=body.graph({o: [batch, h] for o in hs + ys}), num_scan_inputs=dirs,
                         scan_input_directions=list(range(dirs)), scan_input_axes=[1 if k == 0 else 0] * dirs, **scanned)
             finals, steps = list(outs[:dirs]), list(outs[dirs:])
             if not top or p.output == "sequence":  # (T, N, D*H), the top layer's (N, T, D*H)
