@@ -10,7 +10,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 
-from .errors import Collector, Loc
+from .errors import Collector, Diagnostic, Loc
 from .layers import REGISTRY, Cost, ShapeError, TensorType
 from .layers.base import INT, numel
 from .limits import Limits
@@ -97,6 +97,14 @@ class Report:
 
     def node(self, path: str) -> NodeReport:
         return next(n for n in self.nodes if n.path == path)
+
+    @cached_property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        """The graph's (unused inputs, dead layers), then the declared symbols export would refuse
+        dynamic (AS403): the spec is valid, `archspec check` reports them."""
+        from .dynamic import warnings  # it reads a Report
+
+        return self.graph.warnings + warnings(self)
 
 
 def analyze(graph: Graph, limits: Limits | None = None) -> Report:

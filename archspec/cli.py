@@ -83,9 +83,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json_results(results))
     else:
-        for _, report, diags in results:  # warnings (unused inputs, dead layers) do not fail a check
-            if report is not None and report.graph.warnings and not args.quiet:
-                _print_diagnostics(report.graph.warnings, args.format, {report.graph.doc.file: report.graph.doc.text})
+        for _, report, diags in results:  # warnings (unused inputs, dead layers, fixed symbols) do not fail a check
+            if report is not None and report.warnings and not args.quiet:
+                _print_diagnostics(report.warnings, args.format, {report.graph.doc.file: report.graph.doc.text})
         for _, _, diags in failed:
             _print_diagnostics(diags, args.format, sources)
         if args.format == "human" and not args.quiet:

@@ -44,6 +44,7 @@ CODES: dict[str, str] = {
     "AS301": "budget-exceeded",
     "AS401": "unused-input",  # warnings from here on
     "AS402": "dead-layer",
+    "AS403": "fixed-symbol",
 }
 CODE_BY_NAME = {name: code for code, name in CODES.items()}
 

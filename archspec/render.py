@@ -57,7 +57,7 @@ def json_results(results: Iterable[tuple[str, Report | None, tuple[Diagnostic, .
     for file, report, diags in results:
         entry: dict = {"file": file, "ok": not diags, "errors": [d.as_dict() for d in diags]}
         if report is not None:
-            entry["warnings"] = [d.as_dict() for d in report.graph.warnings]
+            entry["warnings"] = [d.as_dict() for d in report.warnings]
             entry["name"] = report.graph.name
             entry["totals"] = report.totals.as_dict()
             entry["output_shape"] = list(report.output.shape)

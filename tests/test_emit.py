@@ -23,6 +23,7 @@ from archspec.runtime import Session
 IMAGE, SEQ, TOKENS, FLAT = "[3, 9, 9]", "[time=6, 4]", "{shape: [time=6], dtype: int64}", "[12]"
 DEFAULT_INPUT = {(3,): IMAGE, (2,): SEQ, (1,): TOKENS, (1, 3): IMAGE, None: IMAGE}
 DEFAULT_INPUT[(2, 3)] = "[4, 9, 9]"  # groupnorm: channels its example's 2 groups divide
+DEFAULT_INPUT[(1, 2, 3)] = IMAGE  # batchnorm; its sequence and vector forms are VARIANTS
 
 # variants beyond each kind's `example` whose emitted graph differs
 VARIANTS = [
@@ -37,6 +38,7 @@ VARIANTS = [
     ("lrn", {"size": 4}, IMAGE),  # even window: torch's and ONNX's windows differ
     ("lrn", {"size": 5, "alpha": 0.01, "beta": 0.5, "k": 2.0}, IMAGE),
     ("batchnorm", {}, FLAT),
+    ("batchnorm", {"eps": 1e-3}, SEQ),  # a sequence's features: Transpose, BatchNormalization, Transpose
     ("linear", {"out": 5}, SEQ),  # per time step: MatMul + Add
     ("linear", {"out": 5, "bias": False}, FLAT),
     ("softmax", {"dim": 0}, SEQ),

@@ -684,6 +684,34 @@ def test_float16_verified_against_torch_in_float16(tmp_path: Path, text: str) ->
     assert np.abs(got.astype(np.float64) - want).max() <= 1e-2 * max(1.0, np.abs(want).max())
 
 
+NO_PARAMETERS = """
+archspec: 1
+name: no_parameters
+input: {image: [3, 12, 12]}
+network:
+  - maxpool2d: {kernel: 2}
+  - relu
+  - {kind}
+  - global_avgpool
+"""
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "lrn: {size: 3}"], ids=["half-kernels", "falls-back-to-float32"])
+def test_float16_export_of_a_model_without_parameters(tmp_path: Path, kind: str) -> None:
+    """No parameters to read a dtype from (it raised StopIteration); LRN's avg_pool3d lacks a float16
+    CPU kernel, so PyTorch runs it in float32 at both sizes. Checked against torch.nn.functional."""
+    report = archspec.check(spec_file(tmp_path, NO_PARAMETERS.replace("{kind}", kind)))
+    result = export_model(report, tmp_path / "half.onnx", dtype="float16")
+    assert result.compared and len(result.checks) == 2
+    x = torch.randn(2, 3, 12, 12).half()
+    y = torch.relu(torch.nn.functional.max_pool2d(x.float(), 2))
+    y = torch.sigmoid(y) if kind == "sigmoid" else torch.nn.functional.local_response_norm(y, 3)
+    want = y.mean((2, 3)).numpy()
+    got = Session(result.path).run({"image": x.numpy()})["output"]
+    assert got.dtype == np.float16
+    assert np.abs(got.astype(np.float64) - want).max() <= 1e-2 * max(1.0, np.abs(want).max())
+
+
 def test_int8_quantization_keeps_lenet_accuracy_on_digits(tmp_path: Path) -> None:
     """LeNet trained on scikit-learn's digits (as in test_train), exported as int8 calibrated on
     training images: accuracy on held-out digits within 1 point of the float32 model's."""

@@ -322,8 +322,9 @@ def test_conv_after_flatten_is_a_rank_error(tmp_path):
     assert "flatten0" in note and (loc.line, loc.col) == (5, 5)
 
 
-def test_batchnorm_on_a_sequence_is_a_rank_error(tmp_path):
-    d, = errors(tmp_path, [10, 4], "  - batchnorm\n")
+def test_batchnorm_on_a_4d_input_is_a_rank_error(tmp_path):
+    """A sequence (T, F) is accepted (its features normalised: tests/test_batchnorm_layout.py)."""
+    d, = errors(tmp_path, [2, 3, 4, 5], "  - batchnorm\n")
     assert where(d) == ("AS203", 5, 5)
 
 

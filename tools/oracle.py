@@ -38,12 +38,37 @@ ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-5  # max|ref - ours| / max(1, max|ref|), the export's parity criterion
 
 
+def single(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The reference's one output (torchvision's segmentation models return a dict)."""
+    y = model(x)
+    return (y["out"] if isinstance(y, dict) else y,)
+
+
+def googlenet_with_aux(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """logits, aux1, aux2, as the spec's `outputs:`. torchvision runs its auxiliary heads only in
+    training mode (GoogLeNet._forward: `if self.training: aux1 = self.aux1(x)`), where batch-norm
+    statistics come from the batch and dropout is random; so the model runs in eval mode and its own
+    aux1/aux2 modules are called, in eval mode, on the inception4a/inception4d outputs that
+    `_forward` would have passed them (captured by forward hooks): torchvision's heads, weights and
+    inputs, inference semantics on both sides."""
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [getattr(model, name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o))
+             for name in ("inception4a", "inception4d")]
+    try:
+        logits = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return logits, model.aux1(seen["inception4a"]), model.aux2(seen["inception4d"])
+
+
 @dataclass(frozen=True)
 class Pair:
     spec: str  # specs/<spec>.yaml
     source: str  # how the table names the reference
     make: Callable[[], torch.nn.Module]
     map: str | None = None  # a --map file (relative to the repository) for the hard cases
+    outputs: Callable[[torch.nn.Module, torch.Tensor], tuple[torch.Tensor, ...]] = single  # in `outputs:` order
 
 
 PAIRS = [
@@ -55,6 +80,8 @@ PAIRS = [
     Pair("vgg16_bn", "torchvision vgg16_bn", lambda: tvm.vgg16_bn()),
     Pair("vgg19", "torchvision vgg19", lambda: tvm.vgg19()),
     Pair("googlenet", "torchvision googlenet", lambda: tvm.googlenet(aux_logits=False, init_weights=True)),
+    Pair("googlenet_aux", "torchvision googlenet(aux_logits=True), aux heads on inception4a/4d",
+         lambda: tvm.googlenet(aux_logits=True, init_weights=True), outputs=googlenet_with_aux),
     Pair("inception_v3", "torchvision inception_v3", lambda: tvm.inception_v3(aux_logits=False, init_weights=True)),
     Pair("resnet18", "torchvision resnet18", lambda: tvm.resnet18()),
     Pair("resnet34", "torchvision resnet34", lambda: tvm.resnet34()),
@@ -121,7 +148,7 @@ def check_pair(pair: Pair, tmp: Path) -> Row:
     x = torch.randn(2, *report.graph.input.shape, generator=torch.Generator().manual_seed(1))
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        reference(x[:1])
+        pair.outputs(reference, x[:1])  # every head the spec has, auxiliary ones included
     counts = {"params": (report.totals.params, sum(p.numel() for p in reference.parameters())),
               "macs": (report.totals.macs, counter.get_total_flops() // 2)}
     torch.save(reference.state_dict(), tmp / "ckpt.pth")
@@ -138,10 +165,11 @@ def check_pair(pair: Pair, tmp: Path) -> Row:
         return Row(pair.spec, pair.source, f"FAILED to load: {str(exc)[:160]}", seconds=time.perf_counter() - started,
                    **counts)
     with torch.no_grad():
-        want, got = reference(x), ours(x)
-    want = want["out"] if isinstance(want, dict) else want  # torchvision's segmentation models return a dict
-    err = float((want - got).abs().max())
-    rel = err / max(1.0, float(want.abs().max()))
+        want, got = pair.outputs(reference, x), ours(x)
+    got = got if isinstance(got, tuple) else (got,)  # one per `outputs:` entry, in order
+    assert len(got) == len(want), (pair.spec, len(got), len(want))
+    err = max(float((w - g).abs().max()) for w, g in zip(want, got))
+    rel = max(float((w - g).abs().max()) / max(1.0, float(w.abs().max())) for w, g in zip(want, got))
     return Row(pair.spec, pair.source, "equal" if rel <= TOLERANCE else "DIFFERENT", len(ours.state_dict()), err, rel,
                time.perf_counter() - started, notes=notes, **counts)
 

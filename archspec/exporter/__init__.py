@@ -132,17 +132,20 @@ def export_model(report: Report, output: str | os.PathLike, *,
     plan = plan_export(report, dynamic)
     require(f"exporting '{report.graph.name}'", needed(report, "export"))
     notes: list[str] = list(plan.notes)
-    if weights is None:
-        state, source = initial_state(report, seed), f"initial (numpy seed {seed}, init {report.graph.spec.init.scheme})"
-    else:
+
+    def load_state() -> tuple[dict[str, Any], str]:
+        """The weights and where from; called again only by a float64 check (`verify.exact_outputs`)."""
+        if weights is None:
+            return initial_state(report, seed), f"initial (numpy seed {seed}, init {report.graph.spec.init.scheme})"
         expected = expected_tensors(report)
         # float64, the widest dtype accepted, plus 1 MiB of archive overhead
         raw, where = as_state(weights, sum(8 * _numel(shape) for shape, _ in expected.values()) + (1 << 20))
-        state = check_weights(raw, expected, report.graph.name, where)
-        del raw
-        source = "state dict" if isinstance(weights, Mapping) else f"{Path(where).name} sha256:{write.sha256(Path(where))}"
-        if not isinstance(weights, Mapping):
-            notes += sidecar_note(Path(weights), report.graph.name, report.graph.sha256)
+        return check_weights(raw, expected, report.graph.name, where), \
+            "state dict" if isinstance(weights, Mapping) else f"{Path(where).name} sha256:{write.sha256(Path(where))}"
+
+    state, source = load_state()
+    if weights is not None and not isinstance(weights, Mapping):
+        notes += sidecar_note(Path(weights), report.graph.name, report.graph.sha256)
 
     with staging(output) as tmpdir:
         t0 = time.perf_counter()
@@ -158,12 +161,14 @@ def export_model(report: Report, output: str | os.PathLike, *,
         t1 = time.perf_counter()
         checks: list[Verification] = []
         if check:
-            from .verify import check_numerics, check_structure, torch_outputs
+            from .verify import check_numerics, check_structure, conditioned, exact_outputs, torch_outputs
 
             references = torch_outputs(report, state, plan, dtype)
             del state  # the checker and onnxruntime parse their own copies of the weights from the file
             check_structure(staged, report, plan)
-            checks = check_numerics(staged, references, report, plan, dtype)
+            exact = (lambda: exact_outputs(report, load_state()[0], plan)) \
+                if dtype == "float32" and conditioned(report) else None  # the weights again, only if needed
+            checks = check_numerics(staged, references, report, plan, dtype, exact)
             if not checks[0].compared:
                 notes.append("numeric verification skipped: PyTorch is not installed (onnxruntime ran at every "
                              "checked size, outputs finite and of archspec's shapes)")

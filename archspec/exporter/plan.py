@@ -11,15 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from ..analyze import Report, analyze
+from ..dynamic import FixedSymbol, pinned, second_sizes
 from ..limits import Limits
 from ..resolve import resolve
-from ..symbolic import Guard, Lin
+from ..symbolic import Lin
 from .errors import ExportError
 
 BATCH_AXIS = "batch"
 CHECK_BATCHES = (1, 3)  # two batch sizes every export is verified at
-SEQ_OFFSETS = (7, 8, 16, 32)  # second size of a symbolic axis: the first nominal+k where every guard holds
-SCAN_OFFSETS = range(1, 65)  # then any nominal+k: rules that hold on one residue (ceil-mode pools) need it
 _RECHECK_LIMITS = Limits(max_params=10**15, max_macs=10**18, max_activation_bytes=10**16)
 
 
@@ -148,46 +147,19 @@ def _where(report: Report, k: int) -> str:
 
 def _check_pins(report: Report, dynamic: list[str]) -> None:
     """A symbol that sizes a layer's parameters (a linear after a flatten of the time axis) cannot vary."""
-    for k, symbols in report.symbols.pins:
-        for name in dynamic:
-            if name in symbols:
-                size = report.symbols.nominal[name]
-                raise ExportError(f"input axis '{name}' is declared symbolic ({name}={size}), but the network only "
-                                  f"accepts {name}={size}: the parameters of {_where(report, k)} take their size "
-                                  f"from it; export it fixed, e.g. --dynamic batch")
+    pins = pinned(report, dynamic)
+    if pins:
+        raise _refuse(report, pins[0])
 
 
 def _second_sizes(report: Report, dynamic: list[str]) -> dict[str, int]:
-    """For each dynamic symbol in turn, the first nominal+k (k in SEQ_OFFSETS, then 2x nominal, then
-    SCAN_OFFSETS) at which every guard holds with the sizes already chosen: the checker's types hold
-    there by construction. Only the preferred offsets are named when none holds."""
-    sym = report.symbols
-    chosen: dict[str, int] = {}
-    for name in dynamic:
-        size = sym.nominal[name]
-        tried: list[tuple[int, list[tuple[int, Guard]]]] = []
-        preferred = SEQ_OFFSETS + (size,)
-        for k in preferred + tuple(k for k in SCAN_OFFSETS if k not in preferred):
-            failed = sym.holds({**chosen, name: size + k})
-            if not failed:
-                chosen[name] = size + k
-                break
-            if k in preferred:
-                tried.append((size + k, failed))
-        else:
-            raise ExportError(_undecided(report, name, tried))
+    """Each dynamic symbol's second verification size (`archspec.dynamic.second_sizes`); the first
+    symbol for which none holds is refused, naming the rule."""
+    chosen, fixed = second_sizes(report, dynamic)
+    if fixed:
+        raise _refuse(report, fixed[0])
     return chosen
 
 
-def _undecided(report: Report, name: str, tried: list[tuple[int, list[tuple[int, Guard]]]]) -> str:
-    """Why a symbol cannot vary: the first rule whose decision at the nominal size changes elsewhere."""
-    size = report.symbols.nominal[name]
-    k, guard = tried[0][1][0]
-    e = guard.left + guard.right.scale(-1)
-    sizes = ", ".join(str(s) for s, failed in tried if any(g is guard for _, g in failed))
-    why = f"holds only at {name}={size}" if (guard.op == "==" and guard.outcome and e.affine
-                                            and e.symbols == {name}) else \
-        f"holds at {name}={size} but not at {sizes} (nor any size up to {name}={size + SCAN_OFFSETS[-1]}); " \
-        "it cannot be decided symbolically"  # a*n + b = 0: one n
-    return (f"input axis '{name}' is declared symbolic ({name}={size}), but the network only accepts {name}={size}: "
-            f"the shape rule of {_where(report, k)} needs {guard}, which {why}; export it fixed, e.g. --dynamic batch")
+def _refuse(report: Report, fixed: FixedSymbol) -> ExportError:
+    return ExportError(f"{fixed.explain(_where(report, fixed.node))}; export it fixed, e.g. --dynamic batch")

@@ -70,6 +70,13 @@ class TensorType:
         """The layout, one letter per per-sample axis."""
         return self.layout or default_layout(len(self.shape), self.dtype)
 
+    @property
+    def channel_axis(self) -> int | None:
+        """The per-sample axis of channels (C, an image's) or features (F, a sequence's or vector's):
+        what concat joins and batch norm normalises; None for a layout with neither (token ids)."""
+        axes = self.axes
+        return axes.index("C") if "C" in axes else axes.index("F") if "F" in axes else None
+
 
 AXIS_NAMES = {"C": "channels", "H": "height", "W": "width", "T": "time", "F": "features"}  # layout letter -> name
 
@@ -192,6 +199,9 @@ class LayerKind:
     arity: ClassVar[int | None] = 1  # inputs read; None = two or more (concat, add)
     zero_init: ClassVar[bool] = False  # starts at zero as a residual body's last layer (zero_init_residual)
     min_opset: ClassVar[int] = 13  # the oldest ONNX opset `emit` is valid in (13: Squeeze/Softmax as used)
+    # normalises each sample by statistics of its own values: float32 rounding of the mean is amplified
+    # by 1/sqrt(var + eps), so export verification also compares against float64 (exporter.verify)
+    sample_statistics: ClassVar[bool] = False
     reference_fields: ClassVar[tuple[str, ...]] = ()  # parameters naming an earlier value, read as further inputs
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -12,8 +12,7 @@ from .base import Cost, LayerKind, NoParams, Shape, ShapeError, TensorType, nume
 
 def concat_axis(t: TensorType) -> int:
     """Per-sample axis joined: channels of an image (C), features of a sequence or vector (F)."""
-    axes = t.axes
-    return axes.index("C") if "C" in axes else axes.index("F") if "F" in axes else 0
+    return t.channel_axis or 0
 
 
 class Concat(LayerKind):

@@ -15,26 +15,48 @@ class BatchNormParams(LayerParams):
     momentum: float = Field(0.1, ge=0, le=1)
 
 
+def _channels(x: TensorType) -> int:
+    """The axis batch norm normalises, from the layout (not the rank): an image's channels, the
+    features of a sequence or a vector."""
+    axis = x.channel_axis
+    if axis is None:
+        raise ShapeError(f"batchnorm normalises channels (C) or features (F); a {x.axes} input has neither")
+    return axis
+
+
 class BatchNorm(LayerKind):
     name = "batchnorm"
     Params = BatchNormParams
-    doc = "Batch normalisation over channels: (C, H, W) uses BatchNorm2d, (F) uses BatchNorm1d."
-    input_rank = (1, 3)
-    input_desc = "(C, H, W) or (F)"
+    doc = ("Batch normalisation over the channels of an image (C, H, W): BatchNorm2d; over the features of "
+           "a vector (F): BatchNorm1d; over the features of a sequence (T, F): BatchNorm1d on (N, F, T), "
+           "as PyTorch normalises a sequence's features, statistics over batch and time.")
+    input_rank = (1, 2, 3)
+    input_desc = "(C, H, W), (T, F) or (F)"
     flops_rule = "2 per element (inference: one scale and one shift)"
     example = {}
     zero_init = True
 
     @classmethod
-    def cost(cls, p: BatchNormParams, x: Shape, y: Shape) -> Cost:
-        return Cost(params=2 * x[0], flops=2 * numel(x))  # weight and bias; running stats are buffers
+    def output_types(cls, p: BatchNormParams, xs: tuple[TensorType, ...]) -> tuple[TensorType, ...]:
+        _channels(xs[0])
+        return (xs[0],)
 
     @classmethod
-    def lower(cls, p: BatchNormParams, x: Shape, y: Shape):
+    def cost_n(cls, p: BatchNormParams, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]) -> Cost:
+        x = xs[0]  # weight and bias; running stats are buffers
+        return Cost(params=2 * x.shape[_channels(x)], flops=2 * numel(x.shape))
+
+    @classmethod
+    def lower_n(cls, p: BatchNormParams, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]):
         from torch import nn
 
-        norm = nn.BatchNorm2d if len(x) == 3 else nn.BatchNorm1d
-        return norm(x[0], eps=p.eps, momentum=p.momentum)
+        x = xs[0]
+        axis, c = _channels(x), x.shape[_channels(x)]
+        if axis:  # (T, F): BatchNorm1d on (N, F, T), moved there and back
+            from ..nn import AxisBatchNorm
+
+            return AxisBatchNorm(c, axis + 1, eps=p.eps, momentum=p.momentum)
+        return (nn.BatchNorm2d if x.axes == "CHW" else nn.BatchNorm1d)(c, eps=p.eps, momentum=p.momentum)
 
     @classmethod
     def init(cls, module, p: BatchNormParams, scheme: str) -> bool:
@@ -46,25 +68,31 @@ class BatchNorm(LayerKind):
         return True
 
     @classmethod
-    def tensors(cls, p: BatchNormParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
-        c = (x[0],)
+    def tensors_n(cls, p: BatchNormParams, xs: tuple[TensorType, ...],
+                  ys: tuple[TensorType, ...]) -> dict[str, tuple[Shape, str]]:
+        c = (xs[0].shape[_channels(xs[0])],)
         return {"weight": (c, "float32"), "bias": (c, "float32"), "running_mean": (c, "float32"),
                 "running_var": (c, "float32"), "num_batches_tracked": ((), "int64")}
 
     @classmethod
-    def initial(cls, p: BatchNormParams, x: Shape, y: Shape, scheme: str, rng):
+    def initial_n(cls, p: BatchNormParams, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...], scheme: str, rng):
         import numpy as np
 
-        c = x[0]
+        c = xs[0].shape[_channels(xs[0])]
         return {"weight": (np.zeros if scheme == "zero" else np.ones)(c, np.float32), "bias": np.zeros(c, np.float32),
                 "running_mean": np.zeros(c, np.float32), "running_var": np.ones(c, np.float32),
                 "num_batches_tracked": np.zeros((), np.int64)}
 
     @classmethod
     def emit(cls, p: BatchNormParams, x: TensorType, y: TensorType, g) -> str:
-        # inference form: (x - running_mean) / sqrt(running_var + eps) * weight + bias, on axis 1
-        return g.op("BatchNormalization", [g.x] + [g.param(n) for n in ("weight", "bias", "running_mean", "running_var")],
-                    epsilon=p.eps)
+        # inference form: (x - running_mean) / sqrt(running_var + eps) * weight + bias, on axis 1; a
+        # sequence's features move there (Transpose) and back, as the PyTorch lowering does
+        axis, rank = _channels(x) + 1, len(x.shape) + 1  # + the batch axis
+        perm = [0, axis] + [i for i in range(1, rank) if i != axis]
+        v = g.x if axis == 1 else g.op("Transpose", [g.x], perm=perm)
+        v = g.op("BatchNormalization", [v] + [g.param(n) for n in ("weight", "bias", "running_mean", "running_var")],
+                 epsilon=p.eps)
+        return v if axis == 1 else g.op("Transpose", [v], perm=[perm.index(i) for i in range(rank)])
 
 
 MAX_LRN_SIZE = 255  # PyTorch pads the channels by size - 1 in a temporary; AlexNet uses 5
@@ -132,6 +160,7 @@ def _norm_axis(p: LayerNormParams, x: Shape) -> int:
 
 class LayerNorm(LayerKind):
     name = "layernorm"
+    sample_statistics = True
     Params = LayerNormParams
     doc = ("Layer normalisation (Ba et al. 2016) over one axis: the features of tokens (T, F) or (F), "
            "the channels of an image (C, H, W) at every position, as ConvNeXt's LayerNorm2d does.")
@@ -216,6 +245,7 @@ class GroupNormParams(LayerParams):
 
 class GroupNorm(LayerKind):
     name = "groupnorm"
+    sample_statistics = True
     Params = GroupNormParams
     doc = "Group normalisation (Wu & He 2018): channels split into `groups`, each normalised over (C/groups, H, W)."
     input_rank = (2, 3)
@@ -227,6 +257,9 @@ class GroupNorm(LayerKind):
     def infer(cls, p: GroupNormParams, x: Shape) -> Shape:
         if x[0] % p.groups:
             raise ShapeError(f"groups={p.groups} must divide the {x[0]} channels", "groups")
+        if x[0] // p.groups * numel(x[1:]) == 1:  # torch.nn.functional.group_norm's _verify_batch_size
+            raise ShapeError(f"each of the {p.groups} groups of a {'x'.join(map(str, x))} input holds one value: "
+                             "its normalisation is 0, and PyTorch refuses it at batch 1", "groups")
         return x
 
     @classmethod
@@ -273,6 +306,7 @@ class InstanceNormParams(LayerParams):
 
 class InstanceNorm(LayerKind):
     name = "instancenorm"
+    sample_statistics = True
     Params = InstanceNormParams
     doc = ("Instance normalisation (Ulyanov et al. 2016): each channel of each sample over its own "
            "positions; no running statistics, so training and inference compute the same.")
@@ -280,6 +314,13 @@ class InstanceNorm(LayerKind):
     input_desc = "(C, H, W)"
     flops_rule = "5 per element (mean, variance, subtract, divide, scale-shift; a counting convention)"
     example = {"affine": True}
+
+    @classmethod
+    def infer(cls, p: InstanceNormParams, x: Shape) -> Shape:
+        if numel(x[1:]) == 1:  # torch.nn.functional.instance_norm's _verify_spatial_size
+            raise ShapeError(f"each channel of a {'x'.join(map(str, x))} input holds one value: its "
+                             "normalisation is 0, and PyTorch refuses it")
+        return x
 
     @classmethod
     def cost(cls, p: InstanceNormParams, x: Shape, y: Shape) -> Cost:

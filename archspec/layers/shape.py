@@ -156,6 +156,19 @@ class SliceParams(LayerParams):
     step: PositiveInt = 1
 
 
+def _slice_length(n: int, start: int, end: int | None, step: int) -> int:
+    """len(range(n)[start:end:step]) for step > 0 (Python's slice.indices), written as comparisons
+    and arithmetic so that a symbolic `n` keeps its expression and records its guards."""
+    def bound(i: int) -> int:
+        if i < 0:  # counts from the end, then clipped at 0
+            i += n
+            return i if i > 0 else 0
+        return i if i < n else n
+
+    first, stop = bound(start), n if end is None else bound(end)
+    return (stop - first + step - 1) // step if stop > first else 0
+
+
 class Slice(_View):
     name = "slice"
     Params = SliceParams
@@ -166,7 +179,7 @@ class Slice(_View):
     @classmethod
     def infer(cls, p: SliceParams, x: Shape) -> Shape:
         a = axis(p.dim, len(x))
-        n = len(range(x[a])[p.start:p.end:p.step])
+        n = _slice_length(x[a], p.start, p.end, p.step)
         if n == 0:
             raise ShapeError(f"slice {p.start}:{'' if p.end is None else p.end}:{p.step} of an axis of "
                              f"{x[a]} is empty", "start", "AS202")
