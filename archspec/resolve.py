@@ -561,7 +561,10 @@ class _Resolver:
         refs = None
         if "from" in raw:
             refs = self.references(raw["from"], namer, user_name, path, calls)
-            if refs is None:
+            if refs is None:  # reported, or it reads a failed item: a reference to this one says nothing more
+                if isinstance(user_name, str):
+                    namer.failed.add(user_name)
+                namer.failed.update(_piece_names(raw[kind]))
                 return []
         name = user_name or namer.auto(kind)
         namer.claim(name, self.doc.key_loc(path + ("name",)) if user_name else loc, self.out, path)

@@ -480,6 +480,21 @@ def test_channel_gate_without_spatial_axes_gets_the_reshape_hint(tmp_path):
                              "`reshape: {shape: [4, 1, 1]}` before the mul")
 
 
+def test_a_failed_split_is_reported_once_not_again_at_what_reads_its_readers(tmp_path):
+    """`size` for `sizes`: the split fails; `up` reads one of its pieces and is left out with it, so
+    `joined` reading `up` says nothing more (it used to add "unknown name 'up'", did you mean 'sp'?)."""
+    body = """\
+        network:
+          - {conv2d: {out: 8, kernel: 1}, name: c}
+          - {split: {size: [2, 6], as: [lo, hi]}, name: sp}
+          - {upsample: {scale: 1}, from: hi, name: up}
+          - {concat, from: [up, c], name: joined}
+        """
+    d = only(errors(tmp_path, body))
+    assert where(d) == ("AS101", 6, 14)
+    assert d.hint == "did you mean 'sizes'?"
+
+
 def test_spec_error_message_is_the_first_diagnostic(tmp_path):
     path = spec(tmp_path, "network:\n  - rellu\n")
     with pytest.raises(SpecError, match=r"spec\.yaml:5:5: error\[AS105\]: unknown layer kind or block 'rellu'"):
