@@ -132,7 +132,9 @@ class Mul(LayerKind):
     arity = None
     example: dict[str, Any] = {}
     doc = ("Multiplies its inputs element-wise, with broadcasting: squeeze-and-excitation gates "
-           "(Hu et al. 2018), layer scale. Written over named values: `- {mul, from: [x, gate]}`.")
+           "(Hu et al. 2018), layer scale. Written over named values: `- {mul, from: [x, gate]}`. Shapes align "
+           "on the right, as NumPy's: a gate of C values times a (C, H, W) map pairs it with W, so make the gate "
+           "(C, 1, 1) (`reshape`, or `adaptive_avgpool2d` and 1x1 convolutions).")
     input_desc = "two or more tensors whose shapes broadcast"
     shape_rule = "the broadcast shape: per axis, from the right, equal sizes or 1"
     flops_rule = "(inputs - 1) x output elements"
