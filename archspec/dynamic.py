@@ -67,7 +67,7 @@ def second_sizes(report: Report, names: Iterable[str]) -> tuple[dict[str, int], 
     for name in names:
         size = sym.nominal[name]
         tried: list[tuple[int, list[tuple[int, Guard]]]] = []
-        preferred = SEQ_OFFSETS + (size,)
+        preferred = tuple(dict.fromkeys(SEQ_OFFSETS + (size,)))  # 2x nominal is nominal+32 at 32: try it once
         for k in preferred + tuple(k for k in SCAN_OFFSETS if k not in preferred):
             failed = sym.holds({**chosen, name: size + k})
             if not failed:

@@ -561,7 +561,10 @@ class _Resolver:
         refs = None
         if "from" in raw:
             refs = self.references(raw["from"], namer, user_name, path, calls)
-            if refs is None:
+            if refs is None:  # reported, or it reads a failed item: a reference to this one says nothing more
+                if isinstance(user_name, str):
+                    namer.failed.add(user_name)
+                namer.failed.update(_piece_names(raw[kind]))
                 return []
         name = user_name or namer.auto(kind)
         namer.claim(name, self.doc.key_loc(path + ("name",)) if user_name else loc, self.out, path)
@@ -871,14 +874,15 @@ class _Resolver:
             self.reads[block] = walk(self.spec.blocks[block].body)
         return self.reads[block]
 
-    def expand(self, d: Deferred, x: TensorType, alt: TensorType | None, dynamic: str) -> Tree | None:
+    def expand(self, d: Deferred, x: TensorType, alt: TensorType | None, dynamic: str, alt_fails: str = "") -> Tree | None:
         """A deferred block's body, with `in` bound to its input's type; None after an error
-        (reported). `alt`: the input's type with the dynamic input axes at other sizes."""
+        (reported). `alt`: the input's type with the dynamic input axes at other sizes; `alt_fails`: the
+        layer that fails there, when it is None."""
         axes = x.axes if len(x.axes) == len(x.shape) else ""
         varying = frozenset(i for i, n in enumerate(x.shape) if alt is None or len(alt.shape) != len(x.shape)
                             or alt.shape[i] != n) if dynamic else frozenset()
         view = TypeView(x.shape, tuple(AXIS_NAMES.get(a, "") for a in axes) if axes else ("",) * len(x.shape),
-                        x.axes, varying, dynamic)
+                        x.axes, varying, dynamic, alt_fails if dynamic and alt is None else "")
         errors, nesting = len(self.out.diagnostics), self.nesting
         self.nesting = d.nesting
         try:
@@ -922,6 +926,7 @@ class _Flattener:
         self.alt: list[TensorType | None] = [  # the dynamic axes at 2n + 1: no stride or window maps both alike
             TensorType(tuple(2 * d.size + 1 if d.name else d.size for d in i.dims), i.dtype, i.layout)
             for i in inputs]
+        self.alt_fails = ""  # the first layer typed at the nominal sizes but not at 2n + 1, for AS120
 
     def run(self, children: tuple[Tree, ...], prefix: str, x: int) -> int:
         for child in children:
@@ -942,6 +947,9 @@ class _Flattener:
         if self.resolver is not None:
             for types in (self.types, self.alt) if self.dynamic else (self.types,):
                 types += _infer(kind, params, tuple(types[v] for v in xs)) or [None] * len(ys)
+            if (self.dynamic and not self.alt_fails and self.types[ys[0]] is not None and self.alt[ys[0]] is None
+                    and all(self.alt[v] is not None for v in xs)):
+                self.alt_fails = f"{kind} '{scope}' ({loc})"
         return ys
 
     def deferred(self, t: Deferred, prefix: str, x: int) -> int:
@@ -953,7 +961,7 @@ class _Flattener:
             if not r.out.diagnostics:  # a layer before it fails its shape rule: analyze says how
                 self.explain(t.loc)
             return self.untyped(t)
-        expanded = r.expand(t, typed, self.alt[x] if self.dynamic else None, self.dynamic)
+        expanded = r.expand(t, typed, self.alt[x] if self.dynamic else None, self.dynamic, self.alt_fails)
         if expanded is None:
             return self.untyped(t)
         walked = self.expansions[id(t)] = replace(expanded, refs=None, token=t.token)

@@ -119,6 +119,23 @@ def test_exports_reason_for_a_rule_that_holds_at_one_size(tmp_path):
         "concat 'concat0.merge' needs h - 2 == 10, which holds only at h=12")
 
 
+def test_the_sizes_tried_are_named_once(tmp_path):
+    """At a nominal 32, twice the nominal size is also nominal+32: the message names 64 once."""
+    text = """\
+        archspec: 1
+        name: tokens
+        input: {image: [3, h=32, w=32]}
+        network:
+          - conv2d: {out: 16, kernel: 1}
+          - flatten: {start: 1}
+          - transpose: {dims: [0, 1]}
+          - residual: {body: [{parameter: {shape: [1024, 16]}}]}
+        """
+    (warning,) = archspec.check(write(tmp_path, text)).warnings
+    assert "needs h * w == 1024, which holds at h=32 but not at 39, 40, 48, 64 (nor any size up to h=96)" \
+        in warning.message
+
+
 def test_symbols_that_vary_warn_nothing_and_export_dynamic(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write(tmp_path, FINE)

@@ -49,11 +49,12 @@ FLOAT, INT = "float32", "int64"
 
 
 class ShapeError(Exception):
-    """Raised by a shape rule; `field` names the parameter at fault, if one is."""
+    """Raised by a shape rule; `field` names the parameter at fault, if one is; `axis`, for inputs
+    that disagree, the per-sample axis they must agree on (where the checker looks for the layer to fix)."""
 
-    def __init__(self, message: str, field: str | None = None, code: str = "AS201"):
+    def __init__(self, message: str, field: str | None = None, code: str = "AS201", axis: int | None = None):
         super().__init__(message)
-        self.field, self.code = field, code
+        self.field, self.code, self.axis = field, code, axis
 
 
 @dataclass(frozen=True, slots=True)
