@@ -183,6 +183,22 @@ class AxisLayerNorm(nn.LayerNorm):
         return super().extra_repr() + f", axis={self.axis}"
 
 
+class AxisGroupNorm(nn.GroupNorm):
+    """GroupNorm over a per-sample axis that is not the first: the features of a sequence (N, T, F),
+    which PyTorch's GroupNorm reads as (N, C, L) = (N, F, T): move the axis to 1, normalise, move it
+    back. Parameter names stay nn.GroupNorm's."""
+
+    def __init__(self, num_groups: int, num_channels: int, axis: int, **kwargs):  # named as nn.GroupNorm's: eject reads it back
+        super().__init__(num_groups, num_channels, **kwargs)
+        self.axis = axis
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(self.axis, 1)).movedim(1, self.axis)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", axis={self.axis}"
+
+
 class AxisBatchNorm(nn.BatchNorm1d):
     """BatchNorm1d over a per-sample axis that is not the first: the features of a sequence (N, T, F),
     which PyTorch's BatchNorm1d normalises as (N, F, T): move the axis to 1, normalise, move it back.
