@@ -234,6 +234,14 @@ class Select(_View):
         return x[:a] + x[a + 1:]
 
     @classmethod
+    def output_type(cls, p: SelectParams, x: TensorType) -> TensorType:
+        """The layout loses the selected axis's letter: ViT's (T, F) at token 0 is (F); one channel of an
+        image (C, H, W) is HW, which kinds that need a sequence (TF) refuse."""
+        shape, a = cls.infer(p, x.shape), axis(p.dim, len(x.shape))
+        keep = [i for i in range(len(x.shape)) if i != a]
+        return TensorType(shape, x.dtype, x.permuted(keep) if shape else "")
+
+    @classmethod
     def lower(cls, p: SelectParams, x: Shape, y: Shape):
         from ..nn import Select as TorchSelect
 
@@ -394,8 +402,9 @@ class Upsample(LayerKind):
         if p.to is None:
             return super().output_types(p, xs)
         x, ref = xs
-        if len(ref.shape) != 3:
-            raise ShapeError(f"`to` names '{p.to}', a {ref} tensor; upsample takes H x W from an image (C, H, W)", "to")
+        if ref.axes != "CHW":
+            raise ShapeError(f"`to` names '{p.to}', a {ref} tensor; upsample takes H x W from an image (C, H, W) "
+                             f"(layout CHW), not layout {ref.axes}", "to")
         return (TensorType((x.shape[0], ref.shape[1], ref.shape[2]), x.dtype, x.layout),)
 
     @classmethod
