@@ -349,9 +349,13 @@ class SequenceConv1d(nn.Conv1d):
     recomputes it for each length, as a strided 'same' needs on a sequence of any length (ONNX auto_pad
     SAME_LOWER)."""
 
-    def __init__(self, *args, pads: tuple[int, int] | str, **kwargs):
-        super().__init__(*args, padding=0, **kwargs)
-        self.pads = pads
+    # an explicit signature without `padding` (always 0 here): eject writes back what it names, and an
+    # equal pair (p, p) as p
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
+                 groups: int = 1, bias: bool = True, pads: tuple[int, int] | int | str = 0):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups,
+                         bias=bias)
+        self.pads = (pads, pads) if isinstance(pads, int) else pads if isinstance(pads, str) else tuple(pads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, T, F) -> (N, T', out)
         y = x.transpose(1, 2)

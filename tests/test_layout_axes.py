@@ -81,23 +81,31 @@ def test_groupnorm_on_a_sequence_exports_as_pytorch_computes(tmp_path: Path) -> 
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_groupnorm_on_a_sequence_ejects_to_the_same_computation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("conv", ["{out: 8, kernel: 3}", "{out: 8, kernel: 3, padding: [2, 0]}",
+                                  "{out: 8, kernel: 3, stride: 2, padding: same}"])
+def test_groupnorm_on_a_sequence_ejects_to_the_same_computation(tmp_path: Path, conv: str) -> None:
     from test_eject import eject
 
-    # (a linear makes the features here: conv1d's own eject is not part of this check)
-    report = spec(tmp_path, "[time=10, 3]", "  - {linear: {out: 8}, name: fc}\n  - {groupnorm: {groups: 2}, name: gn}\n")
+    report = spec(tmp_path, "[time=10, 3]", f"  - {{conv1d: {conv}, name: conv}}\n"
+                                            "  - {groupnorm: {groups: 2, eps: 0.001}, name: gn}\n")
     path, ejected = eject(tmp_path / "lay.yaml", tmp_path)
     assert "class AxisGroupNorm(nn.GroupNorm)" in path.read_text()
     built = archspec.build(report).eval()
     t = randomise(built)
     theirs = ejected.build().eval()
     theirs.load_state_dict(built.state_dict(), strict=True)
-    x = torch.randn(2, 10, 3)
-    h = F.linear(x, t["fc.weight"], t["fc.bias"]).transpose(1, 2)  # (N, F, T)
-    want = nn.GroupNorm(2, 8).eval()
-    want.load_state_dict({"weight": t["gn.weight"], "bias": t["gn.bias"]})
-    torch.testing.assert_close(theirs(x), want(h).transpose(1, 2))
-    torch.testing.assert_close(built(x), want(h).transpose(1, 2))
+    for steps in (10, 7):
+        x = torch.randn(2, steps, 3)
+        # (N, F, T), padded as the spec says; 'same' at stride 2 pads (ceil(n/2) - 1) * 2 + 3 - n in all,
+        # the larger half first (ONNX SAME_LOWER): 1 -> (1, 0) at 10 steps, 2 -> (1, 1) at 7
+        same = (1, 0) if steps == 10 else (1, 1)
+        h = F.pad(x.transpose(1, 2), (2, 0) if "[2, 0]" in conv else same if "same" in conv else (0, 0))
+        h = F.conv1d(h, t["conv.weight"], t["conv.bias"], stride=2 if "stride" in conv else 1)
+        gn = nn.GroupNorm(2, 8, eps=1e-3).eval()
+        gn.load_state_dict({"weight": t["gn.weight"], "bias": t["gn.bias"]})
+        want = gn(h).transpose(1, 2)
+        torch.testing.assert_close(built(x), want)
+        torch.testing.assert_close(theirs(x), want)
 
 
 @pytest.mark.parametrize("inp, body, move", [
