@@ -73,14 +73,21 @@ class _Scope(nn.Module):
 
 class PaddedConv2d(nn.Conv2d):
     """Conv2d with asymmetric padding (t != b or l != r), e.g. 'same' with an even kernel.
-    The pad is explicit so PyTorch and ONNX agree; weight names stay those of nn.Conv2d."""
+    The pad is explicit so PyTorch and ONNX agree; weight names stay those of nn.Conv2d. "same"
+    recomputes it for each image size, as a strided 'same' needs (ONNX auto_pad SAME_LOWER)."""
 
-    def __init__(self, *, pads: tuple[int, int, int, int], **conv_args):
+    def __init__(self, *, pads: tuple[int, int, int, int] | str, **conv_args):
         super().__init__(padding=0, **conv_args)
         self.pads = pads  # (left, right, top, bottom), the order F.pad takes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, out, H', W')
-        return super().forward(F.pad(x, self.pads))
+        pads = self.pads
+        if pads == "same":  # as layers.conv.same_padding per axis, written out so an ejected file needs only torch
+            pads = ()
+            for n, k, s, d in zip(x.shape[:1:-1], self.kernel_size[::-1], self.stride[::-1], self.dilation[::-1]):
+                total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
+                pads += ((total + 1) // 2, total // 2)
+        return super().forward(F.pad(x, pads))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", pads(l,r,t,b)={self.pads}"

@@ -178,15 +178,22 @@ def test_recurrent_classifiers_two_lengths(tmp_path: Path, name: str) -> None:
     assert_verified(result, report, {"batch": 0, "time": 1})
     nominal = report.graph.input.shape[0]
     assert [c.input_shape[:2] for c in result.checks] == [(1, nominal), (3, nominal + 7)]
-    # a lean graph: no initial states (zero by the operator's definition), and the classifier reads
-    # the top layer's final state rather than transposing the whole output sequence
+    # a lean graph: the classifier reads the top layer's final state rather than transposing the whole
+    # output sequence; GRU/LSTM build no initial states (zero by the operator's definition)
     graph = onnx.load(str(result.path)).graph
     ops = [n.op_type for n in graph.node]
-    assert ops.count(kind.upper()) == 2 and ops.count("Transpose") == 1  # the batch-first input only
-    assert not {"Shape", "ConstantOfShape", "Slice"} & set(ops), ops
-    # X, W, R, B; the peephole LSTM's P after the three optional inputs it leaves out (lens, initial states)
-    extra = [["", "", "", f"lstm.P_l{k}"] for k in (0, 1)] if "peephole" in name else [[], []]
-    assert [list(n.input)[4:] for n in graph.node if n.op_type == kind.upper()] == extra
+    if kind == "rnn":  # the Scan form (RNN.emit): one (N, H) zero state, then per layer the projection of
+        # every step as one MatMul + Add and a Scan of MatMul, Add, Tanh; the lower layer's body also
+        # emits its output sequence; no Transpose (the first Scan reads the batch-first input's axis 1)
+        assert ops == ["Shape", "Concat", "Expand"] + ["MatMul", "Add", "Scan"] * 2 + ["Gemm"], ops
+        bodies = [[b.op_type for b in n.attribute[0].g.node] for n in graph.node if n.op_type == "Scan"]
+        assert bodies == [["MatMul", "Add", "Tanh", "Identity"], ["MatMul", "Add", "Tanh"]]
+    else:
+        assert ops.count(kind.upper()) == 2 and ops.count("Transpose") == 1  # the batch-first input only
+        assert not {"Shape", "ConstantOfShape", "Slice"} & set(ops), ops
+        # X, W, R, B; the peephole LSTM's P after the three optional inputs it leaves out (lens, initial states)
+        extra = [["", "", "", f"lstm.P_l{k}"] for k in (0, 1)] if "peephole" in name else [[], []]
+        assert [list(n.input)[4:] for n in graph.node if n.op_type == kind.upper()] == extra
     # and the file really runs at a third length, never checked by the export, with the default
     # (seeded numpy) weights in the spec's own module
     session = Session(result.path)
@@ -212,6 +219,22 @@ def test_input_and_output_named_by_the_spec(tmp_path: Path, text: str, in_name: 
     assert [o.name for o in model.graph.output] == [out_name]
     assert [i.name for i in model.graph.input] == [in_name]
     assert Session(result.path).outputs == (out_name,)
+
+
+@pytest.mark.parametrize("output", ["sequence", "last", "state"])
+def test_bidirectional_rnn_scan_at_one_step_and_many(tmp_path: Path, output: str) -> None:
+    """The RNN's Scan form (both directions in one Scan, the backward one reversed) against the PyTorch
+    module at lengths the export never verified: one step (the backward direction's first output is
+    its last) and 40."""
+    text = BIDIRECTIONAL_LAST.replace("output: last", f"output: {output}")
+    report = archspec.check(spec_file(tmp_path, text))
+    session = Session(export_model(report, tmp_path / "birnn.onnx").path)
+    module = archspec.build(report).eval()
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in initial_state(report, seed=0).items()})
+    for steps in (1, 40):
+        x = torch.randn(3, steps, 4)
+        with torch.no_grad():
+            np.testing.assert_allclose(session.run(x.numpy())["output"], module(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_recurrent_sequence_output_has_dynamic_time_axis(tmp_path: Path) -> None:
@@ -631,8 +654,10 @@ def test_weights_without_torch(tmp_path: Path, lenet_state) -> None:
 
 # -- precision options -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", [TINY_RESNET, TINY_INCEPTION, SMALL_RECURRENT.format(kind="gru", output="sequence")],
-                         ids=["resnet", "inception", "gru"])
+@pytest.mark.parametrize("text", [TINY_RESNET, TINY_INCEPTION, SMALL_RECURRENT.format(kind="gru", output="sequence"),
+                                  SMALL_RECURRENT.format(kind="rnn", output="sequence").replace(
+                                      "layers: 2", "layers: 2, bidirectional: true")],
+                         ids=["resnet", "inception", "gru", "birnn"])  # birnn: Scan bodies, a MatMul after them
 def test_float16_verified_against_torch_in_float16(tmp_path: Path, text: str) -> None:
     report = archspec.check(spec_file(tmp_path, text))
     result = export_model(report, tmp_path / "half.onnx", dtype="float16")
@@ -641,6 +666,9 @@ def test_float16_verified_against_torch_in_float16(tmp_path: Path, text: str) ->
     half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
     assert {t.data_type for t in model.graph.initializer} <= {half, onnx.TensorProto.INT64}
     assert model.graph.input[0].type.tensor_type.elem_type == half
+    bodies = [a.g for n in model.graph.node for a in n.attribute if a.HasField("g")]
+    assert len(bodies) == (2 if "small_rnn" in text else 0)  # a Scan per layer, its body in float16 too
+    assert {v.type.tensor_type.elem_type for b in bodies for v in (*b.input, *b.output)} <= {half}
     full = onnx.load(str(export_model(report, tmp_path / "full.onnx").path))
     assert 2 * sum(len(t.raw_data) for t in model.graph.initializer if t.data_type == half) == \
         sum(len(t.raw_data) for t in full.graph.initializer if t.data_type == single)  # every weight in half

@@ -258,6 +258,44 @@ def test_cli_bench_and_tool(tmp_path: Path) -> None:
     assert any("gru" in o["op"] for o in profile["torch_ops"]) and profile["torch_self_us"] > 0
 
 
+def test_bench_inference_merge_keeps_the_rows_of_specs_not_measured_again() -> None:
+    """tools/bench_inference.py --merge: an earlier run's rows stay for the specs the new run did not
+    measure, each row says its run and keeps that run's GEMM reference, the header names every run."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import bench_inference
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+
+    def row(spec: str, torch_ms: float, ort_ms: float) -> dict:
+        t = {"q1": 0.9, "median": 1.0, "q3": 1.1, "min": 0.8, "max": 1.2, "calls": 5, "rounds": 3}
+        return {"spec": spec, "batch": 8, "macs": 10**6, "threads": 2, "device": "cpu", "exporter": "emitted, opset 17",
+                "export_seconds": 0.1, "input_shape": [3, 8, 8],
+                "torch": {k: v * torch_ms / 1e3 if isinstance(v, float) else v for k, v in t.items()},
+                "ort": {k: v * ort_ms / 1e3 if isinstance(v, float) else v for k, v in t.items()}}
+
+    def run(started: str, threads: int, gemm: float, rows: list) -> dict:
+        return {"header": [f"archspec, {threads} threads (2 physical cores usable); rounds 3, warm-up 1",
+                           "load average 0.50 before the run", f"dense float32 GEMM: {gemm} GFLOP/s"],
+                "threads": threads, "gemm_gflops": gemm, "load_start": 0.5, "load_end": 0.7, "started": started,
+                "seconds": 9.0, "profiles": {}, "rows": rows, "markdown": ""}
+
+    old = run("2026-01-01 00:00:00 UTC", 2, 100.0, [row("lenet", 2.0, 1.0), row("resnet18", 40.0, 20.0)])
+    new = run("2026-01-02 00:00:00 UTC", 1, 50.0, [row("resnet18", 60.0, 30.0), row("alexnet", 9.0, 3.0)])
+    merged = bench_inference.merged(new, {"inference": old}, runtime.bench_table)
+    assert [(r["spec"], r["run"], r["gemm_gflops"]) for r in merged["rows"]] == [  # the zoo's order
+        ("lenet", old["started"], 100.0), ("alexnet", new["started"], 50.0), ("resnet18", new["started"], 50.0)]
+    assert merged["rows"][2]["torch"]["median"] == pytest.approx(0.06)  # the new run's resnet18, not the old one
+    assert any(h.startswith("Rows of lenet: the run started 2026-01-01") and "2 threads" in h for h in merged["header"])
+    assert any(h.startswith("Rows of alexnet, resnet18: the run started 2026-01-02") and "1 threads" in h
+               for h in merged["header"])
+    table = merged["markdown"].split("| spec |", 1)[1]
+    assert [line.split(" | ")[0] for line in table.splitlines()[2:]] == ["| lenet", "| alexnet", "| resnet18"]
+    again = bench_inference.merged(run("2026-01-03 00:00:00 UTC", 1, 60.0, [row("lenet", 2.0, 1.0)]), merged,
+                                   runtime.bench_table)  # a merge of a merge keeps every run's provenance
+    assert [r["run"] for r in again["rows"]] == ["2026-01-03 00:00:00 UTC", new["started"], new["started"]]
+
+
 def test_gpu_check_says_why_without_cuda() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: run tools/gpu_check.py itself")

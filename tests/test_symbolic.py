@@ -288,3 +288,41 @@ def test_where_the_guards_hold_the_expressions_are_pytorchs_shapes(spec: dict, g
     assert {p: got[p] for p in paths if p in got} == {p: want[p] for p in paths if p in got}
     assert [t.shape for t in other.types] == [tuple(e.eval({**report.symbols.nominal, **env}) for e in d)
                                               for d in report.symbols.dims]
+
+
+@pytest.mark.parametrize("conv", [
+    "{out: 4, kernel: 3, stride: 2, padding: same}",
+    "{out: 4, kernel: 4, stride: 2, padding: same}",
+    "{out: 4, kernel: [3, 5], stride: [2, 3], padding: same}",
+    "{out: 4, kernel: 3, stride: 2, dilation: 2, padding: same}",  # onnxruntime refuses auto_pad dilated
+    "{out: 4, kernel: [5, 2], stride: [3, 2], dilation: [2, 1], padding: same, groups: 2}",
+])
+def test_strided_same_conv_exports_with_dynamic_height_and_width(tmp_path: Path, conv: str) -> None:
+    """A strided 'same' pads by an amount that depends on the size (output ceil(n/s), the odd row on
+    top): PyTorch and ONNX recompute it at each size, equal to a hand-written pad + conv2d."""
+    path = spec(tmp_path, f"""
+    archspec: 1
+    name: same_strided
+    input: {{image: [4, h=17, w=23]}}
+    network:
+      - conv2d: {conv}
+    """)
+    report = archspec.check(path)
+    result = export_model(report, tmp_path / "m.onnx")
+    assert dict(result.dynamic_axes) == {"batch": 0, "h": 2, "w": 3}
+    module = archspec.build(report, seed=0).eval()
+    conv2d = next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d))
+    session = Session(tmp_path / "m.onnx")
+    for h, w in [(17, 23), (20, 31), (9, 40), (33, 8)]:
+        x = torch.randn(2, 4, h, w)
+        pads = []
+        for n, k, s, d in zip((w, h), conv2d.kernel_size[::-1], conv2d.stride[::-1], conv2d.dilation[::-1]):
+            total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)  # TF/d2l 'same'
+            pads += [(total + 1) // 2, total // 2]
+        want = torch.nn.functional.conv2d(torch.nn.functional.pad(x, pads), conv2d.weight, conv2d.bias,
+                                          conv2d.stride, 0, conv2d.dilation, conv2d.groups)
+        assert want.shape[2:] == (-(-h // conv2d.stride[0]), -(-w // conv2d.stride[1]))
+        with torch.no_grad():
+            torch.testing.assert_close(module(x), want, rtol=0, atol=0)
+        got = session.run({"image": x.numpy()})["output"]
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-5, atol=1e-5)

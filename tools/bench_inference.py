@@ -4,6 +4,8 @@
     python tools/bench_inference.py                      # the whole zoo, batch 1 and 8 (about 17 min on 2 cores)
     python tools/bench_inference.py specs/resnet18.yaml --batch 1,8 --rounds 20
     python tools/bench_inference.py --json out.json      # also the rows and profiles as JSON
+    python tools/bench_inference.py specs/vit_b_16.yaml --json out.json --merge docs/benchmarks.json
+                                  # ... plus the rows of an earlier run for the specs not measured now
 
 Each spec is built once (seeded), exported with verification, and both engines run the same
 weights and inputs with the same thread count (physical cores unless --threads). Per batch size:
@@ -32,9 +34,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # the whole zoo, in the curriculum's order; a spec added to specs/ later is measured too (after these)
-ORDER = ["lenet", "alexnet", "vgg11", "vgg11_lrn", "vgg11_bn", "vgg13", "vgg16_c", "vgg16", "vgg19", "nin",
-         "googlenet_paper", "googlenet", "inception_v3", "resnet18", "resnet18_preact", "resnet34", "resnet50",
-         "resnet101", "resnet152", "rnn_classifier", "gru_classifier", "lstm_classifier", "bilstm_tagger"]
+ORDER = ["lenet", "alexnet", "alexnet_paper", "vgg11", "vgg11_lrn", "vgg11_bn", "vgg13", "vgg16_c", "vgg16",
+         "vgg16_bn", "vgg19", "nin", "googlenet_paper", "googlenet", "googlenet_aux", "inception_v2", "inception_v3",
+         "inception_v4", "inception_resnet_v2", "resnet18", "resnet18_preact", "resnet34", "resnet50", "resnet101",
+         "resnet152", "resnet20_cifar", "resnet_flavours", "resnext50_32x4d", "densenet121", "squeezenet1_1",
+         "mobilenet_v2", "mobilenet_v3_large", "shufflenet_v2_x1_0", "efficientnet_b0", "regnet_y_400mf",
+         "convnext_tiny", "vit_b_16", "fcn_resnet50", "rnn_classifier", "gru_classifier", "lstm_classifier",
+         "lstm_peephole_classifier", "bilstm_tagger"]
 PROFILED = ["resnet50", "rnn_classifier", "gru_classifier", "lstm_classifier"]  # the specs #8's targets name
 
 
@@ -58,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=",".join(PROFILED),
                         help="comma-separated spec names to profile per operator at batch 1 ('' for none)")
     parser.add_argument("--json", type=Path, help="also write the rows, GEMM reference and profiles here")
+    parser.add_argument("--merge", type=Path, help="an earlier --json run (or a benchmarks.json holding one under "
+                        "'inference'): its rows and profiles of specs not measured now go into --json, marked")
     args = parser.parse_args(argv)
     zoo = sorted((ROOT / "specs").glob("*.yaml"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else len(ORDER),
                                                                 p.stem))
@@ -105,11 +113,50 @@ def main(argv: list[str] | None = None) -> int:
         print(f"profiled {spec.stem}", file=sys.stderr, flush=True)
     if args.json:
         data = {"header": lines, "threads": threads, "gemm_gflops": gemm, "load_start": load,
+                "load_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0,
                 "started": started_at, "seconds": time.perf_counter() - started,
                 "markdown": "\n\n".join(lines) + "\n\n" + markdown, "profiles": profiles,
                 "rows": [dataclasses.asdict(r) for r in rows]}
+        if args.merge:
+            data = merged(data, json.loads(args.merge.read_text()), bench_table)
         args.json.write_text(json.dumps(data, indent=1) + "\n")
     return 0
+
+
+def merged(new: dict, old: dict, bench_table) -> dict:
+    """`new` plus the rows and profiles of `old` (a run, or a benchmarks.json holding one under
+    'inference') for the specs `new` did not measure, in the zoo's order, with a header that says
+    which rows come from which run (its settings and load): each row's two engines were still timed
+    in the same rounds of one run."""
+    from archspec.runtime import BenchRow, Timing
+
+    old = old.get("inference", old)
+    rank = {name: i for i, name in enumerate(ORDER)}
+    runs = {**old.get("runs", {old.get("started", "earlier"): {k: old.get(k) for k in RUN_KEYS}}),
+            new["started"]: {k: new.get(k) for k in RUN_KEYS}}
+    measured = {r["spec"] for r in new["rows"]}
+    earlier = old.get("started", "earlier")
+    rows = sorted([{"run": earlier, "gemm_gflops": old.get("gemm_gflops"), **r} for r in old["rows"] if r["spec"] not in measured]
+                  + [{**r, "run": new["started"], "gemm_gflops": new["gemm_gflops"]} for r in new["rows"]],
+                  key=lambda r: rank.get(r["spec"], len(ORDER)))
+    objects = [BenchRow(**{k: v for k, v in r.items() if k not in ("run", "gemm_gflops")} | {
+        "torch": Timing(**r["torch"]), "ort": Timing(**r["ort"]), "input_shape": tuple(r["input_shape"])}) for r in rows]
+    notes = []
+    for started, run in runs.items():
+        specs = list(dict.fromkeys(r["spec"] for r in rows if r["run"] == started))
+        if specs:
+            load = f"load average {run['load_start']:.2f} before" + (
+                f", {run['load_end']:.2f} after" if run.get("load_end") is not None else "")
+            threads = f"{run['threads']} threads, " if run.get("threads") else ""
+            notes.append(f"Rows of {', '.join(specs)}: the run started {started} "
+                         f"({threads}{run['header'][0].split('; ', 1)[1]}; {load}).")
+    header = new["header"][:1] + [h for h in new["header"][2:]] + notes
+    return {**new, "header": header, "rows": rows, "runs": runs,
+            "profiles": {**old.get("profiles", {}), **new["profiles"]},
+            "markdown": "\n\n".join(header) + "\n\n" + bench_table(objects)}
+
+
+RUN_KEYS = ("header", "threads", "seconds", "load_start", "load_end", "gemm_gflops")
 
 
 def gemm_gflops(threads: int, n: int = 2048, rounds: int = 7) -> float:

@@ -7,6 +7,8 @@
     python tools/bench_report.py --from-json docs/benchmarks.json   # re-render the Markdown only
     python tools/bench_report.py --from-json docs/benchmarks.json --inference-json inf.json
                                                             # ... with a newer bench_inference.py --json run
+    python tools/bench_report.py --from-json docs/benchmarks.json --inference-notes notes.md
+                                                            # ... with findings shown under its table
 
 Sections: the machine; the targets; (1) archspec's static analysis against forward-pass tools
 (tools/bench_peers.py); the checker's fresh-process speed and its profile (tools/bench_check.py);
@@ -316,11 +318,12 @@ def ort_targets(inf: dict) -> tuple[list[list], list[dict]]:
                       "met": met})
     spec, batch, share = GEMM_SHARE_TARGET
     r = inference_row(inf, spec, batch)
-    if r is not None and inf.get("gemm_gflops"):
-        got = row_gflops(r, "ort") / inf["gemm_gflops"]
+    gemm = r and (r.get("gemm_gflops") or inf.get("gemm_gflops"))  # a merged run's rows carry their own
+    if r is not None and gemm:
+        got = row_gflops(r, "ort") / gemm
         met = got >= share
         rows.append([f"{spec} batch {batch}: onnxruntime ≥ {share:.0%} of the measured float32 GEMM throughput",
-                     f"{row_gflops(r, 'ort'):.1f} GFLOP/s of {inf['gemm_gflops']:.1f} → **{got:.0%}**", ok(met)])
+                     f"{row_gflops(r, 'ort'):.1f} GFLOP/s of {gemm:.1f} → **{got:.0%}**", ok(met)])
         found.append({"target": f"{spec} b{batch} ort >= {share:.0%} gemm", "share": got, "met": met})
     return rows, found
 
@@ -344,9 +347,10 @@ def ort_obstacles_section(inf: dict) -> list[str]:
         p = profiles.get(spec) or {}
         top = (p.get("ort_ops") or [{}])[0]
         share = top.get("us_per_call", 0) / p["ort_kernels_us"] if p.get("ort_kernels_us") else None
+        run_gemm = r.get("gemm_gflops") or gemm
         rows.append([spec, f"{fmt_time(r['torch']['median'])} / {fmt_time(r['ort']['median'])}",
                      f"{row_gflops(r, 'torch'):.1f} / {row_gflops(r, 'ort'):.1f}", fmt_time(need),
-                     f"{need_gflops:.0f}" + (f" ({need_gflops / gemm:.0%} of GEMM, " if gemm else " (")
+                     f"{need_gflops:.0f}" + (f" ({need_gflops / run_gemm:.0%} of GEMM, " if run_gemm else " (")
                      + f"{need_gflops / best_gflops:.0%} of ORT's best)",
                      f"{top.get('op', 'n/a')} ×{top.get('nodes', '?')}: {share:.0%}" if share is not None else "n/a"])
     if not rows:
@@ -354,8 +358,9 @@ def ort_obstacles_section(inf: dict) -> list[str]:
     out = ["### What stands in the way of the onnxruntime targets", "",
            "The latency each missed ratio target asks of onnxruntime, as the throughput it would need (2·MACs per "
            "sample / latency), against the machine's measured float32 GEMM"
-           + (f" ({gemm:.1f} GFLOP/s, same run)" if gemm else "") + " and against the most onnxruntime reached on "
-           f"any model of the run ({best_gflops:.1f} GFLOP/s, {best['spec']} batch {best['batch']}); "
+           + (f" ({gemm:.1f} GFLOP/s, same run)" if gemm and not inf.get("runs") else
+              " (measured by each row's own run)" if gemm else "") + " and against the most onnxruntime reached on "
+           f"any model measured ({best_gflops:.1f} GFLOP/s, {best['spec']} batch {best['batch']}); "
            "and the operator that dominates onnxruntime's kernel time (its own per-node profiler, batch 1):", ""]
     out += table(["spec", "torch / ORT", "GFLOP/s torch / ORT", "ORT latency needed", "GFLOP/s needed",
                   "ORT's dominant operator: share of kernel time"], rows)
@@ -368,8 +373,13 @@ def ort_obstacles_section(inf: dict) -> list[str]:
             "- At batch 1 a recurrent layer is a chain of T matrix–vector products (one per time step, each waiting "
             "for the previous one), so its speed is the latency of a small GEMV plus a thread-pool hand-off per "
             "step, not the GEMM's throughput. Our part of the graph — the nodes around the recurrent kernels — is "
-            "a few microseconds per node: no zero initial states are built from the input's shape, and the "
+            "a few microseconds per node: the GRU and LSTM build no zero initial states (the operators' default), "
+            "the RNN's Scan builds one (N, H) zero state from the input's shape (3 nodes), and the "
             "classifier reads the top layer's final state rather than transposing the output sequence.",
+            "- The RNN is not ONNX's RNN operator but a Scan over the steps (MatMul, Add, Tanh), after the input "
+            "projection of every step as one MatMul: onnxruntime's RNN kernel took 8× as long at batch 8 as at "
+            "batch 1 (3.9 ms against eager PyTorch's 2.6 ms); `python tools/bench_rnn_forms.py` measures the forms "
+            "(section 2/3).",
             "- onnxruntime's pool threads spin while a run is in progress and stop when it returns "
             "(`session.force_spinning_stop`), which cut the recurrent classifiers' latency by 15–50% against no "
             "spinning without stealing the cores torch uses next (`python tools/bench_inference.py "
@@ -842,7 +852,8 @@ def inference_section(inf: dict | None) -> list[str]:
         when = ", ".join(([f"started {inf['started']}"] if inf.get("started") else [])
                          + ([f"{seconds:.0f} s"] if seconds else [])) or "start and run time not recorded"
         return out + [f"Output of `python tools/bench_inference.py` ({when}):", "",
-                      inf["markdown"].rstrip(), ""] + profiles_section(inf)
+                      inf["markdown"].rstrip(), ""] + [f"- {n}" for n in inf.get("notes", [])] + (
+                          [""] if inf.get("notes") else []) + profiles_section(inf)
     if inf.get("markdown"):
         return out + [f"Output of `python tools/bench_inference.py` ({inf.get('suite_seconds', 0):.0f} s), verbatim:", "",
                       inf["markdown"].rstrip(), ""]
@@ -899,6 +910,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--skip-inference", action="store_true")
     ap.add_argument("--inference-json", type=Path, help="include this JSON instead of running bench_inference.py")
+    ap.add_argument("--inference-notes", type=Path, help="findings about that run (Markdown, one paragraph per "
+                    "note), kept with it in benchmarks.json and shown under its table")
     ap.add_argument("--inference-timeout", type=float, default=2400)
     ap.add_argument("--from-json", type=Path, help="re-render the Markdown from a saved benchmarks.json")
     ap.add_argument("--serve-json", type=Path, help="include this tools/bench_serve.py --json run")
@@ -934,13 +947,17 @@ def main(argv: list[str] | None = None) -> int:
             data["serve"] = run_json("bench_serve.py", ["--seconds", "5"] if a.quick else [])
         data["suite_seconds"] = time.perf_counter() - t0
         data["machine"]["load_end"] = bc.loadavg()
+    if a.inference_notes and data.get("inference"):
+        data["inference"]["notes"] = [n.replace("\n", " ").strip() for n in a.inference_notes.read_text().split("\n\n")
+                                      if n.strip()]
     bc.write_json(a.out_dir / "benchmarks.json", data)
     text = render(data)
     md = a.out_dir / "benchmarks.md"
     previous = md.read_text() if md.exists() else ""
-    begin, end = "<!-- bench_export begin -->", "<!-- bench_export end -->"
-    if begin in previous and end in previous:  # tools/bench_export.py's section, kept until it reruns
-        text += "\n" + previous[previous.index(begin):previous.index(end) + len(end)] + "\n"
+    for tool in ("bench_export", "bench_rnn_forms"):  # the sections these tools write, kept until they rerun
+        begin, end = f"<!-- {tool} begin -->", f"<!-- {tool} end -->"
+        if begin in previous and end in previous:
+            text += "\n" + previous[previous.index(begin):previous.index(end) + len(end)] + "\n"
     md.write_text(text)
     print(f"wrote {a.out_dir / 'benchmarks.md'} and {a.out_dir / 'benchmarks.json'}", file=sys.stderr)
     return 0

@@ -50,6 +50,7 @@ class Emitter:
         self._g, self.path, self.xs, self.x, self._doc, self.dims = graph, path, xs, xs[0], doc, dims or []
         self._where = where or path  # the layer, for errors
         self.opset = graph.opset
+        self._inputs: dict[str, list[int | str]] = {}  # a body's own inputs (see `body`)
 
     def array(self, local: str) -> np.ndarray:
         """The layer's tensor `local` (its state-dict name without the layer path)."""
@@ -91,6 +92,28 @@ class Emitter:
         node = helper.make_node(op_type, inputs, outs, name=name, doc_string=self._doc, **attrs)
         self._g.nodes.append(node)
         return tuple(outs) if outputs else outs[0]
+
+    def body(self, name: str, inputs: Mapping[str, list[int | str]]) -> Emitter:
+        """An emitter for a control-flow body (Scan, Loop): its nodes go to a graph of their own,
+        made by `graph`, whose float32 inputs are `inputs` (local name -> dims) and are the child's
+        `xs`. Names stay unique model-wide; `const` tensors are the model's initializers, which the
+        body reads from the outer scope."""
+        child = _Graph(self.opset, self._g.weights, initializers=self._g.initializers, taken=self._g.taken)
+        path = f"{self.path}/{name}"
+        values = {f"{path}/{k}": dims for k, dims in inputs.items()}
+        body = Emitter(child, path, list(values), self._doc, self.dims, self._where)
+        body._inputs = values
+        return body
+
+    def graph(self, outputs: Mapping[str, list[int | str]]) -> Any:
+        """The body this emitter (from `body`) collected, as a GraphProto with float32 `outputs`
+        (value -> dims)."""
+        from onnx import helper
+
+        def info(values: Mapping[str, list[int | str]]) -> list[Any]:
+            return [helper.make_tensor_value_info(v, ONNX_DTYPES["float32"], dims) for v, dims in values.items()]
+
+        return helper.make_graph(self._g.nodes, self.path, info(self._inputs), info(outputs))
 
     def reduce(self, op_type: str, x: str, axes: list[int], keepdims: int = 1) -> str:
         """Reduce* with `axes` as an attribute (opset < 18) or as an input (opset >= 18)."""

@@ -17,13 +17,16 @@ def to_float16(model: Any, tensors: dict[str, Any]) -> dict[str, Any]:
     """The initializers with every float32 one in float16; every float32 graph input/output and
     value_info of `model` becomes float16, in place. The emitted graphs hold no float constants
     elsewhere (no Constant nodes or float tensor attributes). Where onnxruntime has no float16 CPU
-    kernel (RNN/GRU/LSTM), it inserts the casts itself."""
+    kernel (GRU, LSTM), it inserts the casts itself."""
     import numpy as np
 
-    graph = model.graph
-    for v in (*graph.input, *graph.output, *graph.value_info):
-        if v.type.tensor_type.elem_type == FLOAT:
-            v.type.tensor_type.elem_type = HALF
+    graphs = [model.graph]
+    while graphs:  # the model's graph and the control-flow bodies in it (a Scan's, say)
+        graph = graphs.pop()
+        for v in (*graph.input, *graph.output, *graph.value_info):
+            if v.type.tensor_type.elem_type == FLOAT:
+                v.type.tensor_type.elem_type = HALF
+        graphs += [a.g for n in graph.node for a in n.attribute if a.HasField("g")]
     return {k: a.astype(np.float16) if a.dtype == np.float32 else a for k, a in tensors.items()}
 
 

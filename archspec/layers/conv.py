@@ -44,6 +44,27 @@ def same_padding(n: int, k: int, s: int, d: int) -> tuple[int, int]:
     return (total + 1) // 2, total // 2
 
 
+def same_pads_in_graph(g, v: str, kernel: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...]) -> str:
+    """ONNX Pad's pads for a channels-first (N, C, *spatial) value at its own size, per spatial axis as
+    `same_padding` computes them: total = max((ceil(n/s) - 1)*s + d*(k-1) + 1 - n, 0), ceil(total/2) first."""
+    import numpy as np
+
+    def i64(hint: str, *values: int) -> str:
+        return g.const(hint, np.array(values, np.int64))
+
+    begins, ends = [i64("zeros2", 0, 0)], [i64("zeros2", 0, 0)]  # batch and channels
+    for axis, (k, s, d) in enumerate(zip(kernel, stride, dilation), start=2):
+        n = g.op("Gather", [g.op("Shape", [v]), i64(f"axis{axis}", axis)], axis=0)  # (1,)
+        stride = i64(f"stride{axis}", s)  # hints name the axis: the constants differ per axis
+        steps = g.op("Div", [g.op("Add", [n, i64(f"stride_less1_{axis}", s - 1)]), stride])
+        span = i64(f"span_less_stride{axis}", d * (k - 1) + 1 - s)
+        total = g.op("Max", [g.op("Sub", [g.op("Add", [g.op("Mul", [steps, stride]), span]), n]),
+                             i64("zero", 0)])
+        begins.append(g.op("Div", [g.op("Add", [total, i64("one", 1)]), i64("two", 2)]))
+        ends.append(g.op("Div", [total, i64("two", 2)]))
+    return g.op("Concat", begins + ends, axis=0)
+
+
 def resolve_padding(padding: tuple[int, int, int, int] | str, hw: tuple[int, int], k: tuple[int, int],
                     s: tuple[int, int], d: tuple[int, int]) -> tuple[int, int, int, int]:
     if padding == "same":
@@ -76,6 +97,12 @@ class Conv2d(LayerKind):
         return resolve_padding(p.padding, (x[1], x[2]), p.kernel, p.stride, p.dilation)
 
     @classmethod
+    def size_pads(cls, p: Conv2dParams, x: Shape) -> tuple[int, int, int, int] | str:
+        """The pads, or "same" where they depend on the image's size (a strided 'same'): the lowering
+        and the ONNX graph then compute them at each size, as the checker does."""
+        return "same" if p.padding == "same" and p.stride != (1, 1) else cls.pads(p, x)
+
+    @classmethod
     def infer(cls, p: Conv2dParams, x: Shape) -> Shape:
         c, h, w = x
         if p.in_channels is not None and p.in_channels != c:
@@ -106,9 +133,12 @@ class Conv2d(LayerKind):
 
         from ..nn import PaddedConv2d
 
-        t, b, l, r = cls.pads(p, x)
         args = dict(in_channels=x[0], out_channels=p.out, kernel_size=p.kernel, stride=p.stride,
                     dilation=p.dilation, groups=p.groups, bias=p.bias)
+        pads = cls.size_pads(p, x)
+        if pads == "same":
+            return PaddedConv2d(pads="same", **args)
+        t, b, l, r = pads
         if t == b and l == r:
             return nn.Conv2d(padding=(t, l), **args)
         return PaddedConv2d(pads=(l, r, t, b), **args)
@@ -132,10 +162,19 @@ class Conv2d(LayerKind):
 
     @classmethod
     def emit(cls, p: Conv2dParams, x: TensorType, y: TensorType, g) -> str:
-        t, b, l, r = cls.pads(p, x.shape)
-        inputs = [g.x, g.param("weight")] + ([g.param("bias")] if p.bias else [])
-        return g.op("Conv", inputs, kernel_shape=list(p.kernel), strides=list(p.stride), pads=[t, l, b, r],
-                    dilations=list(p.dilation), group=p.groups)
+        # fixed pads take 'same''s asymmetric split; size-dependent ones are auto_pad SAME_LOWER
+        # (ceil(H/s) steps, the odd row on top), or, dilated, computed in the graph
+        pads, v = cls.size_pads(p, x.shape), g.x
+        if pads != "same":
+            t, b, l, r = pads
+            window = {"pads": [t, l, b, r]}
+        elif p.dilation == (1, 1):
+            window = {"auto_pad": "SAME_LOWER"}
+        else:
+            window, v = {}, g.op("Pad", [v, same_pads_in_graph(g, v, p.kernel, p.stride, p.dilation)])
+        inputs = [v, g.param("weight")] + ([g.param("bias")] if p.bias else [])
+        return g.op("Conv", inputs, kernel_shape=list(p.kernel), strides=list(p.stride),
+                    dilations=list(p.dilation), group=p.groups, **window)
 
 class ConvTranspose2dParams(LayerParams):
     out: PositiveInt
@@ -332,26 +371,8 @@ class Conv1d(LayerKind):
         elif p.dilation == 1:
             window = {"auto_pad": "SAME_LOWER"}
         else:
-            window, v = {}, g.op("Pad", [v, cls.same_pads(p, g, v)])
+            window, v = {}, g.op("Pad", [v, same_pads_in_graph(g, v, (p.kernel,), (p.stride,), (p.dilation,))])
         inputs = [v, g.param("weight")] + ([g.param("bias")] if p.bias else [])
         v = g.op("Conv", inputs, kernel_shape=[p.kernel], strides=[p.stride], dilations=[p.dilation], group=p.groups,
                  **window)
         return g.op("Transpose", [v], perm=[0, 2, 1])
-
-    @classmethod
-    def same_pads(cls, p: Conv1dParams, g, v: str) -> str:
-        """ONNX Pad's pads for (N, F, T) at its length T, as `same_padding` computes them: total =
-        max((ceil(T/s) - 1)*s + d*(k-1) + 1 - T, 0), ceil(total/2) on the left."""
-        import numpy as np
-
-        def i64(hint: str, *values: int) -> str:
-            return g.const(hint, np.array(values, np.int64))
-
-        t = g.op("Gather", [g.op("Shape", [v]), i64("axis2", 2)], axis=0)  # (1,)
-        steps = g.op("Div", [g.op("Add", [t, i64("stride_less1", p.stride - 1)]), i64("stride", p.stride)])
-        span = i64("span_less_stride", p.dilation * (p.kernel - 1) + 1 - p.stride)
-        total = g.op("Max", [g.op("Sub", [g.op("Add", [g.op("Mul", [steps, i64("stride", p.stride)]), span]), t]),
-                             i64("zero", 0)])
-        left = g.op("Div", [g.op("Add", [total, i64("one", 1)]), i64("two", 2)])
-        right = g.op("Div", [total, i64("two", 2)])
-        return g.op("Concat", [i64("zeros2", 0, 0), left, i64("zeros2", 0, 0), right], axis=0)

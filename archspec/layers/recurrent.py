@@ -41,7 +41,7 @@ class _Recurrent(LayerKind):
     input_rank = (2,)
     input_desc = "(T, F)"
     input_layouts = ("TF",)
-    onnx_op: ClassVar[str]
+    onnx_op: ClassVar[str]  # the ONNX operator of `emit` (GRU, LSTM; the RNN emits a Scan)
     gate_order: ClassVar[tuple[int, ...]]  # PyTorch's gate blocks in ONNX's order
     example = {"hidden": 6, "layers": 2, "output": "last"}
     shape_rule = "(T, F) -> sequence: (T, D*hidden); last, state: (D*hidden), D = 2 if bidirectional"
@@ -110,7 +110,7 @@ class _Recurrent(LayerKind):
 
     @classmethod
     def emit(cls, p: RecurrentParams, x: TensorType, y: TensorType, g) -> str:
-        """One ONNX RNN/GRU/LSTM node per layer over (T, N, F), the initial states left out (zero by
+        """One ONNX GRU/LSTM node per layer over (T, N, F), the initial states left out (zero by
         the operator's definition). PyTorch's gate blocks are reordered to ONNX's (LSTM iofc, GRU zrh)
         and GRU computes the reset gate after the recurrent matmul (linear_before_reset=1)."""
         import numpy as np
@@ -137,8 +137,6 @@ class _Recurrent(LayerKind):
             attrs = dict(hidden_size=h, direction="bidirectional" if dirs == 2 else "forward")
             if cls.name == "gru":
                 attrs["linear_before_reset"] = 1
-            if cls.name == "rnn":
-                attrs["activations"] = [p.nonlinearity.title()] * dirs
             top = k == p.layers - 1
             need_seq = not top or p.output == "sequence" or (p.output == "last" and dirs == 2)
             seq, state = g.op(cls.onnx_op, inputs, outputs=("Y" if need_seq else "", "Y_h"), **attrs)
@@ -161,7 +159,66 @@ class RNN(_Recurrent):
     doc = "Elman RNN: h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)."
     flops_rule = "2*MACs + 2H bias adds + H activations per layer, direction and step"
     gates, gate_elementwise = 1, 1
-    onnx_op, gate_order = "RNN", (0,)
+
+    @classmethod
+    def emit(cls, p: RNNParams, x: TensorType, y: TensorType, g) -> str:
+        """Per layer, the input projection of every time step as one MatMul (+ b_ih + b_hh), then
+        one ONNX Scan over time, both directions in the same one (the backward one reversed),
+        whose body is h_t = act(xw_t + h_{t-1} W_hh^T): MatMul, Add, Tanh or Relu. Not ONNX's RNN
+        operator: onnxruntime 1.32's RNN kernel takes 8x as long at batch 8 as at batch 1 (3.9 vs
+        0.49 ms on rnn_classifier, 2 threads, slower than eager PyTorch's 2.6 ms), while this form took
+        1.0-1.3 ms at batch 8 and was also faster at batch 1 (0.35 vs 0.56 ms) than the RNN operator
+        (tools/bench_rnn_forms.py, docs/benchmarks.md).
+        The initial states are zeros of (N, H), N read at run time, so batch and time stay dynamic."""
+        import numpy as np
+
+        dirs, h = (2 if p.bidirectional else 1), p.hidden
+        i64 = lambda v: np.array(v, np.int64)  # noqa: E731
+        batch = g.dims[0][0] if g.dims else "batch"
+        n = g.op("Shape", [g.x], start=0, end=1) if g.opset >= 15 else g.op(
+            "Slice", [g.op("Shape", [g.x]), g.const("axis0", i64([0])), g.const("axis1", i64([1]))])
+        zeros = g.op("Expand", [g.const("zero", np.zeros(1, np.float32)),
+                                g.op("Concat", [n, g.const("hidden", i64([h]))], axis=0)])
+        # No Transpose: the first layer projects (N, T, F) and scans its axis 1, the others scan (T, N, .),
+        # and a `sequence` output is scanned out along axis 1. (onnxruntime 1.32 crashes creating a
+        # float16 session where a Transpose feeds a MatMul.)
+        v = g.x
+        for k in range(p.layers):
+            sfx = [f"_l{k}" + ("_reverse" if d else "") for d in range(dirs)]
+            xw = g.op("MatMul", [v, g.const(f"Wt_l{k}", np.concatenate([g.array("weight_ih" + s).T for s in sfx], 1))])
+            if p.bias:
+                xw = g.op("Add", [xw, g.const(f"b_l{k}", np.concatenate(
+                    [g.array("bias_ih" + s) + g.array("bias_hh" + s) for s in sfx]))])
+            xs = [xw] if dirs == 1 else list(g.op("Split", [xw, g.const("halves", i64([h, h]))],
+                                                  outputs=("forward", "backward"), axis=2))
+            top = k == p.layers - 1
+            # the directions whose output sequence is read: the next layer's input, the spec's output,
+            # or (bidirectional `last`) the backward direction's output at the last step
+            seq = range(dirs) if not top or p.output == "sequence" else [1] if p.output == "last" and dirs == 2 else []
+            body = g.body(f"step_l{k}", {**{f"h{d}": [batch, h] for d in range(dirs)},
+                                         **{f"xw{d}": [batch, h] for d in range(dirs)}})
+            hs = [body.op(p.nonlinearity.title(), [body.op("Add", [body.op("MatMul", [
+                body.xs[d], g.const("Rt" + s, np.ascontiguousarray(g.array("weight_hh" + s).T))]), body.xs[dirs + d]])])
+                for d, s in enumerate(sfx)]
+            ys = [body.op("Identity", [hs[d]]) for d in seq]
+            names = ("forward", "backward")
+            out_axis = 1 if top and p.output == "sequence" else 0
+            # a direction's index is its Scan direction flag: 0 forward, 1 reversed
+            scanned = {"scan_output_directions": list(seq), "scan_output_axes": [out_axis] * len(seq)} if seq else {}
+            outs = g.op("Scan", [zeros] * dirs + xs,
+                        outputs=tuple(f"h_{names[d]}" for d in range(dirs)) + tuple(f"y_{names[d]}" for d in seq),
+                        body=body.graph({o: [batch, h] for o in hs + ys}), num_scan_inputs=dirs,
+                        scan_input_directions=list(range(dirs)), scan_input_axes=[1 if k == 0 else 0] * dirs, **scanned)
+            finals, steps = list(outs[:dirs]), list(outs[dirs:])
+            if not top or p.output == "sequence":  # (T, N, D*H), the top layer's (N, T, D*H)
+                v = steps[0] if dirs == 1 else g.op("Concat", steps, axis=2)
+        if p.output == "sequence":
+            return v
+        if dirs == 1:  # the last step's output is the final state
+            return finals[0]
+        if p.output == "last":  # both directions' outputs at the last step
+            finals[1] = g.op("Gather", [steps[0], g.const("last", i64(-1))], axis=0)
+        return g.op("Concat", finals, axis=1)
 
 
 class GRU(_Recurrent):
