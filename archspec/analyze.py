@@ -253,6 +253,11 @@ class _Walker:
             self.out.add("AS203", f"{node.kind} expects {kind.input_dtype} input, got {x.dtype}", node.loc,
                          node.source, hint, self._context(node, xs))
             raise _Stop
+        if kind.input_layouts is not None and x.axes not in kind.input_layouts:
+            self.out.add("AS203", f"{node.kind} expects a {kind.input_desc} input (layout "
+                         f"{' or '.join(kind.input_layouts)}), got {x} in layout {x.axes}", node.loc, node.source,
+                         f"permute its axes back to {kind.input_layouts[0]} first", self._context(node, xs))
+            raise _Stop
         symbolic = bool(self.nominal) and any(type(d) is SymInt for x in syms for d in x.shape)
         guards: list[Guard] = []
         try:

@@ -1050,7 +1050,8 @@ def _infer(kind: str, params: LayerParams, xs: tuple[TensorType | None, ...]) ->
         return None
     x = xs[0]
     assert x is not None
-    if (rule.input_rank is not None and len(x.shape) not in rule.input_rank) or x.dtype != rule.input_dtype:
+    if ((rule.input_rank is not None and len(x.shape) not in rule.input_rank) or x.dtype != rule.input_dtype
+            or (rule.input_layouts is not None and x.axes not in rule.input_layouts)):
         return None
     try:
         ys = rule.output_types(params, xs)  # type: ignore[arg-type]

@@ -12,7 +12,10 @@ Conventions, stated once and used everywhere:
   steps, one per window element for pooling (documented per kind in `flops`). Per sample.
 - A tensor type carries its layout: "CHW" (image), "TF" (sequence: time, features), "T" (token
   ids), "F" (features). A rule that keeps the rank keeps the layout; one that changes the rank
-  gets the default layout of the new rank unless it says otherwise (`default_layout`).
+  gets the default layout of the new rank unless it says otherwise (`default_layout`). permute and
+  transpose move the letters with their axes (HWC, FT); the axis a kind normalises, scales or joins
+  is read from the letters (`channel_axis`), never from the rank, and a kind that needs one
+  layout says so (`input_layouts`).
 
 The operator contract is N-ary: a node reads a tuple of input types and produces a tuple of
 output types. The graph engines call only the N-ary methods:
@@ -77,6 +80,19 @@ class TensorType:
         what concat joins and batch norm normalises; None for a layout with neither (token ids)."""
         axes = self.axes
         return axes.index("C") if "C" in axes else axes.index("F") if "F" in axes else None
+
+    def permuted(self, order: list[int]) -> str:
+        """The layout after `x.permute(order)` (per-sample axes): the letters move with their axes, so
+        (C, H, W) permuted by [1, 2, 0] is HWC, which kinds that need CHW refuse (`input_layouts`)."""
+        axes = self.axes
+        return "".join(axes[d] for d in order) if len(axes) == len(self.shape) else ""
+
+    def channel_axis_or_error(self, kind: str) -> int:
+        """`channel_axis`, or a ShapeError naming the kind and the axis it needs."""
+        axis = self.channel_axis
+        if axis is None:
+            raise ShapeError(f"{kind} works on channels (C) or features (F); a {self.axes} input has neither")
+        return axis
 
 
 AXIS_NAMES = {"C": "channels", "H": "height", "W": "width", "T": "time", "F": "features"}  # layout letter -> name
@@ -192,6 +208,9 @@ class LayerKind:
     doc: ClassVar[str] = ""
     input_rank: ClassVar[tuple[int, ...] | None] = None  # accepted per-sample ranks; None = any
     input_desc: ClassVar[str] = ""  # how the docs and errors name the expected input, e.g. "(C, H, W)"
+    # accepted layouts (TensorType.axes); None = any. A kind that reads axis 0 as channels needs CHW, so
+    # a permuted (H, W, C) is refused rather than read along the wrong axis
+    input_layouts: ClassVar[tuple[str, ...] | None] = None
     input_dtype: ClassVar[str] = FLOAT
     flops_rule: ClassVar[str] = ""  # one line for the docs, with its reference
     shape_rule: ClassVar[str] = "output shape = input shape"
