@@ -253,6 +253,11 @@ class _Walker:
             self.out.add("AS203", f"{node.kind} expects {kind.input_dtype} input, got {x.dtype}", node.loc,
                          node.source, hint, self._context(node, xs))
             raise _Stop
+        if kind.input_layouts is not None and x.axes not in kind.input_layouts:
+            self.out.add("AS203", f"{node.kind} expects a {kind.input_desc} input (layout "
+                         f"{' or '.join(kind.input_layouts)}), got {x} in layout {x.axes}", node.loc, node.source,
+                         f"permute its axes back to {kind.input_layouts[0]} first", self._context(node, xs))
+            raise _Stop
         symbolic = bool(self.nominal) and any(type(d) is SymInt for x in syms for d in x.shape)
         guards: list[Guard] = []
         try:
@@ -273,7 +278,7 @@ class _Walker:
             culprit = int(exc.field) if exc.field and exc.field.isdigit() else None
             hint = ""
             if culprit is not None:
-                changer = self._changer(node, 0, culprit)
+                changer = self._changer(node, 0, culprit, exc.axis)
                 if changer is not None:  # the layer that made the inputs differ, where the fix goes
                     where, src = changer.loc, changer.source
                 hint = kind.fix_hint(xs[0].shape, xs[culprit].shape)
@@ -288,11 +293,13 @@ class _Walker:
                 self.pins.append((k, params.expr.symbols))
         return tuple(zip(ys, ysym)), kind.cost_n(node.params, xs, ys)
 
-    def _changer(self, node: Node, i: int, j: int) -> Node | None:
-        """The layer that made inputs i and j of `node` differ: on the first axis where they differ,
-        the last layer to change it since the two paths split, when exactly one path changed it."""
+    def _changer(self, node: Node, i: int, j: int, axis: int | None = None) -> Node | None:
+        """The layer that made inputs i and j of `node` differ: on `axis` (the kind's, else the first
+        axis where they differ), the last layer to change it since the two paths split, when exactly
+        one path changed it."""
         a, b = self.types[node.inputs[i]].shape, self.types[node.inputs[j]].shape
-        axis = next((k for k, (m, n) in enumerate(zip(a, b)) if m != n), None)
+        if axis is None:
+            axis = next((k for k, (m, n) in enumerate(zip(a, b)) if m != n), None)
         if axis is None:
             return None
         paths = [self._path(node.inputs[i]), self._path(node.inputs[j])]

@@ -7,6 +7,7 @@ no onnx: this runs inside every check.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,6 +17,10 @@ from .symbolic import Guard
 
 SEQ_OFFSETS = (7, 8, 16, 32)  # second size of a symbolic axis: the first nominal+k where every guard holds
 SCAN_OFFSETS = range(1, 65)  # then any nominal+k: rules that hold on one residue (ceil-mode pools) need it
+# A second size must also hold one PERIOD further: a multiple of every divisor a rule floors by (up to
+# 64), so a decision that repeats with the size (a ceil-mode pool's residue) holds there and one that
+# holds in a band only (a strided patch conv feeding a fixed position embedding: h // 4 == 8) fails.
+PERIOD = math.lcm(*range(1, 65))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,38 +63,44 @@ def pinned(report: Report, names: Iterable[str]) -> list[FixedSymbol]:
 
 def second_sizes(report: Report, names: Iterable[str]) -> tuple[dict[str, int], list[FixedSymbol]]:
     """For each symbol in turn, the first nominal+k (k in SEQ_OFFSETS, then 2x nominal, then
-    SCAN_OFFSETS) at which every guard holds with the sizes already chosen: the checker's types hold
-    there by construction. A symbol for which none holds stays at its nominal size and is returned,
-    with the first rule whose decision changes (only the preferred offsets are named)."""
+    SCAN_OFFSETS) at which every guard holds with the sizes already chosen, and still holds with all of
+    them one PERIOD larger: the checker's types hold there by construction, and for every larger size
+    of the same residues. A symbol for which none holds stays at its nominal size and is returned, with
+    the first rule whose decision changes (only the preferred offsets are named)."""
     sym = report.symbols
     chosen: dict[str, int] = {}
     fixed: list[FixedSymbol] = []
     for name in names:
         size = sym.nominal[name]
-        tried: list[tuple[int, list[tuple[int, Guard]]]] = []
-        preferred = SEQ_OFFSETS + (size,)
+        tried: list[tuple[int, list[tuple[int, Guard]], bool]] = []
+        preferred = tuple(dict.fromkeys(SEQ_OFFSETS + (size,)))  # 2x nominal is nominal+32 at 32: try it once
         for k in preferred + tuple(k for k in SCAN_OFFSETS if k not in preferred):
-            failed = sym.holds({**chosen, name: size + k})
+            env = {**chosen, name: size + k}
+            failed, far = sym.holds(env), False
+            if not failed:
+                failed, far = sym.holds({n: v + PERIOD for n, v in env.items()}), True
             if not failed:
                 chosen[name] = size + k
                 break
             if k in preferred:
-                tried.append((size + k, failed))
+                tried.append((size + k, failed, far))
         else:
             fixed.append(_undecided(report, name, tried))
     return chosen, fixed
 
 
-def _undecided(report: Report, name: str, tried: list[tuple[int, list[tuple[int, Guard]]]]) -> FixedSymbol:
+def _undecided(report: Report, name: str, tried: list[tuple[int, list[tuple[int, Guard]], bool]]) -> FixedSymbol:
     """The first rule whose decision at the nominal size changes elsewhere, and at which sizes."""
     size = report.symbols.nominal[name]
     k, guard = tried[0][1][0]
     e = guard.left + guard.right.scale(-1)
-    sizes = ", ".join(str(s) for s, failed in tried if any(g is guard for _, g in failed))
-    why = f"holds only at {name}={size}" if (guard.op == "==" and guard.outcome and e.affine
-                                            and e.symbols == {name}) else \
-        f"holds at {name}={size} but not at {sizes} (nor any size up to {name}={size + SCAN_OFFSETS[-1]}); " \
-        "it cannot be decided symbolically"  # a*n + b = 0: one n
+    sizes = ", ".join(str(s) for s, failed, far in tried if not far and any(g is guard for _, g in failed))
+    if guard.op == "==" and guard.outcome and e.affine and e.symbols == {name}:
+        why = f"holds only at {name}={size}"  # a*n + b = 0: one n
+    else:
+        where = f"but not at {sizes}" if sizes else "and at sizes near it, but not at larger ones"
+        why = (f"holds at {name}={size} {where}, nor at a size up to {name}={size + SCAN_OFFSETS[-1]} that "
+               f"repeats at larger sizes; it cannot be decided symbolically")
     return FixedSymbol(name, size, k, guard, why)
 
 

@@ -105,18 +105,25 @@ def _ctor(module: nn.Module) -> tuple[str, OrderedDict[str, Any], int, dict[str,
                 value = getattr(module, p.name)
             else:
                 continue
-            value = _simple(value)
+            value = value if p.name == "pads" else _simple(value)  # F.pad needs the sequence, (2, 2) too
             if p.default is p.empty and p.kind == p.POSITIONAL_OR_KEYWORD:
                 required.append((p.name, value))  # written positionally, first, in signature order
             elif p.default is p.empty:
                 args[p.name] = value
             else:
                 defaults[p.name] = _simple(p.default)
-                if defaults[p.name] != value or type(defaults[p.name]) is not type(value):
+                if not _is_default(value, defaults[p.name]):
                     args[p.name] = value
         if not variadic:
             break
     return name, OrderedDict(required + list(args.items())), len(required), defaults
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    """Conv1d's padding (0,) is its default 0: torch's _single/_pair repeat a scalar default."""
+    if isinstance(value, tuple) and type(default) is int and value:
+        return all(type(v) is int and v == default for v in value)
+    return default == value and type(default) is type(value)
 
 
 def _simple(value: Any) -> Any:

@@ -38,6 +38,7 @@ class TypeView:
     layout: str  # "CHW", "TF", ... for messages that read the same at every invocation
     varying: frozenset[int] = frozenset()  # axes whose size follows a dynamic (symbolic) input axis
     dynamic: str = ""  # the dynamic input axes' names, for the message
+    undecided: str = ""  # the layer before that fails at other sizes (every axis then counts as varying)
 
     def size(self, attr: str) -> int:
         if attr == "shape":
@@ -50,6 +51,10 @@ class TypeView:
         return self.at(self.axes.index(attr), f"in.{attr}")
 
     def at(self, axis: int, text: str) -> int:
+        if axis in self.varying and self.undecided:
+            raise ExprError("AS120", f"{text}: archspec cannot tell whether it follows the dynamic input axis "
+                            f"{self.dynamic}, as {self.undecided} fails when it takes a second size (2 x nominal + 1)",
+                            "make that layer accept other sizes, or give the dynamic axis a fixed size")
         if axis in self.varying:
             raise ExprError("AS120", f"{text} follows the dynamic input axis {self.dynamic}; a layer's "
                             "parameters must be the same at every size",

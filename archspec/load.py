@@ -195,11 +195,34 @@ class _Builder:
             tab = "'\\t'" in msg or (mark is not None and self.text[mark.index:mark.index + 1] == "\t")
             if tab:
                 msg = "YAML syntax: a tab ('\\t') where YAML allows only spaces"
-            hint = "YAML does not allow tabs for indentation; use spaces" if tab else ""
+            hint = "YAML does not allow tabs for indentation; use spaces" if tab else self._syntax_hint(exc, mark)
             self.errors.add("AS010", msg, loc, hint=hint)
             data = None
         self.errors.raise_if_any()
         return Document(data, self.file, self.text, self.value_locs, self.key_locs)
+
+    def _syntax_hint(self, exc: yaml.YAMLError, mark: Any) -> str:
+        """PyYAML names the symptom; the usual causes are an unclosed bracket (where it opened) and a
+        line indented unlike its neighbours."""
+        opened = getattr(exc, "context_mark", None)
+        context = getattr(exc, "context", None) or ""
+        if "flow" in context and opened is not None and mark is not None and opened.line != mark.line:
+            bracket = self.text[opened.index:opened.index + 1]
+            return (f"the `{bracket}` opened at line {opened.line + 1}, column {opened.column + 1} is still open here: "
+                    "close it, or separate its entries with `,`")
+        problem = getattr(exc, "problem", None) or ""
+        if mark is None or not ("mapping values are not allowed" in problem or "expected key" in problem):
+            return ""
+        lines = self.text.splitlines()
+        here = lines[mark.line] if mark.line < len(lines) else ""
+        above = next((line for line in reversed(lines[:mark.line]) if line.strip() and not line.lstrip().startswith("#")), None)
+        if above is None:
+            return ""
+        indent, before = len(here) - len(here.lstrip(" ")), len(above) - len(above.lstrip(" "))
+        if indent == before:
+            return ""
+        return (f"check the indentation: this line starts at column {indent + 1}, the line above at column "
+                f"{before + 1}; the items of one list, and the keys of one mapping, start in the same column")
 
     def _build(self) -> Any:
         # Iterative over events: depth is bounded by limits, not by Python's stack.

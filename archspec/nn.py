@@ -190,6 +190,22 @@ class AxisLayerNorm(nn.LayerNorm):
         return super().extra_repr() + f", axis={self.axis}"
 
 
+class AxisGroupNorm(nn.GroupNorm):
+    """GroupNorm over a per-sample axis that is not the first: the features of a sequence (N, T, F),
+    which PyTorch's GroupNorm reads as (N, C, L) = (N, F, T): move the axis to 1, normalise, move it
+    back. Parameter names stay nn.GroupNorm's."""
+
+    def __init__(self, num_groups: int, num_channels: int, axis: int, **kwargs):  # named as nn.GroupNorm's: eject reads it back
+        super().__init__(num_groups, num_channels, **kwargs)
+        self.axis = axis
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(self.axis, 1)).movedim(1, self.axis)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", axis={self.axis}"
+
+
 class AxisBatchNorm(nn.BatchNorm1d):
     """BatchNorm1d over a per-sample axis that is not the first: the features of a sequence (N, T, F),
     which PyTorch's BatchNorm1d normalises as (N, F, T): move the axis to 1, normalise, move it back.
@@ -340,9 +356,13 @@ class SequenceConv1d(nn.Conv1d):
     recomputes it for each length, as a strided 'same' needs on a sequence of any length (ONNX auto_pad
     SAME_LOWER)."""
 
-    def __init__(self, *args, pads: tuple[int, int] | str, **kwargs):
-        super().__init__(*args, padding=0, **kwargs)
-        self.pads = pads
+    # an explicit signature without `padding` (always 0 here): eject writes back what it names, and an
+    # equal pair (p, p) as p
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
+                 groups: int = 1, bias: bool = True, pads: tuple[int, int] | int | str = 0):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups,
+                         bias=bias)
+        self.pads = (pads, pads) if isinstance(pads, int) else pads if isinstance(pads, str) else tuple(pads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, T, F) -> (N, T', out)
         y = x.transpose(1, 2)

@@ -16,8 +16,8 @@ def _schema_type(prop: dict) -> str:
     if "enum" in prop:
         return " \\| ".join(f"`{v}`" for v in prop["enum"])
     if "anyOf" in prop:
-        kinds = [_schema_type(p) for p in prop["anyOf"]]
-        return " or ".join(dict.fromkeys(k for k in kinds if k != "null" and k != "str" or len(kinds) == 1))
+        kinds = [k for k in (_schema_type(p) for p in prop["anyOf"]) if k != "null"]
+        return " or ".join(dict.fromkeys(k for k in kinds if k != "str" or len(kinds) == 1))  # `to`: str
     if prop.get("type") == "array":
         n = prop.get("maxItems")
         return "[h, w]" if n == 2 else "[t, b, l, r]" if n == 4 else "list"

@@ -151,6 +151,27 @@ def test_bad_reads_are_located_once(tmp_path: Path, head: str, expr: str, code: 
     assert any(note == "in block 'b' invoked here" for note, _ in d.related)
 
 
+def test_a_fixed_axis_after_a_layer_that_fails_at_other_sizes_names_that_layer(tmp_path: Path) -> None:
+    """A ViT with dynamic h, w and a fixed-size position embedding: at the second size the checker tries,
+    the add fails, so it cannot tell that the tokens' width is fixed; it says so, naming the add, rather
+    than that in.features follows h and w."""
+    ds = errors(spec(tmp_path, """\
+        blocks:
+          mlp:
+            body: [{linear: {out: "in.features"}}]
+        network:
+          - conv2d: {out: 16, kernel: 4, stride: 4}
+          - flatten: {start: 1}
+          - transpose: {dims: [0, 1]}
+          - residual: {body: [{parameter: {shape: [16, 16]}}]}
+          - mlp
+        """, "input: {image: [3, h=16, w=16]}"))
+    assert [(d.code, d.loc.line, d.loc.col) for d in ds] == [("AS120", 6, 27)]
+    assert ds[0].message.startswith(
+        "in.features: archspec cannot tell whether it follows the dynamic input axis 'h', 'w', as add "
+        f"'residual0.merge' ({tmp_path / 's.yaml'}:11:15) fails when it takes a second size (2 x nominal + 1)")
+
+
 def test_in_outside_a_block(tmp_path: Path) -> None:
     ds = errors(spec(tmp_path, """\
         network:

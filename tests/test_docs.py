@@ -22,3 +22,11 @@ def test_kind_is_documented(kind: str) -> None:
     cls = REGISTRY[kind]
     assert cls.doc and cls.flops_rule and cls.shape_rule and cls.macs_rule
     assert f"## `{kind}`" in (ROOT / "docs" / "layers.md").read_text()
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRY))
+def test_every_parameter_has_a_type_in_the_reference(kind: str) -> None:
+    """A name-valued field (`upsample: {to: skip}`) is `str`, not a blank cell."""
+    section = (ROOT / "docs" / "layers.md").read_text().split(f"## `{kind}`\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| `")]
+    assert all(len(r) >= 4 and r[1].strip() for r in rows), [r[0] for r in rows if not r[1].strip()]

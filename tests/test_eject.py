@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ZOO = sorted((ROOT / "specs").glob("*.yaml"))
 # several inputs or outputs, `from:` references: a straight-line forward (googlenet_aux is in the zoo)
 GRAPHS = [ROOT / "examples/image_metadata.yaml", ROOT / "examples/multiscale_head.yaml", ROOT / "examples/c2f_fpn.yaml",
-          ROOT / "tests/data/eject_wiring.yaml"]
+          ROOT / "tests/data/eject_wiring.yaml", ROOT / "tests/data/eject_sequence.yaml"]
 BIG = {"vgg11", "vgg11_bn", "vgg16_bn", "vgg11_lrn", "vgg13", "vgg16", "vgg16_c", "vgg19", "resnet101", "resnet152", "alexnet"}
 TOLERANCE = 1e-5  # relative to max(1, max|build output|)
 

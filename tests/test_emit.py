@@ -59,7 +59,7 @@ VARIANTS = [
     ("layernorm", {"dim": -1, "eps": 1e-3}, IMAGE),
     ("layernorm", {"dim": 1, "affine": False}, IMAGE),  # a middle axis: moved last and back
     ("layernorm", {"bias": False}, IMAGE),  # channels, weight only
-    ("groupnorm", {"groups": 3, "affine": False}, "[6, time=7]"),  # (C, L), L dynamic
+    ("groupnorm", {"groups": 3, "affine": False}, "[time=7, 6]"),  # (T, F): the features are the channels
     ("groupnorm", {"groups": 1, "eps": 1e-3}, "[4, 9, 9]"),  # one group: LayerNorm over (C, H, W)
     ("groupnorm", {"groups": 4}, "[4, 9, 9]"),  # one channel a group: InstanceNorm
     ("instancenorm", {}, IMAGE),  # no affine: unit scale, zero shift

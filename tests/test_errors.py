@@ -444,6 +444,57 @@ def test_shape_errors_in_every_branch_are_reported(tmp_path):
     assert [where(d) for d in diags] == [("AS203", 6, 20), ("AS203", 7, 20)]
 
 
+def test_concat_size_mismatch_points_at_the_layer_that_changed_the_size(tmp_path):
+    """The channels differ too, but concat joins them: the fix goes where H x W went wrong (the
+    upsample), not at the concat that widened the channels of its input."""
+    body = """\
+        network:
+          - {conv2d: {out: 4, kernel: 3, padding: 1}, name: a}
+          - {conv2d: {out: 4, kernel: 3, stride: 2, padding: 1}, name: b}
+          - {concat, from: [a, a], name: wide}
+          - {upsample: {scale: 4}, from: b, name: up}
+          - {concat, from: [wide, up], name: joined}
+        """
+    d = only(errors(tmp_path, body))
+    assert where(d) == ("AS201", 8, 5)
+    assert d.message == "concat 'joined': cannot concatenate 8x8x8 and 4x16x16: all axes but channels must agree"
+    assert [(n, l.line) for n, l in d.related] == [("input 0 8x8x8 comes from 'wide'", 7),
+                                                  ("input 1 4x16x16 comes from 'up'", 8)]
+
+
+def test_channel_gate_without_spatial_axes_gets_the_reshape_hint(tmp_path):
+    """A squeeze-and-excitation gate from global_avgpool + linear is (C); times (C, H, W) it aligns
+    with W (NumPy's right alignment), so the hint says how to make it (C, 1, 1)."""
+    body = """\
+        network:
+          - {conv2d: {out: 4, kernel: 1}, name: feat}
+          - global_avgpool
+          - {linear: {out: 4}, name: gate}
+          - {mul, from: [feat, gate]}
+        """
+    d = only(errors(tmp_path, body))
+    assert where(d) == ("AS201", 8, 5)
+    assert d.message == ("mul 'mul0': cannot broadcast 4x8x8 and 4: axis 2 is 8 in one and 4 in the other "
+                         "(each axis must be equal or 1)")
+    assert d.hint.startswith("a per-channel gate of 4 values must be 4x1x1 to broadcast over channels: "
+                             "`reshape: {shape: [4, 1, 1]}` before the mul")
+
+
+def test_a_failed_split_is_reported_once_not_again_at_what_reads_its_readers(tmp_path):
+    """`size` for `sizes`: the split fails; `up` reads one of its pieces and is left out with it, so
+    `joined` reading `up` says nothing more (it used to add "unknown name 'up'", did you mean 'sp'?)."""
+    body = """\
+        network:
+          - {conv2d: {out: 8, kernel: 1}, name: c}
+          - {split: {size: [2, 6], as: [lo, hi]}, name: sp}
+          - {upsample: {scale: 1}, from: hi, name: up}
+          - {concat, from: [up, c], name: joined}
+        """
+    d = only(errors(tmp_path, body))
+    assert where(d) == ("AS101", 6, 14)
+    assert d.hint == "did you mean 'sizes'?"
+
+
 def test_spec_error_message_is_the_first_diagnostic(tmp_path):
     path = spec(tmp_path, "network:\n  - rellu\n")
     with pytest.raises(SpecError, match=r"spec\.yaml:5:5: error\[AS105\]: unknown layer kind or block 'rellu'"):

@@ -119,6 +119,23 @@ def test_exports_reason_for_a_rule_that_holds_at_one_size(tmp_path):
         "concat 'concat0.merge' needs h - 2 == 10, which holds only at h=12")
 
 
+def test_the_sizes_tried_are_named_once(tmp_path):
+    """At a nominal 32, twice the nominal size is also nominal+32: the message names 64 once."""
+    text = """\
+        archspec: 1
+        name: tokens
+        input: {image: [3, h=32, w=32]}
+        network:
+          - conv2d: {out: 16, kernel: 1}
+          - flatten: {start: 1}
+          - transpose: {dims: [0, 1]}
+          - residual: {body: [{parameter: {shape: [1024, 16]}}]}
+        """
+    (warning,) = archspec.check(write(tmp_path, text)).warnings
+    assert ("needs h * w == 1024, which holds at h=32 but not at 39, 40, 48, 64, nor at a size up to h=96 "
+            "that repeats at larger sizes") in warning.message
+
+
 def test_symbols_that_vary_warn_nothing_and_export_dynamic(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write(tmp_path, FINE)
@@ -147,3 +164,26 @@ def test_the_warning_costs_no_torch_or_onnx(tmp_path):
                        text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[0, 0, 0, 1] []"
+
+
+@pytest.mark.parametrize("patch, tokens", [(4, 64), (8, 16)])
+def test_a_rule_that_holds_in_a_band_of_sizes_fixes_the_symbol(tmp_path, patch, tokens):
+    """A strided patch conv feeding a fixed-size position embedding holds at h=32..32+patch-1 only
+    ((h // patch) * (w // patch) == tokens): a second size inside that band (33, or 39 for patch 8)
+    would verify an export that fails at 64, so check warns and export refuses the axis."""
+    text = f"""
+        archspec: 1
+        name: vit_like
+        input: {{image: [3, h=32, w=32]}}
+        network:
+          - conv2d: {{out: 16, kernel: {patch}, stride: {patch}}}
+          - flatten: {{start: 1}}
+          - transpose: {{dims: [0, 1]}}
+          - residual: {{body: [{{parameter: {{shape: [{tokens}, 16]}}}}]}}
+        """
+    report = archspec.check(write(tmp_path, text))
+    (warning,) = report.warnings
+    assert warning.code == "AS403" and "it cannot be decided symbolically" in warning.message
+    with pytest.raises(ExportError, match="only accepts h=32"):
+        export_model(report, tmp_path / "m.onnx")
+    assert dict(export_model(report, tmp_path / "m.onnx", dynamic="batch").dynamic_axes) == {"batch": 0}

@@ -423,6 +423,23 @@ def test_syntax_errors_are_located(tmp_path, text, loc):
     assert d.message.startswith("YAML syntax")
 
 
+@pytest.mark.parametrize("text, loc, hint", [
+    ("a:\n  - 1\n   - b: 2\n", (3, 7), "this line starts at column 4, the line above at column 3"),
+    ("a:\n  b: 1\n c: 2\n", (3, 2), "this line starts at column 2, the line above at column 3"),
+    ("a: {b: 1\n\nc: 2\n", (3, 2), "the `{` opened at line 1, column 4 is still open here"),
+])
+def test_indentation_and_unclosed_bracket_errors_say_where_the_cause_is(tmp_path, text, loc, hint):
+    """PyYAML's message names the symptom, often lines after the cause; the hint names the cause."""
+    d = only(load_errors(tmp_path, text))
+    assert (d.code, d.loc.line, d.loc.col) == ("AS010", *loc)
+    assert hint in d.hint
+
+
+def test_a_syntax_error_on_an_aligned_line_gets_no_indentation_hint(tmp_path):
+    d = only(load_errors(tmp_path, "a: b: c\n"))
+    assert d.hint == ""
+
+
 def test_mapping_keys_must_be_scalars(tmp_path):
     d = only(load_errors(tmp_path, "? [a]\n: 1\n"))
     assert where(d) == ("AS103", 1, 3)

@@ -116,17 +116,19 @@ def test_a_layout_without_channels_or_features_is_refused_clearly(tmp_path: Path
     assert d.message == "batchnorm 'batchnorm0': batchnorm normalises channels (C) or features (F); a T input has neither"
 
 
-@pytest.mark.parametrize("inp, layer, where", [
-    ("[4, 1, 1]", "instancenorm", "each channel of a 4x1x1 input holds one value"),
-    ("[4, 1, 1]", "groupnorm: {groups: 4}", "each of the 4 groups of a 4x1x1 input holds one value"),
-    ("[4, 1]", "groupnorm: {groups: 4}", "each of the 4 groups of a 4x1 input holds one value")])
+@pytest.mark.parametrize("inp, layer, where, torch_shape, ok", [
+    ("[4, 1, 1]", "instancenorm", "each channel of a 4x1x1 input holds one value", (1, 4, 1, 1), "[4, 1, 2]"),
+    ("[4, 1, 1]", "groupnorm: {groups: 4}", "each of the 4 groups of a 4x1x1 input holds one value", (1, 4, 1, 1),
+     "[4, 1, 2]"),
+    # a sequence (T, F) = (1, 4): its 4 features are the channels, nn.GroupNorm's (N, F, T) = (1, 4, 1)
+    ("[1, 4]", "groupnorm: {groups: 4}", "each of the 4 groups of a 1x4 input holds one value", (1, 4, 1), "[2, 4]")])
 def test_a_norm_of_single_values_is_refused_as_pytorch_refuses_it(tmp_path: Path, inp: str, layer: str,
-                                                                 where: str) -> None:
+                                                                 where: str, torch_shape: tuple, ok: str) -> None:
     with pytest.raises(SpecError) as exc:
         spec(tmp_path, inp, f"  - {layer}\n")
     (d,) = exc.value.diagnostics
     assert where in d.message
     module = {"instancenorm": nn.InstanceNorm2d(4), "groupnorm": nn.GroupNorm(4, 4)}[layer.split(":")[0]]
     with pytest.raises(ValueError, match="Expected more than 1"):  # the oracle: PyTorch's own check
-        module(torch.randn(1, *(int(s) for s in inp.strip("[]").split(","))))
-    spec(tmp_path, inp.replace("1]", "2]"), f"  - {layer}\n")  # two values each: accepted
+        module(torch.randn(*torch_shape))
+    spec(tmp_path, ok, f"  - {layer}\n")  # two values each: accepted

@@ -12,7 +12,10 @@ Conventions, stated once and used everywhere:
   steps, one per window element for pooling (documented per kind in `flops`). Per sample.
 - A tensor type carries its layout: "CHW" (image), "TF" (sequence: time, features), "T" (token
   ids), "F" (features). A rule that keeps the rank keeps the layout; one that changes the rank
-  gets the default layout of the new rank unless it says otherwise (`default_layout`).
+  gets the default layout of the new rank unless it says otherwise (`default_layout`). permute and
+  transpose move the letters with their axes (HWC, FT); the axis a kind normalises, scales or joins
+  is read from the letters (`channel_axis`), never from the rank, and a kind that needs one
+  layout says so (`input_layouts`).
 
 The operator contract is N-ary: a node reads a tuple of input types and produces a tuple of
 output types. The graph engines call only the N-ary methods:
@@ -49,11 +52,12 @@ FLOAT, INT = "float32", "int64"
 
 
 class ShapeError(Exception):
-    """Raised by a shape rule; `field` names the parameter at fault, if one is."""
+    """Raised by a shape rule; `field` names the parameter at fault, if one is; `axis`, for inputs
+    that disagree, the per-sample axis they must agree on (where the checker looks for the layer to fix)."""
 
-    def __init__(self, message: str, field: str | None = None, code: str = "AS201"):
+    def __init__(self, message: str, field: str | None = None, code: str = "AS201", axis: int | None = None):
         super().__init__(message)
-        self.field, self.code = field, code
+        self.field, self.code, self.axis = field, code, axis
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,19 @@ class TensorType:
         what concat joins and batch norm normalises; None for a layout with neither (token ids)."""
         axes = self.axes
         return axes.index("C") if "C" in axes else axes.index("F") if "F" in axes else None
+
+    def permuted(self, order: list[int]) -> str:
+        """The layout after `x.permute(order)` (per-sample axes): the letters move with their axes, so
+        (C, H, W) permuted by [1, 2, 0] is HWC, which kinds that need CHW refuse (`input_layouts`)."""
+        axes = self.axes
+        return "".join(axes[d] for d in order) if len(axes) == len(self.shape) else ""
+
+    def channel_axis_or_error(self, kind: str) -> int:
+        """`channel_axis`, or a ShapeError naming the kind and the axis it needs."""
+        axis = self.channel_axis
+        if axis is None:
+            raise ShapeError(f"{kind} works on channels (C) or features (F); a {self.axes} input has neither")
+        return axis
 
 
 AXIS_NAMES = {"C": "channels", "H": "height", "W": "width", "T": "time", "F": "features"}  # layout letter -> name
@@ -191,6 +208,9 @@ class LayerKind:
     doc: ClassVar[str] = ""
     input_rank: ClassVar[tuple[int, ...] | None] = None  # accepted per-sample ranks; None = any
     input_desc: ClassVar[str] = ""  # how the docs and errors name the expected input, e.g. "(C, H, W)"
+    # accepted layouts (TensorType.axes); None = any. A kind that reads axis 0 as channels needs CHW, so
+    # a permuted (H, W, C) is refused rather than read along the wrong axis
+    input_layouts: ClassVar[tuple[str, ...] | None] = None
     input_dtype: ClassVar[str] = FLOAT
     flops_rule: ClassVar[str] = ""  # one line for the docs, with its reference
     shape_rule: ClassVar[str] = "output shape = input shape"

@@ -80,6 +80,7 @@ class Conv2d(LayerKind):
     doc = "2-D convolution over (C, H, W); `out` filters of size `kernel`."
     input_rank = (3,)
     input_desc = "(C, H, W)"
+    input_layouts = ("CHW",)
     flops_rule = "2*MACs + one add per output element for the bias"
     shape_rule = ("(C, H, W) -> (out, floor((H + p_top + p_bottom - d*(k-1) - 1) / s) + 1, same for W); "
                   "'same' gives ceil(H/s) with ceil(p/2) on top (d2l §7.3)")
@@ -193,6 +194,7 @@ class ConvTranspose2d(LayerKind):
            "input: upsamples by `stride` (d2l §14.10; FCN, U-Net decoders).")
     input_rank = (3,)
     input_desc = "(C, H, W)"
+    input_layouts = ("CHW",)
     flops_rule = "2*MACs + one add per output element for the bias"
     shape_rule = "(C, H, W) -> (out, (H - 1)*s - 2p + d*(k - 1) + output_padding + 1, same for W) (PyTorch ConvTranspose2d docs)"
     macs_rule = "H * W * C * (out/groups) * kh * kw: every input element meets every weight of its group"
@@ -296,6 +298,7 @@ class Conv1d(LayerKind):
            "(d2l §15.3, text CNNs; WaveNet with `dilation`). `padding`: int, [left, right], 'same' or 'valid'.")
     input_rank = (2,)
     input_desc = "(T, F)"
+    input_layouts = ("TF",)
     flops_rule = "2*MACs + one add per output element for the bias"
     shape_rule = "(T, F) -> (floor((T + p_left + p_right - d*(k-1) - 1) / s) + 1, out)"
     macs_rule = "T' * out * (F/groups) * k"

@@ -114,6 +114,14 @@ class Flatten(LayerKind):
         return x[:start] + (numel(x[start:end + 1]),) + x[end + 1:]
 
     @classmethod
+    def output_type(cls, p: FlattenParams, x: TensorType) -> TensorType:
+        """An image's positions flattened, (C, H, W) -> (C, H*W), are a sequence whose features are the
+        channels: layout FT (ViT's patches, transposed to TF next); anything else takes its rank's default."""
+        shape = cls.infer(p, x.shape)
+        positions = x.axes == "CHW" and cls.axes(p, x.shape) == (1, 2)
+        return TensorType(shape, x.dtype, "FT" if positions else "")
+
+    @classmethod
     def cost(cls, p: FlattenParams, x: Shape, y: Shape) -> Cost:
         return Cost()
 

@@ -32,7 +32,9 @@ class Concat(LayerKind):
         what = "channels" if first.axes[axis] == "C" else "features"
         for i, x in enumerate(xs[1:], 1):
             if x.axes != first.axes or x.shape[:axis] + x.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]:
-                raise ShapeError(f"cannot concatenate {first} and {x}: all axes but {what} must agree", str(i))
+                differ = next((k for k, (m, n) in enumerate(zip(first.shape, x.shape)) if k != axis and m != n), None)
+                raise ShapeError(f"cannot concatenate {first} and {x}: all axes but {what} must agree", str(i),
+                                 axis=differ)
             if x.dtype != first.dtype:
                 raise ShapeError(f"cannot concatenate {first.dtype} and {x.dtype} tensors", str(i))
         shape = first.shape[:axis] + (sum(x.shape[axis] for x in xs),) + first.shape[axis + 1:]
@@ -130,10 +132,22 @@ class Mul(LayerKind):
     arity = None
     example: dict[str, Any] = {}
     doc = ("Multiplies its inputs element-wise, with broadcasting: squeeze-and-excitation gates "
-           "(Hu et al. 2018), layer scale. Written over named values: `- {mul, from: [x, gate]}`.")
+           "(Hu et al. 2018), layer scale. Written over named values: `- {mul, from: [x, gate]}`. Shapes align "
+           "on the right, as NumPy's: a gate of C values times a (C, H, W) map pairs it with W, so make the gate "
+           "(C, 1, 1) (`reshape`, or `adaptive_avgpool2d` and 1x1 convolutions).")
     input_desc = "two or more tensors whose shapes broadcast"
     shape_rule = "the broadcast shape: per axis, from the right, equal sizes or 1"
     flops_rule = "(inputs - 1) x output elements"
+
+    @classmethod
+    def fix_hint(cls, first: Shape, other: Shape) -> str:
+        """A gate of C values against a (C, H, W) map aligns with W, from the right: it needs (C, 1, 1)."""
+        gate, image = (first, other) if len(first) == 1 else (other, first)
+        if len(gate) != 1 or len(image) != 3 or gate[0] != image[0]:
+            return ""
+        return (f"a per-channel gate of {gate[0]} values must be {gate[0]}x1x1 to broadcast over channels: "
+                f"`reshape: {{shape: [{gate[0]}, 1, 1]}}` before the mul, or make it with "
+                "`adaptive_avgpool2d: {output: 1}` and 1x1 conv2d layers, as torchvision's SE does")
 
     @classmethod
     def output_types(cls, p: Any, xs: tuple[TensorType, ...]) -> tuple[TensorType, ...]:

@@ -21,6 +21,9 @@ def _channels(x: TensorType) -> int:
     axis = x.channel_axis
     if axis is None:
         raise ShapeError(f"batchnorm normalises channels (C) or features (F); a {x.axes} input has neither")
+    if x.axes not in ("CHW", "TF", "FT", "F"):  # BatchNorm1d/2d read channels at axis 1 of (N, C, ...)
+        raise ShapeError(f"batchnorm normalises a (C, H, W), (T, F) or (F) input; a {x} input in layout {x.axes} is "
+                         "neither: permute its axes back first")
     return axis
 
 
@@ -111,6 +114,7 @@ class LocalResponseNorm(LayerKind):
     doc = "Local response normalisation across `size` neighbouring channels (AlexNet, VGG A-LRN)."
     input_rank = (3,)
     input_desc = "(C, H, W)"
+    input_layouts = ("CHW",)
     flops_rule = "2*size + 3 per element (squares and sums over the window, then scale, power, divide)"
     example = {"size": 3}
 
@@ -145,68 +149,73 @@ class LayerNormParams(LayerParams):
     eps: float = Field(1e-5, gt=0)
     affine: bool = True  # a learned scale and shift per normalised feature (elementwise_affine)
     bias: bool = True  # the shift, when affine (torch >= 2.1 `bias`)
-    dim: int | None = Field(None, description="the per-sample axis normalised; default: channels of an "
-                            "image (C, H, W), the last axis otherwise")
+    dim: int | None = Field(None, description="the per-sample axis normalised; default: by the input's layout, "
+                            "the channels of an image (C, H, W), the features of a sequence or vector")
 
 
-def _norm_axis(p: LayerNormParams, x: Shape) -> int:
-    """The normalised per-sample axis, non-negative."""
+def _norm_axis(p: LayerNormParams, x: TensorType) -> int:
+    """The normalised per-sample axis, non-negative: `dim`, or the layout's channels or features."""
+    rank = len(x.shape)
     if p.dim is None:
-        return 0 if len(x) == 3 else len(x) - 1
-    if not -len(x) <= p.dim < len(x):
-        raise ShapeError(f"dim={p.dim} is out of range for a rank-{len(x)} input", "dim")
-    return p.dim % len(x)
+        return x.channel_axis_or_error("layernorm (without `dim`)")
+    if not -rank <= p.dim < rank:
+        raise ShapeError(f"dim={p.dim} is out of range for a rank-{rank} input", "dim")
+    return p.dim % rank
 
 
 class LayerNorm(LayerKind):
     name = "layernorm"
     sample_statistics = True
     Params = LayerNormParams
-    doc = ("Layer normalisation (Ba et al. 2016) over one axis: the features of tokens (T, F) or (F), "
-           "the channels of an image (C, H, W) at every position, as ConvNeXt's LayerNorm2d does.")
+    doc = ("Layer normalisation (Ba et al. 2016) over one axis, by default the one the input's layout "
+           "names: the features of tokens (T, F) or (F), the channels of an image (C, H, W) at every "
+           "position, as ConvNeXt's LayerNorm2d does.")
     flops_rule = "5 per element (mean, variance, subtract, divide, scale-shift; a counting convention)"
     shape_rule = "output shape = input shape"
     example = {}
 
     @classmethod
-    def infer(cls, p: LayerNormParams, x: Shape) -> Shape:
-        if not x:
+    def output_types(cls, p: LayerNormParams, xs: tuple[TensorType, ...]) -> tuple[TensorType, ...]:
+        if not xs[0].shape:
             raise ShapeError("layernorm needs at least one axis")
-        _norm_axis(p, x)
-        return x
+        _norm_axis(p, xs[0])
+        return (xs[0],)
 
     @classmethod
-    def cost(cls, p: LayerNormParams, x: Shape, y: Shape) -> Cost:
-        n = x[_norm_axis(p, x)]
-        return Cost(params=(n + (n if p.bias else 0)) if p.affine else 0, flops=5 * numel(x))
+    def cost_n(cls, p: LayerNormParams, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]) -> Cost:
+        x = xs[0]
+        n = x.shape[_norm_axis(p, x)]
+        return Cost(params=(n + (n if p.bias else 0)) if p.affine else 0, flops=5 * numel(x.shape))
 
     @classmethod
-    def lower(cls, p: LayerNormParams, x: Shape, y: Shape):
+    def lower_n(cls, p: LayerNormParams, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]):
         from torch import nn
 
         from ..nn import AxisLayerNorm
 
-        axis = _norm_axis(p, x)
+        x = xs[0].shape
+        axis = _norm_axis(p, xs[0])
         args = dict(eps=p.eps, elementwise_affine=p.affine, bias=p.bias)
         return nn.LayerNorm(x[axis], **args) if axis == len(x) - 1 else AxisLayerNorm(x[axis], axis + 1, **args)
 
     @classmethod
-    def tensors(cls, p: LayerNormParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
-        n = (x[_norm_axis(p, x)],)
+    def tensors_n(cls, p: LayerNormParams, xs: tuple[TensorType, ...],
+                  ys: tuple[TensorType, ...]) -> dict[str, tuple[Shape, str]]:
+        n = (xs[0].shape[_norm_axis(p, xs[0])],)
         return {"weight": (n, "float32"), **({"bias": (n, "float32")} if p.bias else {})} if p.affine else {}
 
     @classmethod
-    def initial(cls, p: LayerNormParams, x: Shape, y: Shape, scheme: str, rng):
+    def initial_n(cls, p: LayerNormParams, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...], scheme: str, rng):
         import numpy as np
 
-        n = x[_norm_axis(p, x)]  # nn.LayerNorm's reset_parameters: weight 1, bias 0
-        return {k: (np.ones if k == "weight" else np.zeros)(n, np.float32) for k in cls.tensors(p, x, y)}
+        n = xs[0].shape[_norm_axis(p, xs[0])]  # nn.LayerNorm's reset_parameters: weight 1, bias 0
+        return {k: (np.ones if k == "weight" else np.zeros)(n, np.float32) for k in cls.tensors_n(p, xs, ys)}
 
     @classmethod
     def emit(cls, p: LayerNormParams, x: TensorType, y: TensorType, g) -> str:
         import numpy as np
 
-        axis, rank = _norm_axis(p, x.shape) + 1, len(x.shape) + 1  # + the batch axis
+        axis, rank = _norm_axis(p, x) + 1, len(x.shape) + 1  # + the batch axis
         n = x.shape[axis - 1]
         if g.opset >= 17:
             # one fused LayerNormalization kernel; it normalises the trailing axes, so a channel axis
@@ -247,56 +256,78 @@ class GroupNorm(LayerKind):
     name = "groupnorm"
     sample_statistics = True
     Params = GroupNormParams
-    doc = "Group normalisation (Wu & He 2018): channels split into `groups`, each normalised over (C/groups, H, W)."
+    doc = ("Group normalisation (Wu & He 2018): channels split into `groups`, each normalised over (C/groups, H, W); "
+           "on a sequence (T, F) the features are the channels, as nn.GroupNorm on (N, F, T).")
     input_rank = (2, 3)
-    input_desc = "(C, H, W) or (C, L)"
+    input_desc = "(C, H, W) or (T, F)"
     flops_rule = "5 per element (mean, variance, subtract, divide, scale-shift; a counting convention)"
     example = {"groups": 2}
 
     @classmethod
-    def infer(cls, p: GroupNormParams, x: Shape) -> Shape:
-        if x[0] % p.groups:
-            raise ShapeError(f"groups={p.groups} must divide the {x[0]} channels", "groups")
-        if x[0] // p.groups * numel(x[1:]) == 1:  # torch.nn.functional.group_norm's _verify_batch_size
-            raise ShapeError(f"each of the {p.groups} groups of a {'x'.join(map(str, x))} input holds one value: "
+    def output_types(cls, p: GroupNormParams, xs: tuple[TensorType, ...]) -> tuple[TensorType, ...]:
+        x = xs[0]
+        c = x.shape[x.channel_axis_or_error("groupnorm")]
+        if c % p.groups:
+            raise ShapeError(f"groups={p.groups} must divide the {c} {_what(x)}", "groups")
+        if c // p.groups * (numel(x.shape) // c) == 1:  # torch.nn.functional.group_norm's _verify_batch_size
+            raise ShapeError(f"each of the {p.groups} groups of a {x} input holds one value: "
                              "its normalisation is 0, and PyTorch refuses it at batch 1", "groups")
-        return x
+        return (x,)
 
     @classmethod
-    def cost(cls, p: GroupNormParams, x: Shape, y: Shape) -> Cost:
-        return Cost(params=2 * x[0] if p.affine else 0, flops=5 * numel(x))
+    def cost_n(cls, p: GroupNormParams, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]) -> Cost:
+        return Cost(params=2 * _width(xs[0]) if p.affine else 0, flops=5 * numel(xs[0].shape))
 
     @classmethod
-    def lower(cls, p: GroupNormParams, x: Shape, y: Shape):
+    def lower_n(cls, p: GroupNormParams, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]):
         from torch import nn
 
-        return nn.GroupNorm(p.groups, x[0], eps=p.eps, affine=p.affine)
+        from ..nn import AxisGroupNorm
+
+        axis = xs[0].channel_axis_or_error("groupnorm")
+        if axis:  # (T, F): nn.GroupNorm on (N, F, T), moved there and back
+            return AxisGroupNorm(p.groups, _width(xs[0]), axis + 1, eps=p.eps, affine=p.affine)
+        return nn.GroupNorm(p.groups, _width(xs[0]), eps=p.eps, affine=p.affine)
 
     @classmethod
-    def tensors(cls, p: GroupNormParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
-        return _affine_tensors(p.affine, x[0])
+    def tensors_n(cls, p: GroupNormParams, xs: tuple[TensorType, ...],
+                  ys: tuple[TensorType, ...]) -> dict[str, tuple[Shape, str]]:
+        return _affine_tensors(p.affine, _width(xs[0]))
 
     @classmethod
-    def initial(cls, p: GroupNormParams, x: Shape, y: Shape, scheme: str, rng):
-        return _affine_initial(p.affine, x[0])
+    def initial_n(cls, p: GroupNormParams, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...], scheme: str, rng):
+        return _affine_initial(p.affine, _width(xs[0]))
 
     @classmethod
     def emit(cls, p: GroupNormParams, x: TensorType, y: TensorType, g) -> str:
         # (N, C, ...) -> (N, groups, rest): InstanceNormalization with unit scale normalises each
         # (sample, group) over its channels and positions in one kernel (Wu & He 2018, eq. 1), then
         # the original shape and the per-channel affine; ONNX GroupNormalization's scale is per group
-        # until opset 21, and onnxruntime runs it as this same expansion
+        # until opset 21, and onnxruntime runs it as this same expansion. A sequence's features move
+        # to axis 1 (Transpose) and back, as the PyTorch lowering does.
         import numpy as np
 
-        grouped = g.op("Reshape", [g.x, g.const("grouped", np.array([0, p.groups, -1], np.int64))])
+        axis, rank = x.channel_axis_or_error("groupnorm") + 1, len(x.shape) + 1  # + the batch axis
+        perm = [0, axis] + [i for i in range(1, rank) if i != axis]
+        src = g.x if axis == 1 else g.op("Transpose", [g.x], perm=perm)
+        grouped = g.op("Reshape", [src, g.const("grouped", np.array([0, p.groups, -1], np.int64))])
         v = g.op("InstanceNormalization", [grouped, g.const("ones", np.ones(p.groups, np.float32)),
                                            g.const("zeros", np.zeros(p.groups, np.float32))], epsilon=p.eps)
-        v = g.op("Reshape", [v, g.op("Shape", [g.x])])
-        if not p.affine:
-            return v
-        along = (x.shape[0],) + (1,) * (len(x.shape) - 1)  # per channel, broadcast over positions
-        v = g.op("Mul", [v, g.const("weight_axis", g.array("weight").reshape(along))])
-        return g.op("Add", [v, g.const("bias_axis", g.array("bias").reshape(along))])
+        v = g.op("Reshape", [v, g.op("Shape", [src])])
+        if p.affine:
+            along = (_width(x),) + (1,) * (rank - 2)  # per channel, broadcast over positions
+            v = g.op("Mul", [v, g.const("weight_axis", g.array("weight").reshape(along))])
+            v = g.op("Add", [v, g.const("bias_axis", g.array("bias").reshape(along))])
+        return v if axis == 1 else g.op("Transpose", [v], perm=[perm.index(i) for i in range(rank)])
+
+
+def _width(x: TensorType) -> int:
+    """The number of channels (an image's) or features (a sequence's) a norm scales, by the layout."""
+    return x.shape[x.channel_axis_or_error("groupnorm")]
+
+
+def _what(x: TensorType) -> str:
+    return "channels" if x.axes[x.channel_axis_or_error("groupnorm")] == "C" else "features"
 
 
 class InstanceNormParams(LayerParams):
@@ -312,6 +343,7 @@ class InstanceNorm(LayerKind):
            "positions; no running statistics, so training and inference compute the same.")
     input_rank = (3,)
     input_desc = "(C, H, W)"
+    input_layouts = ("CHW",)
     flops_rule = "5 per element (mean, variance, subtract, divide, scale-shift; a counting convention)"
     example = {"affine": True}
 

@@ -52,6 +52,7 @@ class AvgPoolParams(PoolParams):
 class _Pool(LayerKind):
     input_rank = (3,)
     input_desc = "(C, H, W)"
+    input_layouts = ("CHW",)
     flops_rule = "one comparison or add per window element per output"
     shape_rule = ("(C, H, W) -> (C, floor-or-ceil((H + 2p - k) / s) + 1, ...); with ceil_mode a window "
                   "starting in the right padding is dropped (PyTorch MaxPool2d docs)")
@@ -146,6 +147,7 @@ class GlobalAvgPool(LayerKind):
     doc = "Average over all positions: (C, H, W) -> (C)."
     input_rank = (3,)
     input_desc = "(C, H, W)"
+    input_layouts = ("CHW",)
     flops_rule = "one add per input element"
     shape_rule = "(C, H, W) -> (C)"
     example = {}
@@ -195,6 +197,7 @@ class AdaptiveAvgPool2d(LayerKind):
            "divides evenly, so exports stay clean.")
     input_rank = (3,)
     input_desc = "(C, H, W)"
+    input_layouts = ("CHW",)
     flops_rule = "one add per element of each (possibly overlapping) window"
     shape_rule = "(C, H, W) -> (C, *output)"
     example = {"output": 1}
@@ -266,6 +269,7 @@ class AvgPool1dParams(Pool1dParams):
 class _Pool1d(LayerKind):
     input_rank = (2,)
     input_desc = "(T, F)"
+    input_layouts = ("TF",)
     flops_rule = "one comparison or add per window element per output"
     shape_rule = "(T, F) -> (floor-or-ceil((T + 2p - k) / s) + 1, F), pooling along time per feature"
     example = {"kernel": 2}

@@ -40,6 +40,7 @@ class _Recurrent(LayerKind):
     gate_elementwise: ClassVar[int]  # element-wise ops per hidden unit per step, after the matmuls
     input_rank = (2,)
     input_desc = "(T, F)"
+    input_layouts = ("TF",)
     onnx_op: ClassVar[str]  # the ONNX operator of `emit` (GRU, LSTM; the RNN emits a Scan)
     gate_order: ClassVar[tuple[int, ...]]  # PyTorch's gate blocks in ONNX's order
     example = {"hidden": 6, "layers": 2, "output": "last"}

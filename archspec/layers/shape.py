@@ -51,7 +51,8 @@ class PermuteParams(LayerParams):
 class Permute(_View):
     name = "permute"
     Params = PermuteParams
-    doc = "Reorders the per-sample axes (image <-> token layouts, ConvNeXt's channels-last blocks)."
+    doc = ("Reorders the per-sample axes (image <-> token layouts, ConvNeXt's channels-last blocks); the layout's "
+           "letters move with them, so (C, H, W) by [1, 2, 0] is HWC, which kinds that need CHW refuse.")
     shape_rule = "axis i of the output is axis dims[i] of the input"
     example = {"dims": [1, 2, 0]}
 
@@ -61,6 +62,11 @@ class Permute(_View):
         if sorted(dims) != list(range(len(x))):
             raise ShapeError(f"dims {list(p.dims)} is not a permutation of the {len(x)} axes of a {_fmt(x)} input", "dims")
         return tuple(x[d] for d in dims)
+
+    @classmethod
+    def output_type(cls, p: PermuteParams, x: TensorType) -> TensorType:
+        shape = cls.infer(p, x.shape)  # the layout's letters move with their axes: CHW by [1, 2, 0] is HWC
+        return TensorType(shape, x.dtype, x.permuted([d % len(x.shape) for d in p.dims]))
 
     @classmethod
     def lower(cls, p: PermuteParams, x: Shape, y: Shape):
@@ -80,7 +86,7 @@ class TransposeParams(LayerParams):
 class Transpose(_View):
     name = "transpose"
     Params = TransposeParams
-    doc = "Swaps two per-sample axes, e.g. (T, F) -> (F, T)."
+    doc = "Swaps two per-sample axes and their layout letters, e.g. (T, F) -> (F, T), layout TF -> FT."
     shape_rule = "the two axes `dims` exchanged"
     example = {"dims": [0, 2]}
 
@@ -90,6 +96,13 @@ class Transpose(_View):
         out = list(x)
         out[a], out[b] = x[b], x[a]
         return tuple(out)
+
+    @classmethod
+    def output_type(cls, p: TransposeParams, x: TensorType) -> TensorType:
+        order = list(range(len(x.shape)))  # the layout's letters swap with their axes: TF is FT
+        a, b = (axis(d, len(x.shape), "dims") for d in p.dims)
+        order[a], order[b] = order[b], order[a]
+        return TensorType(cls.infer(p, x.shape), x.dtype, x.permuted(order))
 
     @classmethod
     def lower(cls, p: TransposeParams, x: Shape, y: Shape):
@@ -221,6 +234,14 @@ class Select(_View):
         return x[:a] + x[a + 1:]
 
     @classmethod
+    def output_type(cls, p: SelectParams, x: TensorType) -> TensorType:
+        """The layout loses the selected axis's letter: ViT's (T, F) at token 0 is (F); one channel of an
+        image (C, H, W) is HW, which kinds that need a sequence (TF) refuse."""
+        shape, a = cls.infer(p, x.shape), axis(p.dim, len(x.shape))
+        keep = [i for i in range(len(x.shape)) if i != a]
+        return TensorType(shape, x.dtype, x.permuted(keep) if shape else "")
+
+    @classmethod
     def lower(cls, p: SelectParams, x: Shape, y: Shape):
         from ..nn import Select as TorchSelect
 
@@ -268,6 +289,7 @@ class Pad(LayerKind):
     doc = "Pads an image with a constant, its reflection or its edge; constant mode can also add channels."
     input_rank = (3,)
     input_desc = "(C, H, W)"
+    input_layouts = ("CHW",)
     flops_rule = "none (data movement)"
     shape_rule = "(C + before + after, H + top + bottom, W + left + right)"
     example = {"padding": [1, 0, 2, 1], "mode": "reflect"}
@@ -313,6 +335,7 @@ class ChannelShuffle(_View):
     doc = "Interleaves the channels of `groups` groups (ShuffleNet, Zhang et al. 2018 §3.1)."
     input_rank = (3,)
     input_desc = "(C, H, W)"
+    input_layouts = ("CHW",)
     example = {"groups": 1}  # the generated tests' images have 3 or 4 channels; VARIANTS in test_emit shuffle
 
     @classmethod
@@ -368,6 +391,7 @@ class Upsample(LayerKind):
            "bilinear (FCN, U-Net, FPN).")
     input_rank = (3,)
     input_desc = "(C, H, W)"
+    input_layouts = ("CHW",)
     flops_rule = "nearest: none (a copy); bilinear: 7 per output element (3 lerps of 2 flops + 1; a counting convention)"
     shape_rule = "(C, H*scale_h, W*scale_w), (C, *size), or (C, H_to, W_to)"
     example = {"scale": 2, "mode": "bilinear"}
@@ -378,8 +402,9 @@ class Upsample(LayerKind):
         if p.to is None:
             return super().output_types(p, xs)
         x, ref = xs
-        if len(ref.shape) != 3:
-            raise ShapeError(f"`to` names '{p.to}', a {ref} tensor; upsample takes H x W from an image (C, H, W)", "to")
+        if ref.axes != "CHW":
+            raise ShapeError(f"`to` names '{p.to}', a {ref} tensor; upsample takes H x W from an image (C, H, W) "
+                             f"(layout CHW), not layout {ref.axes}", "to")
         return (TensorType((x.shape[0], ref.shape[1], ref.shape[2]), x.dtype, x.layout),)
 
     @classmethod

@@ -50,6 +50,7 @@ class Attention(LayerKind):
            "torchvision's ViT weights load as they are.")
     input_rank = (2,)
     input_desc = "(T, D)"
+    input_layouts = ("TF",)
     shape_rule = "(T, D) -> (T, D); D divisible by heads"
     macs_rule = ("4*T*D^2 (q, k, v and out projections) + 2*T^2*D (Q K^T and A V over all heads): the two "
                  "attention matmuls are counted, as FlopCounterMode and torchvision's ViT GFLOPS count them")
@@ -282,6 +283,7 @@ class ClassToken(LayerKind):
            "2021, eq. 1); its tensor has torchvision's shape (1, 1, D), zeros by default as there.")
     input_rank = (2,)
     input_desc = "(T, D)"
+    input_layouts = ("TF",)
     shape_rule = "(T, D) -> (T+1, D)"
     flops_rule = "none (a concatenation)"
     example = {"init": "normal"}
@@ -322,35 +324,44 @@ class LayerScale(LayerKind):
     name = "layer_scale"
     Params = LayerScaleParams
     doc = ("Multiplies every channel by its own learned scale (Touvron et al. 2021 'CaiT' §3; ConvNeXt, Liu et al. "
-           "2022): (C, 1, 1) for images (C, H, W) as torchvision's ConvNeXt, (D) on the last axis otherwise.")
+           "2022), the channels or features the input's layout names: (C, 1, 1) for images (C, H, W) as "
+           "torchvision's ConvNeXt, (F) for a sequence (T, F) or a vector.")
     flops_rule = "1 multiply per element"
     example = {"value": 0.5}
 
     @classmethod
-    def cost(cls, p: LayerScaleParams, x: Shape, y: Shape) -> Cost:
-        return Cost(params=x[0] if len(x) == 3 else x[-1], flops=numel(x))
+    def output_types(cls, p: LayerScaleParams, xs: tuple[TensorType, ...]) -> tuple[TensorType, ...]:
+        cls.scale_shape(xs[0])
+        return (xs[0],)
 
     @classmethod
-    def lower(cls, p: LayerScaleParams, x: Shape, y: Shape):
+    def cost_n(cls, p: LayerScaleParams, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]) -> Cost:
+        return Cost(params=cls.scale_shape(xs[0])[0], flops=numel(xs[0].shape))
+
+    @classmethod
+    def lower_n(cls, p: LayerScaleParams, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...]):
         from ..nn_transformer import LayerScale as TorchLayerScale
 
-        return TorchLayerScale(cls.scale_shape(x), p.value)
+        return TorchLayerScale(cls.scale_shape(xs[0]), p.value)
 
     @staticmethod
-    def scale_shape(x: Shape) -> Shape:
-        """torchvision ConvNeXt's (C, 1, 1) for images, (D,) on the last axis otherwise: both broadcast."""
-        return (x[0], 1, 1) if len(x) == 3 else (x[-1],)
+    def scale_shape(x: TensorType) -> Shape:
+        """One scale per channel or feature of the layout, shaped to broadcast along that axis:
+        torchvision ConvNeXt's (C, 1, 1) for images (C, H, W), (F,) for a sequence (T, F) or a vector."""
+        axis = x.channel_axis_or_error("layer_scale")
+        return (x.shape[axis],) + (1,) * (len(x.shape) - 1 - axis)
 
     @classmethod
-    def tensors(cls, p: LayerScaleParams, x: Shape, y: Shape) -> dict[str, tuple[Shape, str]]:
-        return {"scale": (cls.scale_shape(x), FLOAT)}
+    def tensors_n(cls, p: LayerScaleParams, xs: tuple[TensorType, ...],
+                  ys: tuple[TensorType, ...]) -> dict[str, tuple[Shape, str]]:
+        return {"scale": (cls.scale_shape(xs[0]), FLOAT)}
 
     @classmethod
-    def initial(cls, p: LayerScaleParams, x: Shape, y: Shape, scheme: str, rng):
+    def initial_n(cls, p: LayerScaleParams, xs: tuple[TensorType, ...], ys: tuple[TensorType, ...], scheme: str, rng):
         import numpy as np
 
-        return {"scale": np.full(cls.scale_shape(x), p.value, np.float32)}
+        return {"scale": np.full(cls.scale_shape(xs[0]), p.value, np.float32)}
 
     @classmethod
     def emit(cls, p: LayerScaleParams, x: TensorType, y: TensorType, g) -> str:
-        return g.op("Mul", [g.x, g.param("scale")])  # broadcast against (N, C, H, W) or (N, ..., D)
+        return g.op("Mul", [g.x, g.param("scale")])  # broadcast along the channel or feature axis

@@ -39,7 +39,8 @@ class Expander(Protocol):
     out: Collector
     expanded: int
 
-    def expand(self, d: Deferred, x: TensorType, alt: TensorType | None, dynamic: str) -> Tree | None: ...
+    def expand(self, d: Deferred, x: TensorType, alt: TensorType | None, dynamic: str,
+               alt_fails: str = "") -> Tree | None: ...
 
 
 def body_reads_input(raw: Any) -> bool:
@@ -51,14 +52,15 @@ def body_reads_input(raw: Any) -> bool:
     return isinstance(raw, list) and any(body_reads_input(v) for v in raw)
 
 
-def input_view(x: TensorType, alt: TensorType | None, dynamic: str) -> TypeView:
+def input_view(x: TensorType, alt: TensorType | None, dynamic: str, alt_fails: str = "") -> TypeView:
     """What `in` reads: the input's type, its axes' names, and which sizes vary with a dynamic input
-    axis (`alt`: the input's type with the dynamic input axes at other sizes)."""
+    axis (`alt`: the input's type with the dynamic input axes at other sizes; `alt_fails`: the layer
+    that fails there, when it is None)."""
     axes = x.axes if len(x.axes) == len(x.shape) else ""
     varying = frozenset(i for i, n in enumerate(x.shape) if alt is None or len(alt.shape) != len(x.shape)
                         or alt.shape[i] != n) if dynamic else frozenset()
     return TypeView(x.shape, tuple(AXIS_NAMES.get(a, "") for a in axes) if axes else ("",) * len(x.shape),
-                    x.axes, varying, dynamic)
+                    x.axes, varying, dynamic, alt_fails if dynamic and alt is None else "")
 
 
 class TypingFlattener(Flattener):
@@ -73,12 +75,16 @@ class TypingFlattener(Flattener):
         self.alt: list[TensorType | None] = [  # the dynamic axes at 2n + 1: no stride or window maps both alike
             TensorType(tuple(2 * d.size + 1 if d.name else d.size for d in i.dims), i.dtype, i.layout)
             for i in inputs]
+        self.alt_fails = ""  # the first layer typed at the nominal sizes but not at 2n + 1, for AS120
 
     def emit(self, kind: str, params: LayerParams, xs: tuple[int, ...], scope: str, loc: Loc, yaml_path: Path,
              calls: CallChain) -> tuple[int, ...]:
         ys = super().emit(kind, params, xs, scope, loc, yaml_path, calls)
         for types in (self.types, self.alt) if self.dynamic else (self.types,):
             types += infer(kind, params, tuple(types[v] for v in xs)) or [None] * len(ys)
+        if (self.dynamic and not self.alt_fails and self.types[ys[0]] is not None and self.alt[ys[0]] is None
+                and all(self.alt[v] is not None for v in xs)):
+            self.alt_fails = f"{kind} '{scope}' ({loc})"
         return ys
 
     def deferred(self, t: Deferred, prefix: str, x: int) -> int:
@@ -89,7 +95,7 @@ class TypingFlattener(Flattener):
             if not r.out.diagnostics:  # a layer before it fails its shape rule: analyze says how
                 self.explain(t.loc)
             return self.untyped(t)
-        expanded = r.expand(t, typed, self.alt[x] if self.dynamic else None, self.dynamic)
+        expanded = r.expand(t, typed, self.alt[x] if self.dynamic else None, self.dynamic, self.alt_fails)
         if expanded is None:
             return self.untyped(t)
         walked = self.expansions[id(t)] = replace(expanded, refs=None, token=t.token)
@@ -132,7 +138,8 @@ def infer(kind: str, params: LayerParams, xs: tuple[TensorType | None, ...]) -> 
         return None
     x = xs[0]
     assert x is not None
-    if (rule.input_rank is not None and len(x.shape) not in rule.input_rank) or x.dtype != rule.input_dtype:
+    if ((rule.input_rank is not None and len(x.shape) not in rule.input_rank) or x.dtype != rule.input_dtype
+            or (rule.input_layouts is not None and x.axes not in rule.input_layouts)):
         return None
     try:
         ys = rule.output_types(params, xs)  # type: ignore[arg-type]

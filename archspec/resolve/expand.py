@@ -252,7 +252,10 @@ class Resolver:
         refs = None
         if "from" in raw:
             refs = self.names.references(raw["from"], namer, user_name, path, calls)
-            if refs is None:
+            if refs is None:  # reported, or it reads a failed item: a reference to this one says nothing more
+                if isinstance(user_name, str):
+                    namer.failed.add(user_name)
+                namer.failed.update(piece_names(raw[kind]))
                 return []
         name = user_name or namer.auto(kind)
         namer.claim(name, self.doc.key_loc(path + ("name",)) if user_name else loc, self.out, path)
@@ -549,10 +552,12 @@ class Resolver:
             self.reads[block] = body_reads_input(self.spec.blocks[block].body)
         return self.reads[block]
 
-    def expand(self, d: Deferred, x: TensorType, alt: TensorType | None, dynamic: str) -> Tree | None:
+    def expand(self, d: Deferred, x: TensorType, alt: TensorType | None, dynamic: str,
+               alt_fails: str = "") -> Tree | None:
         """A deferred block's body, with `in` bound to its input's type; None after an error
-        (reported). `alt`: the input's type with the dynamic input axes at other sizes."""
-        view = input_view(x, alt, dynamic)
+        (reported). `alt`: the input's type with the dynamic input axes at other sizes; `alt_fails`: the
+        layer that fails there, when it is None."""
+        view = input_view(x, alt, dynamic, alt_fails)
         errors, nesting = len(self.out.diagnostics), self.nesting
         self.nesting = d.nesting
         try:
