@@ -351,99 +351,16 @@ def test_lstm_peephole_classifier_spec() -> None:
 
 
 # --- convnext_tiny and vit_b_16 against hand-written torchvision-layout references --------------
-# The modules below follow torchvision 0.29's convnext.py and vision_transformer.py (their module
-# names, parameter shapes and order, forward computations), written out here because CI cannot
+# tests/torchvision_like.py follows torchvision 0.29's convnext.py and vision_transformer.py (their
+# module names, parameter shapes and order, forward computations), written out because CI cannot
 # import torchvision; tools/oracle_transformers.py runs the same comparison against torchvision.
 
 import sys  # noqa: E402
-from collections import OrderedDict  # noqa: E402
+
+from torchvision_like import ConvNeXtTiny, ViTB16  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 from oracle_transformers import convnext_key, vit_key  # noqa: E402
-
-
-class Permute(nn.Module):
-    def __init__(self, dims: list[int]):
-        super().__init__()
-        self.dims = dims
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(*self.dims)
-
-
-class LayerNorm2d(nn.LayerNorm):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class CNBlock(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.block = nn.Sequential(nn.Conv2d(dim, dim, 7, padding=3, groups=dim), Permute([0, 2, 3, 1]),
-                                   nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 4 * dim), nn.GELU(),
-                                   nn.Linear(4 * dim, dim), Permute([0, 3, 1, 2]))
-        self.layer_scale = nn.Parameter(torch.ones(dim, 1, 1) * 1e-6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.layer_scale * self.block(x)  # stochastic depth: the identity in eval mode
-
-
-class ConvNeXtTiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(3, 96, 4, stride=4), LayerNorm2d(96, eps=1e-6))]
-        for i, (dim, depth) in enumerate(((96, 3), (192, 3), (384, 9), (768, 3))):
-            layers.append(nn.Sequential(*(CNBlock(dim) for _ in range(depth))))
-            if i < 3:
-                layers.append(nn.Sequential(LayerNorm2d(dim, eps=1e-6), nn.Conv2d(dim, 2 * dim, 2, stride=2)))
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(LayerNorm2d(768, eps=1e-6), nn.Flatten(1), nn.Linear(768, 1000))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.avgpool(self.features(x)))
-
-
-class EncoderBlock(nn.Module):
-    def __init__(self, dim: int = 768, heads: int = 12, mlp: int = 3072):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(dim, eps=1e-6)
-        self.self_attention = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.dropout = nn.Dropout(0.0)
-        self.ln_2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Dropout(0.0), nn.Linear(mlp, dim), nn.Dropout(0.0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.ln_1(x)
-        x = x + self.dropout(self.self_attention(y, y, y, need_weights=False)[0])
-        return x + self.mlp(self.ln_2(x))
-
-
-class Encoder(nn.Module):
-    def __init__(self, tokens: int = 197, dim: int = 768, layers: int = 12):
-        super().__init__()
-        self.pos_embedding = nn.Parameter(torch.empty(1, tokens, dim).normal_(std=0.02))
-        self.dropout = nn.Dropout(0.0)
-        self.layers = nn.Sequential(OrderedDict((f"encoder_layer_{i}", EncoderBlock()) for i in range(layers)))
-        self.ln = nn.LayerNorm(dim, eps=1e-6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ln(self.layers(self.dropout(x + self.pos_embedding)))
-
-
-class ViTB16(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv_proj = nn.Conv2d(3, 768, 16, stride=16)
-        self.class_token = nn.Parameter(torch.zeros(1, 1, 768))
-        self.encoder = Encoder()
-        self.heads = nn.Sequential(OrderedDict(head=nn.Linear(768, 1000)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        x = self.conv_proj(x).reshape(n, 768, -1).permute(0, 2, 1)
-        x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1)
-        return self.heads(self.encoder(x)[:, 0])
 
 
 def randomized(model: nn.Module) -> nn.Module:
