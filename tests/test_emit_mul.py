@@ -16,11 +16,13 @@ from archspec.runtime import Session
 
 SE = """archspec: 1
 name: se_gate
-input: {x: [4, 5, 4]}
+input: {x: [4, 5, 6]}
 network:
   - {adaptive_avgpool2d: {output: 1}, name: gate}
   - {global_avgpool, from: x, name: v}
-  - {mul, from: [gate, x, v]}
+  - {permute: {dims: [1, 2, 0]}, from: x, name: hwc}
+  - {permute: {dims: [1, 2, 0]}, from: gate, name: gate_hwc}
+  - {mul, from: [gate_hwc, hwc, v]}
 """
 
 SEQUENCE = """archspec: 1
@@ -47,11 +49,13 @@ def _run_both(tmp_path: Path, text: str, batch: int) -> tuple[np.ndarray, np.nda
 
 
 def test_gate_and_vector_broadcast_behind_the_batch_axis(tmp_path: Path) -> None:
-    x, torch_out, onnx_out, _ = _run_both(tmp_path, SE, batch=3)  # batch 3: a (N, C) vector against (N, C, H, W)
-    gate = x.mean(axis=(2, 3), keepdims=True)  # (N, 4, 1, 1)
-    v = x.mean(axis=(2, 3))[:, None, None, :]  # (N, 4) aligned on W: (N, 1, 1, 4)
-    want = gate * x * v
-    assert torch_out.shape == onnx_out.shape == (3, 4, 5, 4)
+    """Channels last (H, W, C): a (N, C) vector meets C on the right, behind the batch axis."""
+    x, torch_out, onnx_out, _ = _run_both(tmp_path, SE, batch=3)
+    hwc = x.transpose(0, 2, 3, 1)  # (N, H, W, 4)
+    gate = hwc.mean(axis=(1, 2), keepdims=True)  # (N, 1, 1, 4)
+    v = x.mean(axis=(2, 3))[:, None, None, :]  # (N, 4) aligned on C: (N, 1, 1, 4)
+    want = gate * hwc * v
+    assert torch_out.shape == onnx_out.shape == (3, 5, 6, 4)
     np.testing.assert_allclose(torch_out, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(onnx_out, want, rtol=1e-5, atol=1e-6)
 

@@ -480,6 +480,35 @@ def test_channel_gate_without_spatial_axes_gets_the_reshape_hint(tmp_path):
                              "`reshape: {shape: [4, 1, 1]}` before the mul")
 
 
+def test_channel_gate_is_refused_even_where_channels_equal_width(tmp_path):
+    """With C == W the (C) gate broadcasts, but over width: NumPy would scale columns, not channels.
+    The layouts say the gate's features axis would meet the map's width, so it is refused the same
+    way, with the same hint; the (C, 1, 1) gate is accepted and computes the per-channel product."""
+    body = """\
+        network:
+          - {conv2d: {out: 8, kernel: 1}, name: feat}
+          - global_avgpool
+          - {linear: {out: 8}, name: gate}
+          - {mul, from: [feat, gate]}
+        """
+    d = only(errors(tmp_path, body))
+    assert where(d) == ("AS201", 8, 5)
+    assert d.message == ("mul 'mul0': shapes align on the right, so the features axis of 8 would multiply the "
+                         "width axis of 8x8x8")
+    assert d.hint.startswith("a per-channel gate of 8 values must be 8x1x1 to broadcast over channels")
+    fixed = spec(tmp_path, body.replace("          - {mul, from: [feat, gate]}\n",
+                                        "          - {reshape: {shape: [8, 1, 1]}, name: g}\n"
+                                        "          - {mul, from: [feat, g]}\n"))
+    report = archspec.check(fixed)
+    torch = pytest.importorskip("torch")
+    module = archspec.build(report, seed=0).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        feat = module.feat(x)  # the per-channel SE product, by hand
+        gate = module.gate(feat.mean((2, 3))).view(2, 8, 1, 1)
+        torch.testing.assert_close(module(x), feat * gate)
+
+
 def test_a_failed_split_is_reported_once_not_again_at_what_reads_its_readers(tmp_path):
     """`size` for `sizes`: the split fails; `up` reads one of its pieces and is left out with it, so
     `joined` reading `up` says nothing more (it used to add "unknown name 'up'", did you mean 'sp'?)."""

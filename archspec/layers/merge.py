@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Cost, LayerKind, NoParams, Shape, ShapeError, TensorType, numel
+from .base import AXIS_NAMES, Cost, LayerKind, NoParams, Shape, ShapeError, TensorType, numel
 
 
 def concat_axis(t: TensorType) -> int:
@@ -126,6 +126,21 @@ def broadcast(xs: tuple[TensorType, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def misaligned(x: TensorType, wide: TensorType) -> int | None:
+    """The first axis of x (size > 1) that right-alignment pairs with an axis of another meaning in
+    `wide` (a features vector against an image's width); channels and features count as one meaning
+    (a channels-last gate). None where the layouts do not name every axis."""
+    axes, wide_axes = x.axes, wide.axes
+    if len(axes) != len(x.shape) or len(wide_axes) != len(wide.shape):
+        return None
+    offset = len(wide.shape) - len(x.shape)
+    for axis, (n, letter) in enumerate(zip(x.shape, axes)):
+        other = wide_axes[axis + offset]
+        if n != 1 and letter != other and not {letter, other} <= {"C", "F"}:
+            return axis
+    return None
+
+
 class Mul(LayerKind):
     name = "mul"
     Params = NoParams
@@ -133,7 +148,8 @@ class Mul(LayerKind):
     example: dict[str, Any] = {}
     doc = ("Multiplies its inputs element-wise, with broadcasting: squeeze-and-excitation gates "
            "(Hu et al. 2018), layer scale. Written over named values: `- {mul, from: [x, gate]}`. Shapes align "
-           "on the right, as NumPy's: a gate of C values times a (C, H, W) map pairs it with W, so make the gate "
+           "on the right, as NumPy's, and the aligned axes must mean the same (by layout): a gate of C values "
+           "against a (C, H, W) map would pair with W and is refused even where C == W, so make the gate "
            "(C, 1, 1) (`reshape`, or `adaptive_avgpool2d` and 1x1 convolutions).")
     input_desc = "two or more tensors whose shapes broadcast"
     shape_rule = "the broadcast shape: per axis, from the right, equal sizes or 1"
@@ -152,7 +168,13 @@ class Mul(LayerKind):
     @classmethod
     def output_types(cls, p: Any, xs: tuple[TensorType, ...]) -> tuple[TensorType, ...]:
         shape = broadcast(xs)
-        widest = next((x for x in xs if x.shape == shape), xs[0])
+        w, widest = next(((i, x) for i, x in enumerate(xs) if x.shape == shape), (0, xs[0]))
+        for i, x in enumerate(xs):
+            axis = misaligned(x, widest)
+            if axis is not None:  # sizes that fit by chance (C == W) must not pair axes of other meanings
+                mine, theirs = x.axes[axis], widest.axes[axis + len(widest.shape) - len(x.shape)]
+                raise ShapeError(f"shapes align on the right, so the {AXIS_NAMES.get(mine, mine)} axis of {x} would "
+                                 f"multiply the {AXIS_NAMES.get(theirs, theirs)} axis of {widest}", str(max(i, w)))
         return (TensorType(shape, xs[0].dtype, widest.layout),)
 
     @classmethod
