@@ -140,6 +140,11 @@ def test_examples_export_verified_and_run(name: str, tmp_path: Path, capsys: pyt
     result = archspec.export(report, tmp_path / f"{name}.onnx")
     assert result.dynamic_axes == {"batch": 0}
     assert [c.input_shape[0] for c in result.checks] == [1, 3]  # every output compared at two batch sizes
+    for check, batch in zip(result.checks, (1, 3)):  # the printed report names every input and output
+        assert check.input_shapes == tuple((batch, *i.shape) for i in report.graph.inputs)
+        assert check.output_shapes == tuple((batch, *t.shape) for t in report.outputs.values())
+        assert str(check).startswith(", ".join("x".join(map(str, s)) for s in check.input_shapes) + " -> "
+                                     + ", ".join("x".join(map(str, s)) for s in check.output_shapes) + ": ")
     import onnx
 
     model = onnx.load(str(tmp_path / f"{name}.onnx"))

@@ -45,19 +45,30 @@ TOLERANCE = {"float32": 1e-5, "float16": 1e-2}  # relative to max(1, max|torch o
 class Verification:
     """One run at one input size: onnxruntime vs PyTorch (or onnxruntime alone, reference None)."""
 
-    input_shape: tuple[int, ...]  # the first input's, with the batch axis
-    output_shape: tuple[int, ...]  # the first output's
+    input_shapes: tuple[tuple[int, ...], ...]  # every input's, with the batch axis
+    output_shapes: tuple[tuple[int, ...], ...]  # every output's
     max_abs_error: float  # max |ort - torch| (of the output with the largest relative error); nan: no reference
     max_rel_error: float  # max |ort - torch| / max(1, max |torch|) over every output; must be <= tolerance
     reference_max: float  # max |torch|
     reference: str = ""  # how PyTorch computed, when not in the model's own dtype
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.input_shapes[0]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.output_shapes[0]
+
+    @property
     def compared(self) -> bool:
         return self.max_abs_error == self.max_abs_error  # not nan
 
     def __str__(self) -> str:
-        shapes = f"{'x'.join(map(str, self.input_shape))} -> {'x'.join(map(str, self.output_shape))}"
+        def dims(shapes: tuple[tuple[int, ...], ...]) -> str:
+            return ", ".join("x".join(map(str, shape)) for shape in shapes)
+
+        shapes = f"{dims(self.input_shapes)} -> {dims(self.output_shapes)}"  # every input and output, in order
         if not self.compared:
             return f"{shapes}: onnxruntime ran, outputs finite (no PyTorch reference)"
         how = f" (PyTorch {self.reference})" if self.reference else ""
@@ -362,7 +373,7 @@ def check_numerics(path: Path, references: list[Reference] | None, report: Repor
                                   f"error {max_abs:.3g} > {tolerance:g} x max(1, {scale:.3g})")
             if worst is None or rel > worst[1]:
                 worst = (max_abs, rel, scale)
-        shapes = (run.inputs[0], run.outputs[0])  # the first input and output name the run
+        shapes = (tuple(run.inputs), tuple(run.outputs))
         if worst is None:
             results.append(Verification(*shapes, float("nan"), float("nan"), float("nan")))
         else:
