@@ -27,8 +27,8 @@ class Op:
     op: str  # "//", "%", "*"
     args: tuple[Lin, Lin]
 
-    def eval(self, env: Env) -> int:
-        a, b = (x.eval(env) for x in self.args)
+    def at(self, env: Env) -> int:
+        a, b = (x.at(env) for x in self.args)
         return _OPS[self.op](a, b)
 
     def __str__(self) -> str:
@@ -66,8 +66,8 @@ class Lin:
     def symbol(name: str) -> Lin:
         return Lin(((name, 1),))
 
-    def eval(self, env: Env) -> int:
-        return self.const + sum(c * (env[a] if isinstance(a, str) else a.eval(env)) for a, c in self.terms)
+    def at(self, env: Env) -> int:
+        return self.const + sum(c * (env[a] if isinstance(a, str) else a.at(env)) for a, c in self.terms)
 
     @property
     def symbols(self) -> frozenset[str]:
@@ -115,7 +115,7 @@ class Guard:
     outcome: bool
 
     def holds(self, env: Env) -> bool:
-        return _CMP[self.op](self.left.eval(env), self.right.eval(env)) == self.outcome
+        return _CMP[self.op](self.left.at(env), self.right.at(env)) == self.outcome
 
     @property
     def symbols(self) -> frozenset[str]:

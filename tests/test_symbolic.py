@@ -64,7 +64,7 @@ def spec(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
 def shapes_at(report: archspec.Report, env: dict[str, int]) -> dict[str, tuple[int, ...]]:
     """Every layer's output shape, batch 1 first, from its expressions at `env`."""
     dims = report.symbols.dims
-    return {n.scope: (1, *(e.eval({**report.symbols.nominal, **env}) for e in dims[n.outputs[0]]))
+    return {n.scope: (1, *(e.at({**report.symbols.nominal, **env}) for e in dims[n.outputs[0]]))
             for n in report.graph.nodes}
 
 
@@ -78,7 +78,7 @@ def test_sym_int_arithmetic_is_exact_and_canonical() -> None:
     down = (n - 1) // 2 + 1
     assert int(down) == 25 and not down.expr.affine and down.expr.symbols == {"time"}
     assert down.expr == ((n + 2 - 3) // 2 + 1).expr  # the same computation written two ways
-    assert [down.expr.eval({"time": t}) for t in (9, 10, 11)] == [(t - 1) // 2 + 1 for t in (9, 10, 11)]
+    assert [down.expr.at({"time": t}) for t in (9, 10, 11)] == [(t - 1) // 2 + 1 for t in (9, 10, 11)]
     assert (4 * n).expr.coefficient("time") == 4 and (4 * n).expr.affine
     with recording() as guards:
         assert n == 50 and not n < 3 and (n - 2 == 48)
@@ -123,7 +123,7 @@ def test_expressions_equal_pytorch_shapes_at_other_sizes(tmp_path: Path, text: s
     paths = {n.scope for n in report.graph.nodes}
     for env in sizes:
         assert not report.symbols.holds(env), env  # every shape decision holds at these sizes
-        shape = tuple(e.eval({**report.symbols.nominal, **env}) for e in report.symbols.dims[0])
+        shape = tuple(e.at({**report.symbols.nominal, **env}) for e in report.symbols.dims[0])
         got = recorded_shapes(module, torch.randn(1, *shape), paths)
         want = shapes_at(report, env)
         assert {p: got[p] for p in paths} == want, env
@@ -286,7 +286,7 @@ def test_where_the_guards_hold_the_expressions_are_pytorchs_shapes(spec: dict, g
     got = recorded_shapes(module, torch.randn(1, c, env["h"], env["w"]), paths)
     want = shapes_at(report, env)
     assert {p: got[p] for p in paths if p in got} == {p: want[p] for p in paths if p in got}
-    assert [t.shape for t in other.types] == [tuple(e.eval({**report.symbols.nominal, **env}) for e in d)
+    assert [t.shape for t in other.types] == [tuple(e.at({**report.symbols.nominal, **env}) for e in d)
                                               for d in report.symbols.dims]
 
 

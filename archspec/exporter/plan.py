@@ -57,7 +57,7 @@ class Plan:
 
     def _named(self, exprs: tuple[Lin, ...], names: dict[int, str]) -> list[int | str]:
         env = self.report.symbols.nominal
-        dims: list[int | str] = [self.batch or 1, *(e.eval(env) for e in exprs)]
+        dims: list[int | str] = [self.batch or 1, *(e.at(env) for e in exprs)]
         for axis, name in names.items():
             dims[axis] = name
         return dims
@@ -136,8 +136,8 @@ def plan_export(report: Report, dynamic: str | Iterable[str] | bool | None) -> P
 def _run(report: Report, batch: int, env: dict[str, int]) -> Run:
     """Every input's and output's shape at `env`: the expressions evaluated (no second analysis)."""
     dims = report.symbols.dims
-    return Run(tuple((batch, *(e.eval(env) for e in dims[k])) for k in range(len(report.graph.inputs))),
-               tuple((batch, *(e.eval(env) for e in dims[o.value])) for o in report.graph.outputs))
+    return Run(tuple((batch, *(e.at(env) for e in dims[k])) for k in range(len(report.graph.inputs))),
+               tuple((batch, *(e.at(env) for e in dims[o.value])) for o in report.graph.outputs))
 
 
 def _where(report: Report, k: int) -> str:
