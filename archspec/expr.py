@@ -81,6 +81,8 @@ _COMPARE = {
     ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
     ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
 }
+
+
 def _make_divisible(v: Value, divisor: Value, min_value: Value = None) -> int:
     """The nearest multiple of `divisor` not below 90% of `v` (MobileNet/EfficientNet/RegNet width
     rule: torchvision.models._utils._make_divisible)."""

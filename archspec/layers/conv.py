@@ -176,6 +176,7 @@ class Conv2d(LayerKind):
         return g.op("Conv", inputs, kernel_shape=list(p.kernel), strides=list(p.stride),
                     dilations=list(p.dilation), group=p.groups, **window)
 
+
 class ConvTranspose2dParams(LayerParams):
     out: PositiveInt
     kernel: Size2

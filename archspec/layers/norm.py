@@ -145,6 +145,7 @@ class LocalResponseNorm(LayerKind):
                               g.const("k", np.array(p.k, np.float32))])
         return g.op("Div", [g.x, g.op("Pow", [scaled, g.const("beta", np.array(p.beta, np.float32))])])
 
+
 class LayerNormParams(LayerParams):
     eps: float = Field(1e-5, gt=0)
     affine: bool = True  # a learned scale and shift per normalised feature (elementwise_affine)

@@ -247,6 +247,7 @@ class AdaptiveAvgPool2d(LayerKind):
             v = g.op("Concat", cells, axis=axis)
         return v
 
+
 class Pool1dParams(LayerParams):
     kernel: PositiveInt
     stride: PositiveInt | None = None  # defaults to the kernel, as in PyTorch
