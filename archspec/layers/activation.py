@@ -54,7 +54,9 @@ def _gelu(g: Any, p: GeluParams) -> str:
         inner = g.op("Add", [g.x, g.op("Mul", [cube, g.const("c044715", np.array(0.044715, np.float32))])])
         t = g.op("Tanh", [g.op("Mul", [inner, g.const("sqrt2pi", np.array(np.sqrt(2 / np.pi), np.float32))])])
         return g.op("Mul", [half_x, g.op("Add", [t, g.const("one", np.array(1, np.float32))])])
-    erf = g.op("Erf", [g.op("Mul", [g.x, g.const("rsqrt2", np.array(1 / np.sqrt(2), np.float32))])])
+    # x / sqrt 2 as a Div, not a Mul by 1/sqrt 2: onnxruntime's GeluFusion matches the Div form only and
+    # then runs one Gelu kernel (BiasGelu with a preceding bias Add), as it does for opset 20's Gelu
+    erf = g.op("Erf", [g.op("Div", [g.x, g.const("sqrt2", np.array(np.sqrt(2), np.float32))])])
     return g.op("Mul", [half_x, g.op("Add", [erf, g.const("one", np.array(1, np.float32))])])
 
 
