@@ -33,7 +33,8 @@ VARIANTS = [
     ("maxpool2d", {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True}, IMAGE),
     ("avgpool2d", {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True, "count_include_pad": False}, IMAGE),
     ("avgpool2d", {"kernel": 2, "stride": 2, "padding": 1}, IMAGE),
-    ("adaptive_avgpool2d", {"output": [2, 4]}, IMAGE),  # uneven windows
+    ("adaptive_avgpool2d", {"output": [2, 4]}, IMAGE),  # uneven, windows of one size evenly spaced: strided
+    ("adaptive_avgpool2d", {"output": [6, 5]}, IMAGE),  # 9 -> 6: one size, uneven starts (Gather); 9 -> 5: sizes 2, 3
     ("adaptive_avgpool2d", {"output": 3}, IMAGE),  # even: one AveragePool
     ("lrn", {"size": 4}, IMAGE),  # even window: torch's and ONNX's windows differ
     ("lrn", {"size": 5, "alpha": 0.01, "beta": 0.5, "k": 2.0}, IMAGE),
