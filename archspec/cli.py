@@ -332,7 +332,7 @@ def _run_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """`serve`: the model on Ray Serve, Open Inference Protocol over HTTP (archspec/serve.py)."""
+    """`serve`: the model on Ray Serve, Open Inference Protocol over HTTP (archspec/serve/)."""
     try:
         from .serve import ServeOptions, serve_forever
     except ImportError as exc:

@@ -2,7 +2,7 @@
 read from the ONNX file itself (so N inputs and outputs come out as they were exported).
 
 Shared by the Triton repository writer (`triton.py`) and the Open Inference Protocol server
-(`serve.py`). Datatype names are the KServe v2 / Open Inference Protocol ones ("FP32", "INT64");
+(`serve/`). Datatype names are the KServe v2 / Open Inference Protocol ones ("FP32", "INT64");
 Triton's `config.pbtxt` spells them with a `TYPE_` prefix. A symbolic ONNX axis (`dim_param`, or
 none) is -1, as both protocols write it.
 """
