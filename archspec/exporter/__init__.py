@@ -18,15 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import runtime  # noqa: F401  (first: it keeps onnxruntime from writing under the home folder)
 from ..analyze import Report
 from ..files import check_output, commit, staging
 from ..labels import spec_labels
 from ..layers import REGISTRY
 from ..memory import needed, require
-from ..weights import WeightsError, as_state, sidecar_note
+from ..runtime import session  # noqa: F401  (it keeps onnxruntime from writing under the home folder)
+from ..weights import WeightsError, as_state, check_weights, expected_tensors, file_limit, sidecar_note
 from .errors import ExportError
-from .params import check_weights, expected_tensors, initial_state, iter_layers
+from .params import initial_state, iter_layers
 from .plan import BATCH_AXIS, Plan, plan_export, report_at
 from .precision import Quantization
 from .verify import TOLERANCE, Verification, example_input, example_inputs, vocab_size
@@ -138,8 +138,7 @@ def export_model(report: Report, output: str | os.PathLike, *,
         if weights is None:
             return initial_state(report, seed), f"initial (numpy seed {seed}, init {report.graph.spec.init.scheme})"
         expected = expected_tensors(report)
-        # float64, the widest dtype accepted, plus 1 MiB of archive overhead
-        raw, where = as_state(weights, sum(8 * _numel(shape) for shape, _ in expected.values()) + (1 << 20))
+        raw, where = as_state(weights, file_limit(shape for shape, _ in expected.values()))
         return check_weights(raw, expected, report.graph.name, where), \
             "state dict" if isinstance(weights, Mapping) else f"{Path(where).name} sha256:{write.sha256(Path(where))}"
 
@@ -238,10 +237,3 @@ def _annotate(model: Any, report: Report, source: str) -> None:
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     model.doc_string = g.description or f"archspec spec '{g.name}'"
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n

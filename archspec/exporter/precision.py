@@ -82,7 +82,7 @@ def quantize_int8(float_path: Path, out_path: Path, report: Any, batches: list[A
     import numpy as np
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from ..runtime import Session
+    from ..runtime.session import Session
 
     name = report.graph.input.name
 

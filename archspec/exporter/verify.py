@@ -321,7 +321,7 @@ def check_numerics(path: Path, references: list[Reference] | None, report: Repor
     comparison exceeds the tolerance."""
     import numpy as np
 
-    from ..runtime import Session
+    from ..runtime.session import Session
 
     # two runs: pool threads that sleep between tasks cost nothing here, and spinning ones slow a
     # busy machine (ResNet-50 batch 1 + 3: 0.34 s spinning during the run, 0.25 s never, load 2.4)

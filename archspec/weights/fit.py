@@ -1,17 +1,19 @@
 """Whether a state dict fits a spec: every key present, none extra, shapes equal, values finite.
-Loading into a built module (`load_into`) and checking a file against the spec without torch
-(`match_weights`, for `archspec summary --weights`) both say so the same way, every misfit named.
+What the spec holds comes from its layer kinds' `tensors`, without torch (`expected_tensors`), so
+export and `archspec summary --weights` (`match_weights`) check a file the way loading into a
+built module (`load_into`) does, every misfit named.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..layers import REGISTRY
 from .formats import WeightsError, _numel, read_metadata, read_weights, tensor_to_numpy
 
 if TYPE_CHECKING:
@@ -19,6 +21,29 @@ if TYPE_CHECKING:
     import torch
 
     from ..analyze import Report
+    from ..layers import TensorType
+    from ..resolve.ir import Node
+
+
+def node_types(report: Report, node: Node) -> tuple[tuple[TensorType, ...], tuple[TensorType, ...]]:
+    """A layer's input and output types, which its kind's `tensors` and `initial` rules read."""
+    return tuple(report.types[v] for v in node.inputs), tuple(report.types[v] for v in node.outputs)
+
+
+def expected_tensors(report: Report) -> dict[str, tuple[tuple[int, ...], str]]:
+    """State-dict name -> (shape, dtype) of every tensor the spec's module holds (its kinds'
+    `tensors`, named as the lowered module's state dict)."""
+    out = {}
+    for node in report.graph.nodes:
+        for local, spec in REGISTRY[node.kind].tensors_n(node.params, *node_types(report, node)).items():
+            out[f"{node.scope}.{local}"] = spec
+    return out
+
+
+def file_limit(shapes: Iterable[tuple[int, ...]]) -> int:
+    """The most bytes a weights file for tensors of these shapes may hold: float64, the widest dtype
+    accepted, plus 1 MiB of archive overhead."""
+    return sum(8 * _numel(shape) for shape in shapes) + (1 << 20)
 
 
 def as_state(weights: str | os.PathLike | Mapping[str, Any],
@@ -56,6 +81,28 @@ def fit_problems(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, An
     return problems
 
 
+def check_weights(state: Mapping[str, Any], expected: Mapping[str, tuple[tuple[int, ...], str]], spec: str,
+                  where: str) -> dict[str, Any]:
+    """Strict, as `load_into`: every key present, none extra, shapes equal, values finite, floats
+    where floats belong and within float32's range; otherwise a WeightsError naming every offending
+    tensor. Returns contiguous arrays of the expected dtypes."""
+    import numpy as np
+
+    problems = fit_problems({k: shape for k, (shape, _) in expected.items()}, state)
+    if problems:
+        raise WeightsError(f"weights {where} do not fit the module built from spec '{spec}': " + "; ".join(problems))
+    typed = [f"{k} ({state[k].dtype}, spec {dtype})" for k, (_, dtype) in expected.items()
+             if np.iscomplexobj(state[k]) or np.issubdtype(state[k].dtype, np.floating) != (dtype != "int64")]
+    if typed:  # a cast would be silent: complex to real, integers to floats
+        raise WeightsError(f"weights {where} have tensors of the wrong type: {', '.join(typed)}")
+    limit = float(np.finfo(np.float32).max)
+    overflow = [k for k, (_, dtype) in expected.items()
+                if dtype == "float32" and state[k].size and float(np.abs(state[k]).max()) > limit]
+    if overflow:
+        raise WeightsError(f"weights {where} hold values beyond float32's range (+-{limit:.3g}) in: {', '.join(overflow)}")
+    return {k: np.ascontiguousarray(state[k], dtype=expected[k][1]) for k in expected}
+
+
 def load_into(module: torch.nn.Module, weights: str | os.PathLike | Mapping[str, Any]) -> None:
     """Loads weights into a built module strictly: every key present, none extra, shapes equal,
     values finite; otherwise a WeightsError naming every offending tensor."""
@@ -63,8 +110,7 @@ def load_into(module: torch.nn.Module, weights: str | os.PathLike | Mapping[str,
     import torch
 
     current = module.state_dict()
-    # float64, the widest dtype accepted, plus 1 MiB of archive overhead
-    state, where = as_state(weights, sum(t.numel() * 8 for t in current.values()) + (1 << 20))
+    state, where = as_state(weights, file_limit(tuple(v.shape) for v in current.values()))
     problems = fit_problems({k: tuple(v.shape) for k, v in current.items()}, state)
     spec = getattr(module, "spec_name", "?")
     if problems:
@@ -126,10 +172,8 @@ def match_weights(report: Report, path: str | os.PathLike) -> WeightsMatch:
         import numpy  # noqa: F401  (reading any weights file needs it)
     except ImportError:
         raise WeightsError("reading a weights file needs numpy: pip install 'archspec-compiler[export]'") from None
-    from ..exporter.params import check_weights, expected_tensors
-
     expected = expected_tensors(report)
-    state = read_weights(path, sum(8 * _numel(shape) for shape, _ in expected.values()) + (1 << 20))
+    state = read_weights(path, file_limit(shape for shape, _ in expected.values()))
     name = os.fspath(path)
     try:
         check_weights(state, expected, report.graph.name, name)
