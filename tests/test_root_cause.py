@@ -102,20 +102,23 @@ def test_a_misread_with_no_layer_refusing_the_input_is_still_reported(tmp_path: 
     assert "the block's input (layout CHW) has no axis 'features'" in d.message
 
 
-def test_a_misread_in_a_block_argument_is_one_diagnostic(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
-        input: {image: [3, 32, 32]}
+@pytest.mark.parametrize("read, message", [("in.features", "has no axis 'features'"),
+                                           ("in.chanels", "has no axis 'chanels'")])
+def test_a_bad_read_in_a_block_argument_is_one_diagnostic(tmp_path: Path, read: str, message: str) -> None:
+    """Not again as the argument's wrong type (it was AS121 and AS103 `expects int, got None`)."""
+    path = write(tmp_path, f"""\
+        input: {{image: [3, 32, 32]}}
         blocks:
           inner:
-            params: {w: int}
-            body: [{conv2d: {out: w, kernel: 1}}]
+            params: {{w: int}}
+            body: [{{conv2d: {{out: w, kernel: 1}}}}]
           outer:
-            params: {}
-            body: [{inner: {w: "in.features"}}]
+            params: {{}}
+            body: [{{inner: {{w: "{read}"}}}}]
         network: [outer]
         """)
     d = one(path)
-    assert (d.code, d.loc.line) == ("AS121", 10) and "has no axis 'features'" in d.message
+    assert (d.code, d.loc.line) == ("AS121", 10) and message in d.message
 
 
 # --- AS203 of a sequence kind given an image: the patch-token idiom, pasteable ------------------
@@ -158,11 +161,11 @@ def test_a_channels_last_image_gets_the_permutation_back(tmp_path: Path) -> None
 # --- an axis that does not exist names the axes that do ------------------------------------------
 
 @pytest.mark.parametrize("inp, layer, col, message", [
-    ("[time=7, 16]", "transpose: {dims: [0, 2]}", 25,
+    ("[time=7, 16]", "transpose: {dims: [0, 2]}", 23,
      "dims [0, 2]: axis 2 does not exist; the 7x16 input has axes 0..1 (time, features)"),
-    ("[3, 8, 8]", "permute: {dims: [0, 3, 1]}", 23,
+    ("[3, 8, 8]", "permute: {dims: [0, 3, 1]}", 21,
      "dims [0, 3, 1]: axis 3 does not exist; the 3x8x8 input has axes 0..2 (channels, height, width)"),
-    ("[6, 8]", "select: {dim: -3, index: 0}", 22,
+    ("[6, 8]", "select: {dim: -3, index: 0}", 19,
      "dim=-3: axis -3 does not exist; the 6x8 input has axes 0..1 (time, features)"),
 ])
 def test_an_axis_out_of_range_names_the_axes(tmp_path: Path, inp: str, layer: str, col: int, message: str) -> None:
@@ -223,7 +226,7 @@ def test_upsample_to_a_longer_name_suggests_the_one_it_begins_with(tmp_path: Pat
           - {upsample: {to: aux_head}}
         """)
     d = one(path)
-    assert (d.code, d.loc.line, d.loc.col) == ("AS123", 9, 23)
+    assert (d.code, d.loc.line, d.loc.col) == ("AS123", 9, 21)
     assert d.message == "unknown name 'aux_head'" and d.hint == "did you mean 'aux'?"
 
 

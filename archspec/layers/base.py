@@ -297,8 +297,9 @@ class LayerKind:
             return (f"{cls.name} expects {cls.input_dtype} input, got {x.dtype}",
                     "token ids go through an `embedding` first" if x.dtype == INT else "feed it integer token ids")
         if cls.input_layouts is not None and x.axes not in cls.input_layouts:
-            return (f"{cls.name} expects a {cls.input_desc} input (layout {' or '.join(cls.input_layouts)}), "
-                    f"got {x} in layout {x.axes}", cls.input_hint(x))
+            layouts = " or ".join(cls.input_layouts)
+            return f"{cls.name} expects a {cls.input_desc} input (layout {layouts}), got {x} in layout {x.axes}", \
+                cls.input_hint(x)
         return None
 
     @classmethod

@@ -27,7 +27,16 @@ from .deferred import TypingFlattener, body_reads_input, input_view
 from .flatten import Flattener
 from .ir import CallChain, Graph, Input, Output
 from .names import Binder, Namer, name_problem
-from .tree import Deferred, Layer, Misread, Parallel, Sequence, Tree, piece_names, rename
+from .tree import (
+    Deferred,
+    Layer,
+    Misread,
+    Parallel,
+    Sequence,
+    Tree,
+    piece_names,
+    rename,
+)
 from .unused import unused
 
 
