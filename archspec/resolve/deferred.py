@@ -121,10 +121,11 @@ class TypingFlattener(Flattener):
         """Whether node k's kind refuses its typed input outright (its rank, dtype or layout: AS203)."""
         node = self.nodes[k]
         xs = [self.types[v] for v in node.inputs]
-        return xs[0] is not None and all(x is not None for x in xs) and \
-            REGISTRY[node.kind].input_problem(xs[0]) is not None
+        return all(x is not None for x in xs) and \
+            REGISTRY[node.kind].input_problem(xs[0]) is not None  # type: ignore[arg-type]
 
     def tree(self, t: Tree, prefix: str, x: int) -> int:
+        """As the flattener's, and an item left out after a misread gives an untyped value."""
         if isinstance(t, Misread):
             return self.untyped(t)
         return super().tree(t, prefix, x)
