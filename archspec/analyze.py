@@ -12,7 +12,7 @@ from functools import cached_property
 
 from .errors import Collector, Diagnostic, Loc
 from .layers import REGISTRY, Cost, ShapeError, TensorType
-from .layers.base import INT, numel
+from .layers.base import numel
 from .limits import Limits
 from .load import format_path
 from .resolve.ir import Graph, Node
@@ -243,20 +243,9 @@ class _Walker:
         The shape rule runs once, on the symbolic types: its guards are recorded, its result read
         at the nominal size."""
         kind = REGISTRY[node.kind]
-        x = xs[0]
-        if kind.input_rank is not None and len(x.shape) not in kind.input_rank:
-            self.out.add("AS203", f"{node.kind} expects a {kind.input_desc} input, got {x} (rank {len(x.shape)})",
-                         node.loc, node.source, _rank_hint(x), self._context(node, xs))
-            raise _Stop
-        if x.dtype != kind.input_dtype:
-            hint = "token ids go through an `embedding` first" if x.dtype == INT else "feed it integer token ids"
-            self.out.add("AS203", f"{node.kind} expects {kind.input_dtype} input, got {x.dtype}", node.loc,
-                         node.source, hint, self._context(node, xs))
-            raise _Stop
-        if kind.input_layouts is not None and x.axes not in kind.input_layouts:
-            self.out.add("AS203", f"{node.kind} expects a {kind.input_desc} input (layout "
-                         f"{' or '.join(kind.input_layouts)}), got {x} in layout {x.axes}", node.loc, node.source,
-                         f"permute its axes back to {kind.input_layouts[0]} first", self._context(node, xs))
+        problem = kind.input_problem(xs[0])
+        if problem is not None:
+            self.out.add("AS203", problem[0], node.loc, node.source, problem[1], self._context(node, xs))
             raise _Stop
         symbolic = bool(self.nominal) and any(type(d) is SymInt for x in syms for d in x.shape)
         guards: list[Guard] = []
@@ -358,10 +347,3 @@ class _Walker:
 
 def _add(a: Cost, b: Cost) -> Cost:
     return Cost(a.params + b.params, a.macs + b.macs, a.flops + b.flops, a.biases + b.biases)
-
-
-def _rank_hint(x: TensorType) -> str:
-    if len(x.shape) == 1:
-        return "this layer needs more axes; is it after a `flatten` or global pooling?"
-    return ""
-

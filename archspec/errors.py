@@ -178,9 +178,15 @@ class Collector:
 
 
 def closest(word: str, choices: Iterable[str]) -> str | None:
-    """The closest valid name to a misspelt one, or None when nothing is close."""
-    close = difflib.get_close_matches(str(word), sorted(set(choices)), n=1, cutoff=0.6)
-    return close[0] if close else None
+    """The closest valid name to a misspelt one, or None when nothing is close: by difflib's ratio, else
+    the longest name that begins the word or that the word begins (`aux_head` for `aux`, `idx` for `i`:
+    too short a match for the ratio, but a shared prefix says it)."""
+    word, names = str(word), sorted(set(map(str, choices)))
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    prefixed = [n for n in names if n and word and (word.startswith(n) or n.startswith(word))]
+    return max(prefixed, key=len) if prefixed else None
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -38,7 +38,8 @@ class TypeView:
     layout: str  # "CHW", "TF", ... for messages that read the same at every invocation
     varying: frozenset[int] = frozenset()  # axes whose size follows a dynamic (symbolic) input axis
     dynamic: str = ""  # the dynamic input axes' names, for the message
-    undecided: str = ""  # the layer before that fails at other sizes (every axis then counts as varying)
+    undecided: str = ""  # the layer before that fails at other sizes, and why (every axis then counts as varying)
+    known: frozenset[str] = frozenset()  # the axis names of every layout: reading one the input lacks is a misread
 
     def size(self, attr: str) -> int:
         if attr == "shape":
@@ -47,13 +48,13 @@ class TypeView:
             named = [a for a in self.axes if a]
             listing = ", ".join(f"in.{a}" for a in named + ["shape[i]"])
             raise ExprError("AS121", f"the block's input (layout {self.layout}) has no axis '{attr}'",
-                            did_you_mean(attr, named) or f"it has {listing}")
+                            did_you_mean(attr, named) or f"it has {listing}", misread=attr in self.known)
         return self.at(self.axes.index(attr), f"in.{attr}")
 
     def at(self, axis: int, text: str) -> int:
         if axis in self.varying and self.undecided:
             raise ExprError("AS120", f"{text}: archspec cannot tell whether it follows the dynamic input axis "
-                            f"{self.dynamic}, as {self.undecided} fails when it takes a second size (2 x nominal + 1)",
+                            f"{self.dynamic}, as {self.undecided}",
                             "make that layer accept other sizes, or give the dynamic axis a fixed size")
         if axis in self.varying:
             raise ExprError("AS120", f"{text} follows the dynamic input axis {self.dynamic}; a layer's "
@@ -66,11 +67,13 @@ Value = int | float | bool | str | TypeView
 
 
 class ExprError(Exception):
-    """A bad expression; `code` is the diagnostic code, message is user-facing."""
+    """A bad expression; `code` is the diagnostic code, message is user-facing. `misread`: it reads an
+    axis a block's input of another layout or rank would have (`in.features` of an image), so the
+    mistake may be the value the block is given rather than the expression (`deferred` decides)."""
 
-    def __init__(self, code: str, message: str, hint: str = ""):
+    def __init__(self, code: str, message: str, hint: str = "", misread: bool = False):
         super().__init__(message)
-        self.code, self.hint = code, hint
+        self.code, self.hint, self.misread = code, hint, misread
 
 
 _BINARY = {
@@ -138,7 +141,8 @@ def evaluate(text: str, env: Mapping[str, Value], steps: Steps | None = None) ->
     except ExprError as exc:
         if _IN_NAME not in str(exc):
             raise
-        raise ExprError(exc.code, str(exc).replace(_IN_NAME + " ", "in").replace(_IN_NAME, "in"), exc.hint) from None
+        raise ExprError(exc.code, str(exc).replace(_IN_NAME + " ", "in").replace(_IN_NAME, "in"), exc.hint,
+                        exc.misread) from None
 
 
 @lru_cache(maxsize=4096)
@@ -194,10 +198,8 @@ class _Evaluator:
             return self.env[node.id]
         if node.id in ("true", "false"):
             return node.id == "true"
-        # `idx` for a repeat's `i` is too short a match for difflib; a shared prefix says it
-        prefixed = sorted((n for n in self.env if node.id.startswith(n) or n.startswith(node.id)), key=len)
-        hint = did_you_mean(node.id, self.env) or (f"did you mean '{prefixed[-1]}'?" if prefixed else "")
-        raise ExprError("AS121", f"unknown variable '{node.id}'", hint)
+        raise ExprError("AS121", f"unknown variable '{node.id}'",
+                        did_you_mean(node.id, (n for n in self.env if n != IN)))
 
     def input_view(self, node: ast.expr, whole: ast.expr) -> TypeView:
         """The base of `in.x`: only the name `in`, and only where a block's input is known."""
@@ -221,7 +223,8 @@ class _Evaluator:
         index = self.visit(node.slice)
         if not isinstance(index, int) or isinstance(index, bool) or not -len(view.shape) <= index < len(view.shape):
             raise ExprError("AS120", f"in.shape[{index!r}]: the block's input (layout {view.layout}) has "
-                            f"{len(view.shape)} axes", f"index 0 to {len(view.shape) - 1}")
+                            f"{len(view.shape)} axes", f"index 0 to {len(view.shape) - 1}",
+                            misread=isinstance(index, int) and not isinstance(index, bool))
         return view.at(index % len(view.shape), f"in.shape[{index}]")
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> Value:

@@ -158,7 +158,7 @@ def test_permute_moves_the_layout_and_a_conv_refuses_channels_last(tmp_path: Pat
     message = refused(tmp_path, "[3, 8, 8]", "  - {permute: {dims: [1, 2, 0]}, name: to_hwc}\n"
                                              "  - {conv2d: {out: 4, kernel: 3}, name: conv}\n")
     assert message == ("AS203 conv2d expects a (C, H, W) input (layout CHW), got 8x8x3 in layout HWC "
-                       "| permute its axes back to CHW first")
+                       "| permute its axes back to CHW first: insert `- permute: {dims: [2, 0, 1]}` before it")
     # permuted back, the letters are CHW again and the conv reads the 3 channels
     report = spec(tmp_path, "[3, 8, 8]", "  - {permute: {dims: [1, 2, 0]}}\n  - {permute: {dims: [2, 0, 1]}}\n"
                                          "  - {conv2d: {out: 4, kernel: 3}}\n")

@@ -150,7 +150,7 @@ MISTAKES = [
     ("  - {split: {sizes: [3, 5], as: [left, right]}}\n  - {concat, from: [left, rihgt]}", "6:27", "AS123",
      "did you mean 'right'?"),
     ("  - {relu, name: left}\n  - {split: {sizes: [3, 5], as: [left, right]}}\n  - {concat, from: [right, left]}",
-     "6:34", "AS110", "duplicate layer name 'left'"),
+     "6:34", "AS110", "duplicate name 'left': piece 'left' of split 'split0' is named like layer 'left'"),
     ("  - {split: {sizes: [3, 5], as: [left, right]}, name: sp}\n  - {relu, from: sp}", "6:18", "AS123",
      "'sp' is a split with several outputs: name the piece to read\n   6 |   - {relu, from: sp}"),
     ("  - {split: {sizes: [3, 5], as: [left, right]}}\n  - relu", "6:5", "AS107",

@@ -287,6 +287,41 @@ class LayerKind:
         raise NotImplementedError(f"{cls.name} has no PyTorch lowering")
 
     @classmethod
+    def input_problem(cls, x: TensorType) -> tuple[str, str] | None:
+        """Why this kind cannot read `x` at all, by its declared rank, dtype and layouts, as (message,
+        hint), or None. Analyze reports it as AS203; resolve asks it of the layers of a block whose `in`
+        reads fail, where it is the mistake the failed reads follow from."""
+        if cls.input_rank is not None and len(x.shape) not in cls.input_rank:
+            return (f"{cls.name} expects a {cls.input_desc} input, got {x} (rank {len(x.shape)})", cls.input_hint(x))
+        if x.dtype != cls.input_dtype:
+            return (f"{cls.name} expects {cls.input_dtype} input, got {x.dtype}",
+                    "token ids go through an `embedding` first" if x.dtype == INT else "feed it integer token ids")
+        if cls.input_layouts is not None and x.axes not in cls.input_layouts:
+            layouts = " or ".join(cls.input_layouts)
+            return f"{cls.name} expects a {cls.input_desc} input (layout {layouts}), got {x} in layout {x.axes}", \
+                cls.input_hint(x)
+        return None
+
+    @classmethod
+    def input_hint(cls, x: TensorType) -> str:
+        """How to give this kind an input it reads in place of `x`, with the items to paste before it
+        where spec items can do it; a kind overrides it where its own idiom says more."""
+        if x.dtype == INT and cls.input_dtype != INT:
+            return "token ids go through an `embedding` first"
+        for want in cls.input_layouts or ():
+            items = " and ".join(f"`- {item}`" for item in layout_items(x.axes, want))
+            if items and (x.axes, want) == ("CHW", "TF"):
+                return (f"an image (C, H, W) becomes a sequence of H*W tokens of C features, as ViT's patch "
+                        f"tokens: insert {items} before it")
+            if items:
+                return f"permute its axes back to {want} first: insert {items} before it"
+        if cls.input_layouts and len(x.shape) == len(cls.input_layouts[0]):
+            return f"permute its axes back to {cls.input_layouts[0]} first"
+        if len(x.shape) == 1 and cls.input_rank is not None and 1 not in cls.input_rank:
+            return "this layer needs more axes; is it after a `flatten` or global pooling?"
+        return ""
+
+    @classmethod
     def fix_hint(cls, first: Shape, other: Shape) -> str:
         """A suggested fix when inputs of these shapes cannot be combined (N-ary kinds)."""
         return ""
@@ -319,6 +354,19 @@ class LayerKind:
         """Re-initialises `module` for the spec's `init.scheme` ("pytorch" keeps PyTorch's defaults;
         "zero" asks a normalisation to start at zero). Returns whether it did anything."""
         return False
+
+
+def layout_items(have: str, want: str) -> tuple[str, ...]:
+    """Spec items that turn a value of layout `have` into layout `want`, or () where none do: an image
+    into a token sequence (flatten makes (C, H*W), transpose (H*W, C): ViT's patch tokens, Dosovitskiy
+    et al. 2021 eq. 1), or a permutation of the same axes."""
+    if (have, want) == ("CHW", "TF"):
+        return ("flatten: {start: 1}", "transpose: {dims: [0, 1]}")
+    if have == want or sorted(have) != sorted(want) or len(set(have)) != len(have):
+        return ()
+    if len(have) == 2:
+        return ("transpose: {dims: [0, 1]}",)
+    return (f"permute: {{dims: [{', '.join(str(have.index(a)) for a in want)}]}}",)
 
 
 def init_weight_bias(module: Any, scheme: str) -> bool:

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
-from .base import (Cost, LayerKind, LayerParams, Padding, PositiveInt, Shape, ShapeError, Size2, TensorType, _is_int,
-                   numel)
+from .base import (AXIS_NAMES, Cost, LayerKind, LayerParams, Padding, PositiveInt, Shape, ShapeError, Size2,
+                   TensorType, _is_int, numel)
 
 INT64_MAX = 2**63 - 1  # ONNX Slice's "to the end"
 
@@ -27,10 +27,18 @@ def _int_list(what: str, length: int | None = None) -> Any:
     return Annotated[tuple[int, ...], PlainValidator(check), WithJsonSchema(schema)]
 
 
-def axis(dim: int, rank: int, field: str = "dim") -> int:
-    """A per-sample axis, negative counting from the end, as a non-negative index."""
+def axis(dim: int, x: TensorType | Shape, field: str = "dim", given: tuple[int, ...] | None = None) -> int:
+    """A per-sample axis, negative counting from the end, as a non-negative index. One that does not
+    exist is refused naming the axes that do, by their layout's names where `x` is typed; `given`: the
+    whole list the axis was written in (`dims: [0, 2]`)."""
+    shape = x.shape if isinstance(x, TensorType) else x
+    rank = len(shape)
     if not -rank <= dim < rank:
-        raise ShapeError(f"{field}={dim} is out of range for a rank-{rank} input (axes 0..{rank - 1})", field)
+        written = f"{field} {list(given)}" if given is not None else f"{field}={dim}"
+        layout = x.axes if isinstance(x, TensorType) and len(x.axes) == rank else ""
+        names = f" ({', '.join(AXIS_NAMES.get(a, a) for a in layout)})" if layout else ""
+        has = f"axes 0..{rank - 1}{names}" if rank else "no axes"
+        raise ShapeError(f"{written}: axis {dim} does not exist; the {_fmt(shape)} input has {has}", field)
     return dim % rank
 
 
@@ -58,13 +66,15 @@ class Permute(_View):
 
     @classmethod
     def infer(cls, p: PermuteParams, x: Shape) -> Shape:
-        dims = [axis(d, len(x), "dims") for d in p.dims]
+        dims = [axis(d, x, "dims", p.dims) for d in p.dims]
         if sorted(dims) != list(range(len(x))):
             raise ShapeError(f"dims {list(p.dims)} is not a permutation of the {len(x)} axes of a {_fmt(x)} input", "dims")
         return tuple(x[d] for d in dims)
 
     @classmethod
     def output_type(cls, p: PermuteParams, x: TensorType) -> TensorType:
+        for d in p.dims:  # an axis that does not exist is named with the layout's axes
+            axis(d, x, "dims", p.dims)
         shape = cls.infer(p, x.shape)  # the layout's letters move with their axes: CHW by [1, 2, 0] is HWC
         return TensorType(shape, x.dtype, x.permuted([d % len(x.shape) for d in p.dims]))
 
@@ -92,7 +102,7 @@ class Transpose(_View):
 
     @classmethod
     def infer(cls, p: TransposeParams, x: Shape) -> Shape:
-        a, b = (axis(d, len(x), "dims") for d in p.dims)
+        a, b = (axis(d, x, "dims", p.dims) for d in p.dims)
         out = list(x)
         out[a], out[b] = x[b], x[a]
         return tuple(out)
@@ -100,7 +110,7 @@ class Transpose(_View):
     @classmethod
     def output_type(cls, p: TransposeParams, x: TensorType) -> TensorType:
         order = list(range(len(x.shape)))  # the layout's letters swap with their axes: TF is FT
-        a, b = (axis(d, len(x.shape), "dims") for d in p.dims)
+        a, b = (axis(d, x, "dims", p.dims) for d in p.dims)
         order[a], order[b] = order[b], order[a]
         return TensorType(cls.infer(p, x.shape), x.dtype, x.permuted(order))
 
@@ -191,7 +201,7 @@ class Slice(_View):
 
     @classmethod
     def infer(cls, p: SliceParams, x: Shape) -> Shape:
-        a = axis(p.dim, len(x))
+        a = axis(p.dim, x)
         n = _slice_length(x[a], p.start, p.end, p.step)
         if n == 0:
             raise ShapeError(f"slice {p.start}:{'' if p.end is None else p.end}:{p.step} of an axis of "
@@ -228,7 +238,7 @@ class Select(_View):
 
     @classmethod
     def infer(cls, p: SelectParams, x: Shape) -> Shape:
-        a = axis(p.dim, len(x))
+        a = axis(p.dim, x)
         if not -x[a] <= p.index < x[a]:
             raise ShapeError(f"index {p.index} is out of range for an axis of {x[a]}", "index")
         return x[:a] + x[a + 1:]
@@ -237,7 +247,8 @@ class Select(_View):
     def output_type(cls, p: SelectParams, x: TensorType) -> TensorType:
         """The layout loses the selected axis's letter: ViT's (T, F) at token 0 is (F); one channel of an
         image (C, H, W) is HW, which kinds that need a sequence (TF) refuse."""
-        shape, a = cls.infer(p, x.shape), axis(p.dim, len(x.shape))
+        a = axis(p.dim, x)
+        shape = cls.infer(p, x.shape)
         keep = [i for i in range(len(x.shape)) if i != a]
         return TensorType(shape, x.dtype, x.permuted(keep) if shape else "")
 

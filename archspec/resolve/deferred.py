@@ -10,7 +10,10 @@ complete and immutable: every later stage, analyze included, sees plain numbers 
 value the rules cannot type (analyze will say why) stops the expansion there, and analyze is run
 on the graph so far for the diagnostic. Values are typed twice when an input has a dynamic axis:
 at the nominal sizes and with the dynamic axes at other sizes, so that `in` refuses a size that
-follows one.
+follows one. A body whose `in` reads name an axis its input lacks (`in.features` of an image: a
+misread) is walked without the items that read it: where one of its layers refuses the input
+outright (AS203: attention given an image), that is the one diagnostic, as the misreads follow from
+it; else the misreads are reported.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Protocol
 
-from ..errors import Collector, InternalError, Loc, SpecError
+from ..errors import Collector, Diagnostic, InternalError, Loc, SpecError
 from ..expr import TypeView, reads_input
 from ..layers import REGISTRY, LayerParams, ShapeError, TensorType
 from ..layers.base import AXIS_NAMES
@@ -27,7 +30,7 @@ from ..load import Document, Path
 from ..schema import Spec
 from .flatten import Flattener
 from .ir import CallChain, Graph, Input, Output, Value
-from .tree import Deferred, Tree
+from .tree import Deferred, Misread, Tree
 
 
 class Expander(Protocol):
@@ -40,7 +43,7 @@ class Expander(Protocol):
     expanded: int
 
     def expand(self, d: Deferred, x: TensorType, alt: TensorType | None, dynamic: str,
-               alt_fails: str = "") -> Tree | None: ...
+               alt_fails: str = "") -> tuple[Tree | None, tuple[Diagnostic, ...]]: ...
 
 
 def body_reads_input(raw: Any) -> bool:
@@ -60,7 +63,8 @@ def input_view(x: TensorType, alt: TensorType | None, dynamic: str, alt_fails: s
     varying = frozenset(i for i, n in enumerate(x.shape) if alt is None or len(alt.shape) != len(x.shape)
                         or alt.shape[i] != n) if dynamic else frozenset()
     return TypeView(x.shape, tuple(AXIS_NAMES.get(a, "") for a in axes) if axes else ("",) * len(x.shape),
-                    x.axes, varying, dynamic, alt_fails if dynamic and alt is None else "")
+                    x.axes, varying, dynamic, alt_fails if dynamic and alt is None else "",
+                    frozenset(AXIS_NAMES.values()))
 
 
 class TypingFlattener(Flattener):
@@ -75,7 +79,8 @@ class TypingFlattener(Flattener):
         self.alt: list[TensorType | None] = [  # the dynamic axes at 2n + 1: no stride or window maps both alike
             TensorType(tuple(2 * d.size + 1 if d.name else d.size for d in i.dims), i.dtype, i.layout)
             for i in inputs]
-        self.alt_fails = ""  # the first layer typed at the nominal sizes but not at 2n + 1, for AS120
+        self.alt_sizes = ", ".join(dict.fromkeys(f"{d.name} = {2 * d.size + 1}" for d in dynamic))
+        self.alt_fails = ""  # the first layer typed at the nominal sizes but not at 2n + 1, and why, for AS120
 
     def emit(self, kind: str, params: LayerParams, xs: tuple[int, ...], scope: str, loc: Loc, yaml_path: Path,
              calls: CallChain) -> tuple[int, ...]:
@@ -84,7 +89,9 @@ class TypingFlattener(Flattener):
             types += infer(kind, params, tuple(types[v] for v in xs)) or [None] * len(ys)
         if (self.dynamic and not self.alt_fails and self.types[ys[0]] is not None and self.alt[ys[0]] is None
                 and all(self.alt[v] is not None for v in xs)):
-            self.alt_fails = f"{kind} '{scope}' ({loc})"
+            why = refusal(kind, params, tuple(self.alt[v] for v in xs))  # type: ignore[misc]
+            self.alt_fails = (f"{kind} '{scope}' ({loc}) fails at the second size archspec tries, {self.alt_sizes} "
+                              f"(2 x nominal + 1): \"{why}\"")
         return ys
 
     def deferred(self, t: Deferred, prefix: str, x: int) -> int:
@@ -95,13 +102,35 @@ class TypingFlattener(Flattener):
             if not r.out.diagnostics:  # a layer before it fails its shape rule: analyze says how
                 self.explain(t.loc)
             return self.untyped(t)
-        expanded = r.expand(t, typed, self.alt[x] if self.dynamic else None, self.dynamic, self.alt_fails)
+        expanded, misreads = r.expand(t, typed, self.alt[x] if self.dynamic else None, self.dynamic, self.alt_fails)
         if expanded is None:
             return self.untyped(t)
         walked = self.expansions[id(t)] = replace(expanded, refs=None, token=t.token)
-        return self.tree(walked, prefix, x)
+        if not misreads:
+            return self.tree(walked, prefix, x)
+        first = len(self.nodes)
+        self.tree(walked, prefix, x)
+        if any(self.refuses(k) for k in range(first, len(self.nodes))):
+            self.explain(t.loc)  # that layer's AS203 is the mistake; the sizes `in` lacks follow from it
+        else:
+            for d in misreads:
+                r.out.add(d.code, d.message, d.loc, d.path, d.hint, d.related)
+        return self.untyped(t)
 
-    def untyped(self, t: Deferred) -> int:
+    def refuses(self, k: int) -> bool:
+        """Whether node k's kind refuses its typed input outright (its rank, dtype or layout: AS203)."""
+        node = self.nodes[k]
+        xs = [self.types[v] for v in node.inputs]
+        return all(x is not None for x in xs) and \
+            REGISTRY[node.kind].input_problem(xs[0]) is not None  # type: ignore[arg-type]
+
+    def tree(self, t: Tree, prefix: str, x: int) -> int:
+        """As the flattener's, and an item left out after a misread gives an untyped value."""
+        if isinstance(t, Misread):
+            return self.untyped(t)
+        return super().tree(t, prefix, x)
+
+    def untyped(self, t: Deferred | Misread) -> int:
         """The output of a block that could not be expanded (an error is reported, so this graph is
         never returned): untyped, so that only the blocks that do not depend on it are expanded."""
         self.values.append(Value(t.name, None))
@@ -133,16 +162,27 @@ class TypingFlattener(Flattener):
 def infer(kind: str, params: LayerParams, xs: tuple[TensorType | None, ...]) -> list[TensorType] | None:
     """A node's output types by the registry's shape rule, with analyze's input checks, or None where
     analyze will report an error (or an input is untyped)."""
+    ys = _apply(kind, params, xs)
+    return ys if isinstance(ys, list) else None
+
+
+def refusal(kind: str, params: LayerParams, xs: tuple[TensorType, ...]) -> str:
+    """Why the registry's rules refuse typed inputs `xs` (analyze's message), or '' where they accept them."""
+    ys = _apply(kind, params, xs)
+    return ys if isinstance(ys, str) else ""
+
+
+def _apply(kind: str, params: LayerParams, xs: tuple[TensorType | None, ...]) -> list[TensorType] | str | None:
+    """The output types, or why analyze will refuse the node; None where an input is untyped."""
     rule = REGISTRY[kind]
     if any(x is None for x in xs):
         return None
-    x = xs[0]
-    assert x is not None
-    if ((rule.input_rank is not None and len(x.shape) not in rule.input_rank) or x.dtype != rule.input_dtype
-            or (rule.input_layouts is not None and x.axes not in rule.input_layouts)):
-        return None
+    problem = rule.input_problem(xs[0])  # type: ignore[arg-type]
+    if problem is not None:
+        return problem[0]
     try:
         ys = rule.output_types(params, xs)  # type: ignore[arg-type]
-    except ShapeError:
-        return None
-    return list(ys) if all(d > 0 for y in ys for d in y.shape) else None
+    except ShapeError as exc:
+        return str(exc)
+    bad = next((y for y in ys if any(d <= 0 for d in y.shape)), None)
+    return f"output {bad} has a non-positive dimension" if bad is not None else list(ys)

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import Collector, Loc, call_note, closest, did_you_mean
+from ..errors import Collector, Diagnostic, Loc, call_note, closest, did_you_mean
 from ..expr import IN, ExprError, Steps, evaluate, is_identifier, looks_like_expression
 from ..layers import REGISTRY, TensorType
 from ..layers.base import default_layout
@@ -27,7 +27,16 @@ from .deferred import TypingFlattener, body_reads_input, input_view
 from .flatten import Flattener
 from .ir import CallChain, Graph, Input, Output
 from .names import Binder, Namer, name_problem
-from .tree import Deferred, Layer, Parallel, Sequence, Tree, piece_names, rename
+from .tree import (
+    Deferred,
+    Layer,
+    Misread,
+    Parallel,
+    Sequence,
+    Tree,
+    piece_names,
+    rename,
+)
 from .unused import unused
 
 
@@ -51,6 +60,7 @@ class Resolver:
         self.names = Binder(doc, self.out)
         self.reads: dict[str, bool] = {}  # block -> whether its definition reads `in`
         self.deferred = 0  # invocations waiting for their input's type
+        self.held: list[Diagnostic] | None = None  # while a deferred body expands: its misreads of `in` (ExprError)
 
     # -- entry -----------------------------------------------------------------------------
     def run(self, input_shape: tuple[int, ...] | None) -> Graph:
@@ -134,6 +144,10 @@ class Resolver:
             return evaluate(text, env, self.steps)
         except ExprError as exc:
             self.failures += 1
+            if exc.misread and self.held is not None:  # reported unless a layer refuses the input (`deferred`)
+                self.held.append(Diagnostic(exc.code, f"{exc} in {raw!r}", self.doc.loc(path), format_path(path),
+                                            exc.hint, calls))
+                return None
             self.out.add(exc.code, f"{exc} in {raw!r}", self.doc.loc(path), format_path(path), exc.hint, calls)
             if exc.code == "AS002":
                 raise _Budget from None
@@ -161,10 +175,11 @@ class Resolver:
                     if piece not in namer.defined:
                         namer.later.setdefault(piece, self.doc.loc((path if single else path + (i,)) + (kind, "as", k)))
         nodes: list[Tree] = []
-        errors = len(self.out.diagnostics)
+        errors, misreads = len(self.out.diagnostics), len(self.held or ())
         for i, item in enumerate(raw):
             nodes.extend(self.item(item, path if single else path + (i,), env, calls, namer, stack))
-        if len(self.out.diagnostics) == errors:  # an item left out after an error would only move the problem
+        # an item left out after an error (or a misread of `in`) would only move the problem
+        if (len(self.out.diagnostics), len(self.held or ())) == (errors, misreads):
             self.pieces_read(nodes, calls, path == ("network",) and bool(self.spec.outputs))
         return nodes
 
@@ -200,9 +215,12 @@ class Resolver:
             raise _Budget
         self.nesting += 1
         try:
-            return self._item(raw, path, env, calls, namer, stack)
+            nodes = self._item(raw, path, env, calls, namer, stack)
         finally:
             self.nesting -= 1
+        if not nodes and self.held:  # after a misread of `in`, an item left out leaves an untyped value
+            return [Misread(raw.get("name", "") if isinstance(raw, dict) else "", self.doc.loc(path))]
+        return nodes
 
     def _item(self, raw: Any, path: Path, env: Mapping[str, Any], calls: CallChain, namer: Namer,
               stack: tuple[str, ...]) -> list[Tree]:
@@ -323,7 +341,7 @@ class Resolver:
             ppath = kpath + ("as", k)
             namer.later.pop(piece, None)
             before = len(self.out.diagnostics)
-            namer.claim(piece, self.doc.loc(ppath), self.out, ppath)
+            namer.claim(piece, self.doc.loc(ppath), self.out, ppath, f"piece '{piece}' of {node.kind} '{node.name}'")
             if len(self.out.diagnostics) > before:
                 return None
             pieces.append(self.names.define(piece, namer, self.doc.loc(ppath)))
@@ -490,7 +508,10 @@ class Resolver:
                          "if this spec is trusted", calls)
             raise _Budget
         definition: BlockDef = self.spec.blocks[block]
+        failures = self.failures
         values = self.value(args, env, kpath, calls) if args is not None else {}
+        if self.failures > failures:
+            return None  # a bad expression is reported once, not again as a wrong type
         if not isinstance(values, dict):
             self.out.add("AS103", f"arguments of block '{block}' must be a mapping, got {values!r}",
                          self.doc.loc(kpath), format_path(kpath), related=calls)
@@ -553,20 +574,24 @@ class Resolver:
         return self.reads[block]
 
     def expand(self, d: Deferred, x: TensorType, alt: TensorType | None, dynamic: str,
-               alt_fails: str = "") -> Tree | None:
+               alt_fails: str = "") -> tuple[Tree | None, tuple[Diagnostic, ...]]:
         """A deferred block's body, with `in` bound to its input's type; None after an error
         (reported). `alt`: the input's type with the dynamic input axes at other sizes; `alt_fails`: the
-        layer that fails there, when it is None."""
+        layer that fails there, when it is None. With it, its misreads of `in` (not yet reported): the
+        body is then partial, each item that misread left as a `Misread`, for the flattener to find the cause."""
         view = input_view(x, alt, dynamic, alt_fails)
-        errors, nesting = len(self.out.diagnostics), self.nesting
-        self.nesting = d.nesting
+        errors, nesting, held = len(self.out.diagnostics), self.nesting, self.held
+        self.nesting, self.held = d.nesting, []
         try:
             tree = self.body(d.name, d.block, {**d.scope, IN: view}, d.loc, d.calls, d.stack)
+            misreads = tuple(self.held)
         finally:
-            self.nesting = nesting
+            self.nesting, self.held = nesting, held
         if len(self.out.diagnostics) > errors:
-            return None
-        return rename(tree, d.name, d.label) if d.label else tree
+            for m in misreads:
+                self.out.add(m.code, m.message, m.loc, m.path, m.hint, m.related)
+            return None, ()
+        return (rename(tree, d.name, d.label) if d.label else tree), misreads
 
 
 def _has_type(value: Any, type_name: str) -> bool:

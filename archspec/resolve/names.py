@@ -49,6 +49,7 @@ class Namer:
 
     def __init__(self, parent: Namer | None = None, private: bool = False, owner: str = "") -> None:
         self.taken: dict[str, Loc] = {}
+        self.what: dict[str, str] = {}  # a taken name that is not a layer's -> what it names ("piece 'a' of split 's'")
         self.counts: dict[str, int] = {}
         self.parent, self.private, self.owner = parent, private, owner  # private: a block body
         self.defined: dict[str, int] = {}  # name -> token, for `from:`
@@ -63,17 +64,25 @@ class Namer:
         self.counts[base] = n + 1
         return f"{base}{n}"
 
-    def claim(self, name: str, loc: Loc, out: Collector, path: Path) -> None:
+    def claim(self, name: str, loc: Loc, out: Collector, path: Path, what: str = "") -> None:
+        """Takes `name` for a layer, or for what `what` says it names (a piece of a multi-output layer)."""
         problem = name_problem(name)
         if problem:
             out.add("AS107", f"'{name}' cannot name a layer: {problem}", loc, format_path(path),
                     f"choose another name, e.g. '{name.strip('_') or 'layer'}_'")
+        elif name in self.taken and (what or name in self.what):
+            this, first = what or f"layer '{name}'", self.what.get(name, f"layer '{name}'")
+            out.add("AS110", f"duplicate name '{name}': {this} is named like {first}", loc, format_path(path),
+                    f"rename {this} here or {first} at {self.taken[name]}: a later item reads each value by its "
+                    "own name", ((f"{first} is named here", self.taken[name]),))
         elif name in self.taken:
             out.add("AS110", f"duplicate layer name '{name}' in this sequence", loc, format_path(path),
                     "names become module paths and must be unique among siblings; use `name:` on a "
                     "repeat to number its iterations", (("first used here", self.taken[name]),))
         else:
             self.taken[name] = loc
+            if what:
+                self.what[name] = what
 
 
 class Binder:
@@ -91,6 +100,7 @@ class Binder:
         top = Namer()
         for i, inp in enumerate(inputs):
             top.taken[inp.name] = inp.loc
+            top.what[inp.name] = f"the model input '{inp.name}'"
             top.defined[inp.name] = i
         self.next_token = len(inputs)
         return top

@@ -72,7 +72,19 @@ class Deferred:
     token: int | None = None
 
 
-Tree = Layer | Sequence | Parallel | Deferred  # the surface tree, private to resolve
+@dataclass(frozen=True, slots=True)
+class Misread:
+    """An item of a deferred block's body left out because it reads a size its input lacks (`in.features`
+    of an image): its value is untyped, so that the typing flattener checks the layers that do not
+    depend on it, one of which may refuse the input itself (`deferred`). Never in a returned graph."""
+
+    name: str
+    loc: Loc
+    refs: tuple[int, ...] | None = None
+    token: int | None = None
+
+
+Tree = Layer | Sequence | Parallel | Deferred | Misread  # the surface tree, private to resolve
 
 
 def piece_names(args: Any) -> list[str]:
@@ -83,7 +95,7 @@ def piece_names(args: Any) -> list[str]:
 
 def rename(node: Tree, name: str, label: str | None = None) -> Tree:
     """A container with one child collapses into it: `inception3a.branch1`, not `inception3a.concat0.branch1`."""
-    if label and not isinstance(node, Layer):
+    if label and not isinstance(node, (Layer, Misread)):
         return replace(node, name=name, label=label)
     return replace(node, name=name)
 
