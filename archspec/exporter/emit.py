@@ -38,13 +38,13 @@ class _Graph:
     initializers: dict[str, Any] = field(default_factory=dict)
     outputs: list[tuple[str, int, str]] = field(default_factory=list)  # (ONNX value, value id, scope): value_info
     taken: set[str] = field(default_factory=set)
-    exact: set[str] = field(default_factory=set)  # initializers of index arithmetic (`Emitter.exact`)
+    exact: set[str] = field(default_factory=set)  # initializers kept in their type (`Emitter.exact`)
 
 
 class Emitter:
     """One layer's view of the graph being built: `xs` are its input values (`x` the first); `op`
     adds a node, `param` one of the layer's own tensors, `const` a tensor derived from them, `exact` a
-    constant of index arithmetic. `dims` holds each input's axes, batch first, a name where the axis
+    constant of arithmetic kept in float32 (source coordinates). `dims` holds each input's axes, batch first, a name where the axis
     is dynamic: a kind may bake a size into its nodes only where the axis is static. `dtype` is the
     model's float type ("float32" or "float16"): float32 `param` and `const` tensors are converted
     with the data (`precision.to_float16`); a kind reads it where it rounds a constant as PyTorch
@@ -70,13 +70,18 @@ class Emitter:
         return self._constant(hint, value, exact=False)
 
     def exact(self, hint: str, value: np.ndarray) -> str:
-        """A float constant of index arithmetic (source coordinates, not data): it keeps its type in a
-        float16 model, where the data's constants are halved, so the indices computed from it are the
-        float32 model's; `as_data` brings a result of that arithmetic to the data's type."""
+        """A float constant of arithmetic a kind does in float32 whatever the data's type (source
+        coordinates, interpolation weights): it keeps its type in a float16 model, where the data's
+        constants are halved."""
         return self._constant(hint, value, exact=True)
 
+    def as_float32(self, value: str) -> str:
+        """A data value in float32, for arithmetic PyTorch does in float32 on float16 data (its opmath
+        type): a Cast in a float16 model, the value itself in a float32 one."""
+        return value if self.dtype == "float32" else self.op("Cast", [value], to=ONNX_DTYPES["float32"])
+
     def as_data(self, value: str) -> str:
-        """A float32 value of index arithmetic (an interpolation weight) in the model's float type."""
+        """A float32 value in the model's float type: a Cast in a float16 model (as_float32's inverse)."""
         return value if self.dtype == "float32" else self.op("Cast", [value], to=ONNX_DTYPES[self.dtype])
 
     def _constant(self, hint: str, value: np.ndarray, exact: bool) -> str:
@@ -152,7 +157,7 @@ def emit_graph(report: Report, weights: Mapping[str, Any], plan: Plan, opset: in
     """The model: each node's ONNX nodes from its kind, the spec's input and output names, archspec's
     types as value_info (dynamic axes as named symbolic dims); and its initializers, name -> the
     numpy array itself, apart from the graph (`write.save` streams them: no TensorProto copies).
-    dtype "float16": the data and its tensors in half precision, index arithmetic as emitted."""
+    dtype "float16": the data and its tensors in half precision, `Emitter.exact` constants as emitted."""
     from onnx import helper
 
     g = _Graph(opset, weights, dtype)

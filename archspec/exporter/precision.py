@@ -14,7 +14,7 @@ FLOAT, HALF = 1, 10  # onnx.TensorProto.FLOAT, FLOAT16
 
 
 def to_float16(model: Any, tensors: dict[str, Any], keep: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The initializers with every float32 one in float16 but those in `keep` (index arithmetic,
+    """The initializers with every float32 one in float16 but those in `keep` (float32 arithmetic,
     `Emitter.exact`); every float32 graph input/output and value_info (the layers' outputs: data) of
     `model` becomes float16, in place. The emitted graphs hold no float constants elsewhere (no
     Constant nodes or float tensor attributes). Where onnxruntime has no float16 CPU kernel (GRU,
