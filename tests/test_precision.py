@@ -1,9 +1,14 @@
-"""The float16 export (`--dtype float16`) of every layer kind, parametrized from the registry (test_emit's
-cases): each exports, verified by the exporter against PyTorch in float16, holds its data and tensors in
-half precision, and onnxruntime's float16 output equals the kind's own PyTorch lowering run in float16,
-at a size the export did not check, within the exporter's float16 tolerance. Bilinear upsampling at a
-dynamic size computes its source indices in float32, as PyTorch's float16 kernel does, checked against
-F.interpolate in float16 at sizes where float16 index arithmetic would take other taps."""
+"""The precision options over every layer kind, parametrized from the registry (test_emit's cases).
+
+float16 (`--dtype float16`): each case exports, verified by the exporter against PyTorch in float16,
+holds its weights and layer outputs in half precision, and onnxruntime's float16 output equals the
+kind's own PyTorch lowering run in float16, at a size the export did not check, within the exporter's
+float16 tolerance. Bilinear upsampling at a dynamic size computes its source indices in float32, as
+PyTorch's float16 kernel does, checked against F.interpolate in float16 at sizes where float16 index
+arithmetic would take other taps.
+
+int8 (`--quantize int8`): each kind's example quantizes, and the quantized model passes the checks
+the export makes of it (checker, shape inference, onnxruntime at every checked size, finite outputs)."""
 
 from __future__ import annotations
 
@@ -14,10 +19,11 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from test_emit import kind_cases, longer, one_layer_spec, random_state
+from test_emit import DEFAULT_INPUT, kind_cases, longer, one_layer_spec, random_state
 
 import archspec
 from archspec.exporter import TOLERANCE, example_input, export_model
+from archspec.layers import REGISTRY
 from archspec.lower import build_module
 from archspec.runtime import Session
 
@@ -112,3 +118,13 @@ def test_bilinear_upsample_to_a_dynamic_reference_in_float16(tmp_path: Path) -> 
             down = F.conv2d(x, module.down.weight, module.down.bias, stride=2, padding=1)
             want = F.interpolate(down, size=x.shape[-2:], mode="bilinear", align_corners=False) + x
         close(session.run({"image": x.numpy()})["output"], want.numpy())
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRY))
+def test_kind_quantizes_to_int8(tmp_path: Path, kind: str) -> None:
+    params = REGISTRY[kind].example or {}
+    report = archspec.check(one_layer_spec(tmp_path, kind, params, DEFAULT_INPUT[REGISTRY[kind].input_rank]))
+    result = export_model(report, tmp_path / "int8.onnx", weights=random_state(report, 7), quantize="int8")
+    q = result.quantization
+    assert q is not None and q.samples == 32 and np.isfinite(q.max_abs_error) and result.bytes == q.int8_bytes
+    assert len(result.checks) == 2 and all(c.compared for c in result.checks)  # the float32 model, vs PyTorch
