@@ -90,7 +90,7 @@ def index_arithmetic_types(path: Path) -> set[int]:
     ("{upsample: {scale: 3, mode: bilinear}}", {"scale_factor": 3.0, "align_corners": False}),
 ])
 def test_bilinear_upsample_at_a_dynamic_size_in_float16_is_interpolate(tmp_path: Path, layer: str, kwargs) -> None:
-    """H = 300 -> 451: float16 has 3 bits below the point at 300, so coordinates computed in it would
+    """H = 300 -> 451: float16 has 2 bits below the point at 300, so coordinates computed in it would
     move the taps' weights by up to 1/8; the graph computes them in float32, as PyTorch does."""
     report = spec(tmp_path, "{x: [2, time=300, 5]}", layer)
     result = export_model(report, tmp_path / "half.onnx", dtype="float16")
@@ -100,7 +100,10 @@ def test_bilinear_upsample_at_a_dynamic_size_in_float16_is_interpolate(tmp_path:
     with torch.no_grad():
         want = F.interpolate(torch.from_numpy(x), mode="bilinear", **kwargs).numpy()
     assert want.dtype == np.float16
-    close(Session(result.path).run({"x": x})["output"], want)
+    got = Session(result.path).run({"x": x})["output"]
+    # torch's arithmetic, operation for operation (weights rounded to float16, sums in float32, one
+    # rounding): equal but for the order of float32 roundings, within one float16 step of the output
+    assert close(got, want) <= np.spacing(np.abs(want).max())
 
 
 def test_bilinear_upsample_to_a_dynamic_reference_in_float16(tmp_path: Path) -> None:
