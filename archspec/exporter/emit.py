@@ -33,7 +33,7 @@ class _Graph:
 
     opset: int
     weights: Mapping[str, Any]
-    dtype: str = "float32"  # the model's floats (the data); index arithmetic stays in its own type
+    dtype: str = "float32"  # the model's floats (the data); `exact` constants keep their own type
     nodes: list[Any] = field(default_factory=list)
     initializers: dict[str, Any] = field(default_factory=dict)
     outputs: list[tuple[str, int, str]] = field(default_factory=list)  # (ONNX value, value id, scope): value_info
@@ -44,11 +44,11 @@ class _Graph:
 class Emitter:
     """One layer's view of the graph being built: `xs` are its input values (`x` the first); `op`
     adds a node, `param` one of the layer's own tensors, `const` a tensor derived from them, `exact` a
-    constant of arithmetic kept in float32 (source coordinates). `dims` holds each input's axes, batch first, a name where the axis
-    is dynamic: a kind may bake a size into its nodes only where the axis is static. `dtype` is the
-    model's float type ("float32" or "float16"): float32 `param` and `const` tensors are converted
-    with the data (`precision.to_float16`); a kind reads it where it rounds a constant as PyTorch
-    does in that type (upsample's weights)."""
+    constant of arithmetic kept in float32 (source coordinates). `dims` holds each input's axes,
+    batch first, a name where the axis is dynamic: a kind may bake a size into its nodes only where
+    the axis is static. `dtype` is the model's float type ("float32" or "float16"): float32 `param`
+    and `const` tensors are converted with the data (`precision.to_float16`); a kind reads it where
+    PyTorch computes in float32 on float16 data (`as_float32`, `as_data`) or rounds a constant to it."""
 
     def __init__(self, graph: _Graph, path: str, xs: list[str], doc: str, dims: list[list[int | str]] | None = None,
                  where: str = ""):
