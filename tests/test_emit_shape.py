@@ -89,7 +89,12 @@ def test_shape_kinds_export_in_float16(tmp_path: Path) -> None:
     result = export_model(report, tmp_path / "half.onnx", dtype="float16")
     assert result.compared and result.max_rel_error <= 1e-2
     model = onnx.load(str(result.path))
-    assert {t.data_type for t in model.graph.initializer} <= {onnx.TensorProto.FLOAT16, onnx.TensorProto.INT64}
+    single = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    assert {t.data_type for t in model.graph.initializer} == {onnx.TensorProto.FLOAT16, onnx.TensorProto.INT64,
+                                                              onnx.TensorProto.FLOAT}
+    # float32: only the bilinear weights, rounded to float16 as torch rounds them, for its sums in float32
+    assert sorted(single) == [f"upsample0.w_{e}{axis}" for e in ("hi", "lo") for axis in (2, 3)]
+    assert all(np.array_equal(w.astype(np.float16).astype(np.float32), w) for w in single.values())
 
 
 def test_shufflenet_v2_exports_verified(tmp_path: Path) -> None:

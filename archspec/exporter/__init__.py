@@ -148,11 +148,7 @@ def export_model(report: Report, output: str | os.PathLike, *,
 
     with staging(output) as tmpdir:
         t0 = time.perf_counter()
-        model, tensors = emit_graph(report, state, plan, opset)
-        if dtype == "float16":
-            from .precision import to_float16
-
-            tensors = to_float16(model, tensors)
+        model, tensors = emit_graph(report, state, plan, opset, dtype)
         _annotate(model, report, source)
         staged = tmpdir / output.name
         data = write.save(model, tensors, staged)

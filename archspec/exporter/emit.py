@@ -33,23 +33,28 @@ class _Graph:
 
     opset: int
     weights: Mapping[str, Any]
+    dtype: str = "float32"  # the model's floats (the data); `exact` constants keep their own type
     nodes: list[Any] = field(default_factory=list)
     initializers: dict[str, Any] = field(default_factory=dict)
     outputs: list[tuple[str, int, str]] = field(default_factory=list)  # (ONNX value, value id, scope): value_info
     taken: set[str] = field(default_factory=set)
+    exact: set[str] = field(default_factory=set)  # initializers kept in their type (`Emitter.exact`)
 
 
 class Emitter:
     """One layer's view of the graph being built: `xs` are its input values (`x` the first); `op`
-    adds a node, `param` one of the layer's own tensors, `const` a tensor derived from them. `dims`
-    holds each input's axes, batch first, a name where the axis is dynamic: a kind may bake a size
-    into its nodes only where the axis is static."""
+    adds a node, `param` one of the layer's own tensors, `const` a tensor derived from them, `exact` a
+    constant of arithmetic kept in float32 (source coordinates). `dims` holds each input's axes,
+    batch first, a name where the axis is dynamic: a kind may bake a size into its nodes only where
+    the axis is static. `dtype` is the model's float type ("float32" or "float16"): float32 `param`
+    and `const` tensors are converted with the data (`precision.to_float16`); a kind reads it where
+    PyTorch computes in float32 on float16 data (`as_float32`, `as_data`) or rounds a constant to it."""
 
     def __init__(self, graph: _Graph, path: str, xs: list[str], doc: str, dims: list[list[int | str]] | None = None,
                  where: str = ""):
         self._g, self.path, self.xs, self.x, self._doc, self.dims = graph, path, xs, xs[0], doc, dims or []
         self._where = where or path  # the layer, for errors
-        self.opset = graph.opset
+        self.opset, self.dtype = graph.opset, graph.dtype
         self._inputs: dict[str, list[int | str]] = {}  # a body's own inputs (see `body`)
 
     def array(self, local: str) -> np.ndarray:
@@ -62,13 +67,34 @@ class Emitter:
         return name
 
     def const(self, hint: str, value: np.ndarray) -> str:
+        return self._constant(hint, value, exact=False)
+
+    def exact(self, hint: str, value: np.ndarray) -> str:
+        """A float constant of arithmetic a kind does in float32 whatever the data's type (source
+        coordinates, interpolation weights): it keeps its type in a float16 model, where the data's
+        constants are halved."""
+        return self._constant(hint, value, exact=True)
+
+    def as_float32(self, value: str) -> str:
+        """A data value in float32, for arithmetic PyTorch does in float32 on float16 data (its opmath
+        type): a Cast in a float16 model, the value itself in a float32 one."""
+        return value if self.dtype == "float32" else self.op("Cast", [value], to=ONNX_DTYPES["float32"])
+
+    def as_data(self, value: str) -> str:
+        """A float32 value in the model's float type: a Cast in a float16 model (as_float32's inverse)."""
+        return value if self.dtype == "float32" else self.op("Cast", [value], to=ONNX_DTYPES[self.dtype])
+
+    def _constant(self, hint: str, value: np.ndarray, exact: bool) -> str:
         import numpy as np
 
         name = f"{self.path}.{hint}"
         known = self._g.initializers.get(name)
-        if known is not None and not (known.dtype == value.dtype and np.array_equal(known, value)):
-            raise AssertionError(f"constant {name} emitted twice with different values")  # a kind's bug
+        if known is not None and not (known.dtype == value.dtype and np.array_equal(known, value)
+                                      and (name in self._g.exact) == exact):
+            raise AssertionError(f"constant {name} emitted twice with different values or roles")  # a kind's bug
         self._g.initializers[name] = value
+        if exact:
+            self._g.exact.add(name)
         return name
 
     def op(self, op_type: str, inputs: list[str], outputs: tuple[str, ...] | None = None, **attrs: Any) -> Any:
@@ -98,7 +124,8 @@ class Emitter:
         made by `graph`, whose float32 inputs are `inputs` (local name -> dims) and are the child's
         `xs`. Names stay unique model-wide; `const` tensors are the model's initializers, which the
         body reads from the outer scope."""
-        child = _Graph(self.opset, self._g.weights, initializers=self._g.initializers, taken=self._g.taken)
+        child = _Graph(self.opset, self._g.weights, self.dtype, initializers=self._g.initializers, taken=self._g.taken,
+                       exact=self._g.exact)
         path = f"{self.path}/{name}"
         values = {f"{path}/{k}": dims for k, dims in inputs.items()}
         body = Emitter(child, path, list(values), self._doc, self.dims, self._where)
@@ -125,14 +152,15 @@ class Emitter:
         return self.op(op_type, [x], axes=axes, keepdims=keepdims)
 
 
-def emit_graph(report: Report, weights: Mapping[str, Any], plan: Plan,
-               opset: int) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+def emit_graph(report: Report, weights: Mapping[str, Any], plan: Plan, opset: int,
+               dtype: str = "float32") -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The model: each node's ONNX nodes from its kind, the spec's input and output names, archspec's
     types as value_info (dynamic axes as named symbolic dims); and its initializers, name -> the
-    numpy array itself, apart from the graph (`write.save` streams them: no TensorProto copies)."""
+    numpy array itself, apart from the graph (`write.save` streams them: no TensorProto copies).
+    dtype "float16": the data and its tensors in half precision, `Emitter.exact` constants as emitted."""
     from onnx import helper
 
-    g = _Graph(opset, weights)
+    g = _Graph(opset, weights, dtype)
     graph = report.graph
     names: dict[int, str] = {}  # value id -> ONNX value
     for vid, v in enumerate(graph.values):
@@ -181,6 +209,10 @@ def emit_graph(report: Report, weights: Mapping[str, Any], plan: Plan,
                               doc_string=f"from {graph.doc.file} (sha256 {graph.sha256[:12]})")
     model = helper.make_model(proto, opset_imports=[helper.make_opsetid("", opset)], producer_name="archspec")
     model.ir_version = min(model.ir_version, onnx_ir_version(opset))
+    if dtype == "float16":
+        from .precision import to_float16
+
+        return model, to_float16(model, g.initializers, keep=frozenset(g.exact))
     return model, g.initializers
 
 

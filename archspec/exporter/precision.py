@@ -13,11 +13,12 @@ from typing import Any
 FLOAT, HALF = 1, 10  # onnx.TensorProto.FLOAT, FLOAT16
 
 
-def to_float16(model: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-    """The initializers with every float32 one in float16; every float32 graph input/output and
-    value_info of `model` becomes float16, in place. The emitted graphs hold no float constants
-    elsewhere (no Constant nodes or float tensor attributes). Where onnxruntime has no float16 CPU
-    kernel (GRU, LSTM), it inserts the casts itself."""
+def to_float16(model: Any, tensors: dict[str, Any], keep: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The initializers with every float32 one in float16 but those in `keep` (float32 arithmetic,
+    `Emitter.exact`); every float32 graph input/output and value_info (the layers' outputs: data) of
+    `model` becomes float16, in place. The emitted graphs hold no float constants elsewhere (no
+    Constant nodes or float tensor attributes). Where onnxruntime has no float16 CPU kernel (GRU,
+    LSTM), it inserts the casts itself."""
     import numpy as np
 
     graphs = [model.graph]
@@ -27,7 +28,7 @@ def to_float16(model: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if v.type.tensor_type.elem_type == FLOAT:
                 v.type.tensor_type.elem_type = HALF
         graphs += [a.g for n in graph.node for a in n.attribute if a.HasField("g")]
-    return {k: a.astype(np.float16) if a.dtype == np.float32 else a for k, a in tensors.items()}
+    return {k: a.astype(np.float16) if a.dtype == np.float32 and k not in keep else a for k, a in tensors.items()}
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,13 @@ def calibration_inputs(report: Any, shape: tuple[int, ...], files: Sequence[str 
 def quantize_int8(float_path: Path, out_path: Path, report: Any, batches: list[Any], source: str) -> Quantization:
     """onnxruntime.quantization.quantize_static in QDQ format (int8 weights per channel, uint8
     activations, MinMax calibration): the form onnxruntime's CPU kernels fuse into integer convs and
-    matmuls. Ops it cannot quantize (e.g. LSTM) stay float32."""
+    matmuls. Ops it cannot quantize (e.g. LSTM) stay float32, and so do the nodes that do not read the
+    data (`index_arithmetic`)."""
     import numpy as np
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from ..runtime.session import Session
+    from .verify import _without_float_data
 
     name = report.graph.input.name
 
@@ -99,7 +102,8 @@ def quantize_int8(float_path: Path, out_path: Path, report: Any, batches: list[A
     root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process goes to the root logger
     try:
         quantize_static(str(float_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                        nodes_to_exclude=index_arithmetic(_without_float_data(float_path)))
     finally:
         root.setLevel(level)
     out = report.graph.output_name
@@ -111,3 +115,17 @@ def quantize_int8(float_path: Path, out_path: Path, report: Any, batches: list[A
                    == want.reshape(len(batches), -1, want.shape[-1]).argmax(-1)).mean())
     return Quantization(float_path.stat().st_size, out_path.stat().st_size, len(batches), source, err,
                         err / max(1.0, float(np.abs(want).max())), agree)
+
+
+def index_arithmetic(model: Any) -> list[str]:
+    """The nodes that do not read the data: every input an initializer, a Shape's output or another
+    such node's output (upsample's source coordinates at a dynamic size, computed from sizes). The
+    quantizer would quantize their floats as activations (it quantizes every Add and Mul), moving
+    coordinates by a quantization step, and a function of sizes and constants gains nothing from it."""
+    free = {t.name for t in model.graph.initializer}
+    nodes = []
+    for n in model.graph.node:  # in topological order
+        if n.op_type == "Shape" or all(i in free for i in n.input if i):
+            free.update(n.output)
+            nodes.append(n.name)
+    return nodes

@@ -455,14 +455,16 @@ class Upsample(LayerKind):
         scales = [cls._scale(p, n, out, s) for n, out, s in zip(x.shape[1:], y.shape[1:], p.scale or (None, None))]
         if all(_dyadic(s) for s in scales) and (static or p.scale and not p.align_corners):
             return cls._resize(p, g)
-        v = g.x
+        # bilinear sums in float32 in a float16 model too, rounded once, as torch's kernel (its opmath type)
+        v = g.as_float32(g.x) if p.mode == "bilinear" else g.x
         # W first, on the fewer input rows; H then gathers whole rows, contiguous copies (3x faster at FCN's head size)
         for axis in (3, 2):
             n, out, s = x.shape[axis - 1], y.shape[axis - 1], p.scale[axis - 2] if p.scale else None
             if static and n == out:
                 continue  # torch copies an axis whose size is kept
             v = _resample_static(p, g, v, axis, n, out, s) if static else _resample_dynamic(p, g, v, axis, out, s)
-        return v  # `to` at a dynamic size: torch's taps from the reference's Shape (a Resize rounds otherwise)
+        # `to` at a dynamic size: torch's taps from the reference's Shape (a Resize rounds otherwise)
+        return g.as_data(v) if p.mode == "bilinear" else v
 
     @classmethod
     def _scale(cls, p: UpsampleParams, n: int, out: int, factor: int | None) -> Fraction:
@@ -522,13 +524,15 @@ def _taps(p: UpsampleParams, n: int, out: int, factor: int | None) -> tuple[Any,
 
 
 def _lerp(g, v: str, axis: int, lo: str, hi: str, w_lo: str, w_hi: str) -> str:
-    """v[lo] * w_lo + v[hi] * w_hi along `axis`, torch's weighted sum of the two taps."""
+    """v[lo] * w_lo + v[hi] * w_hi along `axis`, torch's weighted sum of the two taps (in float32)."""
     return g.op("Add", [g.op("Mul", [g.op("Gather", [v, lo], axis=axis), w_lo]),
                         g.op("Mul", [g.op("Gather", [v, hi], axis=axis), w_hi])])
 
 
 def _resample_static(p: UpsampleParams, g, v: str, axis: int, n: int, out: int, factor: int | None) -> str:
-    """One axis of a static size: torch's indices and weights as constants, Gather and a weighted sum."""
+    """One axis of a static size: torch's indices and weights as constants, Gather and a weighted sum.
+    The weights are rounded to the data's type, as torch holds them, w_lo = 1 - w_hi rounded there too
+    (UpSampleKernel.cpp compute_source_index_and_lambda), and stay float32 (`exact`) for the sum."""
     import numpy as np
 
     lo, hi, w = _taps(p, n, out, factor)
@@ -536,17 +540,24 @@ def _resample_static(p: UpsampleParams, g, v: str, axis: int, n: int, out: int, 
     if w is None:
         return g.op("Gather", [v, lo_name], axis=axis)
     along = (-1,) + (1,) * (3 - axis)  # the weights broadcast along `axis` of (N, C, H, W)
+    w_hi = w.astype(g.dtype).astype(np.float32)
+    w_lo = (np.float32(1) - w_hi).astype(g.dtype).astype(np.float32)
     return _lerp(g, v, axis, lo_name, g.const(f"hi{axis}", hi),
-                 g.const(f"w_lo{axis}", (np.float32(1) - w).reshape(along)), g.const(f"w_hi{axis}", w.reshape(along)))
+                 g.exact(f"w_lo{axis}", w_lo.reshape(along)), g.exact(f"w_hi{axis}", w_hi.reshape(along)))
 
 
 def _resample_dynamic(p: UpsampleParams, g, v: str, axis: int, out: int, factor: int | None) -> str:
     """One axis of a dynamic size: `_taps` computed in the graph from the input's size, in the same
-    float32 operations (float64 for the fused multiply-add). Float32 models only: the weights are float32."""
+    float32 operations (float64 for the fused multiply-add), whose constants are `exact`: float32 in
+    a float16 model too, where torch also computes the indices and weights in float32 (its opmath type,
+    UpSampleKernel.cpp HelperInterpLinear::compute_indices_weights)."""
     import numpy as np
 
     def const(name: str, value: Any, dtype: Any) -> str:
         return g.const(f"{name}{axis}", np.array(value, dtype))
+
+    def exact(name: str, value: Any, dtype: Any = np.float32) -> str:
+        return g.exact(f"{name}{axis}", np.array(value, dtype))
 
     f32, i64 = 1, 7  # onnx.TensorProto's FLOAT and INT64
     n = g.op("Gather", [g.op("Shape", [g.x]), const("axis", axis, np.int64)])
@@ -555,27 +566,28 @@ def _resample_dynamic(p: UpsampleParams, g, v: str, axis: int, out: int, factor:
     else:
         size = const("size", out, np.int64) if factor is None else g.op("Mul", [n, const("factor", factor, np.int64)])
     dst = g.op("Cast", [g.op("Range", [const("zero", 0, np.int64), size, const("one", 1, np.int64)])], to=f32)
-    nf, sizef, one = g.op("Cast", [n], to=f32), g.op("Cast", [size], to=f32), const("onef", 1, np.float32)
+    nf, sizef, one = g.op("Cast", [n], to=f32), g.op("Cast", [size], to=f32), exact("onef", 1)
     if p.mode == "bilinear" and p.align_corners:
         scale = g.op("Div", [g.op("Sub", [nf, one]), g.op("Max", [g.op("Sub", [sizef, one]), one])])
         src = g.op("Mul", [dst, scale])
     else:
-        scale = const("scale", 1.0 / factor, np.float32) if factor else g.op("Div", [nf, sizef])
+        scale = exact("scale", 1.0 / factor) if factor else g.op("Div", [nf, sizef])
         if p.mode == "nearest":
             src = g.op("Mul", [dst, scale])
         else:
-            half = g.op("Cast", [g.op("Add", [dst, const("half", 0.5, np.float32)])], to=11)  # 11: DOUBLE
-            fma = g.op("Sub", [g.op("Mul", [half, g.op("Cast", [scale], to=11)]), const("halfd", 0.5, np.float64)])
-            src = g.op("Max", [g.op("Cast", [fma], to=f32), const("zerof", 0, np.float32)])
+            half = g.op("Cast", [g.op("Add", [dst, exact("half", 0.5)])], to=11)  # 11: DOUBLE
+            fma = g.op("Sub", [g.op("Mul", [half, g.op("Cast", [scale], to=11)]), exact("halfd", 0.5, np.float64)])
+            src = g.op("Max", [g.op("Cast", [fma], to=f32), exact("zerof", 0)])
     last = g.op("Sub", [n, const("one", 1, np.int64)])
     lo = g.op("Min", [g.op("Cast", [g.op("Floor", [src])], to=i64), last])
     if p.mode == "nearest":
         return g.op("Gather", [v, lo], axis=axis)
     hi = g.op("Min", [g.op("Add", [lo, const("one", 1, np.int64)]), last])
-    w = g.op("Clip", [g.op("Sub", [src, g.op("Cast", [lo], to=f32)]), const("zerof", 0, np.float32), one])
+    w = g.op("Clip", [g.op("Sub", [src, g.op("Cast", [lo], to=f32)]), exact("zerof", 0), one])
     if axis == 2:
         w = g.op("Unsqueeze", [w, const("last", [1], np.int64)])
-    return _lerp(g, v, axis, lo, hi, g.op("Sub", [one, w]), w)
+    w = g.as_float32(g.as_data(w))  # rounded to the data's type, as `_resample_static`
+    return _lerp(g, v, axis, lo, hi, g.as_float32(g.as_data(g.op("Sub", [one, w]))), w)
 
 
 def _fmt(shape: Shape) -> str:
