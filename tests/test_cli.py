@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -195,6 +196,72 @@ def test_summary_table(capsys):
     assert code == 0
     assert out.startswith("lenet: input image 1x28x28 (float32)")
     assert "61,706" in out
+
+
+BLOCK_READ = """archspec: 1
+name: blockread
+input: {x: [3, 8, 8]}
+blocks:
+  cbr:
+    params: {out: int}
+    body: [{conv2d: {out: out, kernel: 3, padding: 1}}, batchnorm2d, relu]
+network:
+  - {cbr: {out: 4}, name: bm}
+  - {cbr: {out: 4}, name: second}
+  - {concat, from: [bm, second]}
+"""
+
+
+def test_summary_reads_the_names_a_spec_can_write(tmp_path, capsys):
+    """`from: bm` names block `bm`: the reads column says `bm`, not its last layer's path `bm.relu0`,
+    which no reference can write (AS126); JSON says the same."""
+    path = write(tmp_path, BLOCK_READ)
+    code, out, _ = main(capsys, "summary", path)
+    assert code == 0
+    (row,) = [line for line in out.splitlines() if line.lstrip().startswith("concat0")]
+    assert row.rstrip().endswith("concat   8x8x8          0         0   bm, second")
+    assert "bm.relu0" not in out
+    data = json.loads(main(capsys, "summary", path, "--format", "json")[1])
+    assert {l["path"]: l["reads"] for l in data["layers"] if l["leaf"]}["concat0"] == ["bm", "second"]
+    bad = write(tmp_path, BLOCK_READ.replace("[bm, second]", "[bm.relu0, second]"), "bad.yaml")
+    assert "error[AS126]: 'bm.relu0' reaches into the internals of 'bm'" in main(capsys, "check", bad)[2]
+
+
+def table_rows(out: str) -> list[str]:
+    """The body of a printed summary table: the lines between its two rules."""
+    lines = out.splitlines()
+    rules = [i for i, line in enumerate(lines) if line.strip() and set(line.strip()) <= {"─"}]
+    return lines[rules[0] + 1:rules[1]]
+
+
+def test_summary_fits_100_columns_one_line_per_row(tmp_path, capsys, monkeypatch):
+    """A concat of six long names: the reads column keeps the names that fit whole and says how many
+    more, so every row stays one line within 100 columns (with the weights column too)."""
+    monkeypatch.setenv("COLUMNS", "80")  # not a terminal: archspec's least width, 100
+    names = [f"branch_number_{k}_with_a_long_name" for k in range(6)]
+    items = "".join(f"  - {{conv2d: {{out: 2, kernel: 1}}, from: x, name: {n}}}\n" for n in names)
+    path = write(tmp_path, f"archspec: 1\nname: wide\ninput: {{x: [3, 8, 8]}}\nnetwork:\n{items}"
+                           f"  - {{concat, from: [{', '.join(names)}], name: joined}}\n")
+    for extra in ((), ("--paper-weights",), ("--depth", "1")):
+        code, out, _ = main(capsys, "summary", path, *extra)
+        assert code == 0
+        assert max(len(line) for line in out.splitlines()) <= 100, out
+        rows = table_rows(out)
+        assert len(rows) == len(names) + 1
+        assert rows[-1].split()[0] == "joined"
+        shown, more = re.split(r"\s{3,}", rows[-1].strip())[-1].split(" and ")
+        shown = shown.split(", ")
+        assert shown == names[:len(shown)] and more == f"{len(names) - len(shown)} more", rows[-1]
+
+
+@pytest.mark.parametrize("spec", sorted([*(ROOT / "specs").glob("*.yaml"), *(ROOT / "examples").glob("*.yaml")]),
+                         ids=lambda p: p.stem)
+def test_every_summary_row_is_one_line_of_at_most_100(spec, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = main(capsys, "summary", spec)
+    assert code == 0
+    assert max(len(line) for line in out.splitlines()) <= 100
+    assert len(table_rows(out)) == len(archspec.check(spec).nodes) - 1
 
 
 def test_input_override_changes_shapes():
