@@ -166,20 +166,20 @@ def print_summary(report: Report, depth: int | None = None, file: TextIO | None 
     (file or sys.stdout).write(_TRAILING.sub(r"\1", captured.get()))
 
 
-_MIN_READS = 16  # the reads column's least width: a name or two, however wide the other columns are
+_MIN_READS = 10  # the reads column's least width, however wide the other columns are: a name and a count
 
 
 def _fit(names: Sequence[str], room: int) -> str:
     """`a, b, c` in at most `room` characters: the first names that fit whole, then how many more
-    (`a, b and 3 more`); a first name longer than the room is cut at its end (`stage2.blo…`)."""
+    (`a, b +1`); a first name longer than the room is cut at its end (`stage2.bl… +1`)."""
     text = ", ".join(names)
     if len(text) <= room:
         return text
     for k in range(len(names) - 1, 0, -1):
-        text = f"{', '.join(names[:k])} and {len(names) - k} more"
+        text = f"{', '.join(names[:k])} +{len(names) - k}"
         if len(text) <= room:
             return text
-    more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+    more = f" +{len(names) - 1}" if len(names) > 1 else ""
     return names[0][:max(room - len(more) - 1, 1)] + "…" + more
 
 

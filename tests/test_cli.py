@@ -204,7 +204,7 @@ input: {x: [3, 8, 8]}
 blocks:
   cbr:
     params: {out: int}
-    body: [{conv2d: {out: out, kernel: 3, padding: 1}}, batchnorm2d, relu]
+    body: [{conv2d: {out: out, kernel: 3, padding: 1}}, batchnorm, relu]
 network:
   - {cbr: {out: 4}, name: bm}
   - {cbr: {out: 4}, name: second}
@@ -219,7 +219,7 @@ def test_summary_reads_the_names_a_spec_can_write(tmp_path, capsys):
     code, out, _ = main(capsys, "summary", path)
     assert code == 0
     (row,) = [line for line in out.splitlines() if line.lstrip().startswith("concat0")]
-    assert row.rstrip().endswith("concat   8x8x8          0         0   bm, second")
+    assert re.split(r"\s{3,}", row.strip()) == ["concat0", "concat", "8x8x8", "0", "0", "bm, second"]
     assert "bm.relu0" not in out
     data = json.loads(main(capsys, "summary", path, "--format", "json")[1])
     assert {l["path"]: l["reads"] for l in data["layers"] if l["leaf"]}["concat0"] == ["bm", "second"]
@@ -228,17 +228,17 @@ def test_summary_reads_the_names_a_spec_can_write(tmp_path, capsys):
 
 
 def table_rows(out: str) -> list[str]:
-    """The body of a printed summary table: the lines between its two rules."""
+    """The body of a printed summary table: the lines from the header's rule to the blank line before `total`."""
     lines = out.splitlines()
-    rules = [i for i, line in enumerate(lines) if line.strip() and set(line.strip()) <= {"─"}]
-    return lines[rules[0] + 1:rules[1]]
+    start = next(i for i, line in enumerate(lines) if line.strip() and set(line.strip()) <= {"─"}) + 1
+    return lines[start:lines.index("", start)]
 
 
 def test_summary_fits_100_columns_one_line_per_row(tmp_path, capsys, monkeypatch):
     """A concat of six long names: the reads column keeps the names that fit whole and says how many
-    more, so every row stays one line within 100 columns (with the weights column too)."""
+    more (`+4`), so every row stays one line within 100 columns (with the weights column too)."""
     monkeypatch.setenv("COLUMNS", "80")  # not a terminal: archspec's least width, 100
-    names = [f"branch_number_{k}_with_a_long_name" for k in range(6)]
+    names = [f"long_branch_name_{k}" for k in range(6)]
     items = "".join(f"  - {{conv2d: {{out: 2, kernel: 1}}, from: x, name: {n}}}\n" for n in names)
     path = write(tmp_path, f"archspec: 1\nname: wide\ninput: {{x: [3, 8, 8]}}\nnetwork:\n{items}"
                            f"  - {{concat, from: [{', '.join(names)}], name: joined}}\n")
@@ -249,9 +249,18 @@ def test_summary_fits_100_columns_one_line_per_row(tmp_path, capsys, monkeypatch
         rows = table_rows(out)
         assert len(rows) == len(names) + 1
         assert rows[-1].split()[0] == "joined"
-        shown, more = re.split(r"\s{3,}", rows[-1].strip())[-1].split(" and ")
+        shown, more = re.split(r"\s{3,}", rows[-1].strip())[-1].split(" +")
         shown = shown.split(", ")
-        assert shown == names[:len(shown)] and more == f"{len(names) - len(shown)} more", rows[-1]
+        assert shown == names[:len(shown)] and int(more) == len(names) - len(shown), rows[-1]
+
+
+def test_reads_fit_whole_names_then_a_count():
+    from archspec.render import _fit
+
+    names = ["stage1", "stage2", "stage3"]
+    assert [_fit(names, room) for room in (22, 21, 17, 16, 9, 8)] == [
+        "stage1, stage2, stage3", "stage1, stage2 +1", "stage1, stage2 +1", "stage1 +2", "stage1 +2", "stag… +2"]
+    assert _fit(["a_very_long_block_name"], 10) == "a_very_lo…"
 
 
 @pytest.mark.parametrize("spec", sorted([*(ROOT / "specs").glob("*.yaml"), *(ROOT / "examples").glob("*.yaml")]),

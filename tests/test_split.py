@@ -410,7 +410,7 @@ SPECS = sorted([*(ROOT / "specs").glob("*.yaml"), *(ROOT / "examples").glob("*.y
 def test_reads_are_the_names_from_writes() -> None:
     """Every layer with a `from:` reads the names as the spec writes them there (a block's name, not
     its last layer's flattened path; a piece's `as:` name), over the zoo, the examples and the test specs."""
-    checked = set()
+    checked = []
     for path in SPECS:
         try:
             report = archspec.check(path)
@@ -424,8 +424,8 @@ def test_reads_are_the_names_from_writes() -> None:
                 written = item["from"] if isinstance(item["from"], list) else [item["from"]]
                 reads = report.node(node.scope).reads
                 assert list(reads[:len(written)]) == written, (path.name, node.scope, reads)
-                checked.add(written[0] if len(written) == 1 else tuple(written))
-    assert len(checked) > 30  # the oracle is not vacuous
+                checked.append(tuple(written))
+    assert len(checked) > 50 and len(set(checked)) > 10  # not vacuous: 74 reads, 14 different, when written
 
 
 def test_shufflenet_unit_written_with_chunk_is_the_zoo_spec(tmp_path: Path) -> None:
