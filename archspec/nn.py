@@ -87,7 +87,7 @@ def result_type(names: tuple[str, ...]) -> type:
     torch's pytree and the exporters see one), its fields the output names (`result_fields`)."""
     cls = _RESULT_TYPES.get(names)
     if cls is None:
-        cls = _RESULT_TYPES[names] = namedtuple("Outputs", result_fields(names))
+        cls = _RESULT_TYPES[names] = namedtuple("Outputs", result_fields(names), rename=True)  # `_1` stays `_1`
     return cls
 
 

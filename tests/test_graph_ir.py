@@ -419,5 +419,5 @@ def test_an_output_name_that_is_not_an_identifier_is_refused(tmp_path: Path, nam
           - {{relu, name: a}}
         outputs: {{"{name}": a, b: a}}
         """))
-    assert d.loc.line == 6, d
+    assert (d.code, d.loc.line) == ("AS107", 6) and f"'{name}' (string) is not a valid name" in d.message, d
 
