@@ -2,7 +2,7 @@
 
 One class per spec block (and per kind of residual/concat written outside a block), the network
 as a class, loops for repeated blocks; the file imports only torch (and `math`, for the attention's
-scale and the peephole LSTM's init). Constructor arguments are
+scale and the peephole LSTM's init; `collections.namedtuple`, for several outputs). Constructor arguments are
 found by generalising over every place a block is used: a value that differs between uses, or
 that the spec writes as a block parameter, becomes an argument named after that parameter; a
 value the spec writes as an expression of parameters (`channels * 4`) is written as that
