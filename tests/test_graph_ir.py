@@ -366,7 +366,7 @@ def test_several_outputs_are_a_named_tuple_as_onnxruntime_names_them(tmp_path: P
         got = module(x)
     assert isinstance(got, tuple) and len(got) == 3 and type(got)._fields == ("p3", "p4", "p5")
     p3, p4, p5 = got
-    assert p3 is got[0] is got.p3 and p5 is got[-1] is got.p5 and list(got._asdict()) == ["p3", "p4", "p5"]
+    assert p3 is got[0] and p4 is got.p4 and p5 is got[-1] is got.p5 and list(got._asdict()) == ["p3", "p4", "p5"]
     archspec.export(report, tmp_path / "fpn.onnx")  # seed 0's weights; verified against the module
     ort = Session(tmp_path / "fpn.onnx").run({"image": x.numpy()})
     assert list(ort) == list(got._fields)
