@@ -27,7 +27,7 @@ class NodeReport:
     kind: str  # layer kind, or for a container its label: block name, "group", "residual", ...
     depth: int  # the number of components of `path`: summary and graph cut at the same depth
     input: TensorType  # a container: the first input its first layer reads
-    output: TensorType  # a container: the output of its last layer
+    output: TensorType  # a container: the output of its last layer; a split: its first piece (`outputs`: all)
     params: int
     macs: int
     flops: int
@@ -35,7 +35,8 @@ class NodeReport:
     loc: Loc
     leaf: bool
     biases: int = 0  # of `params`, the conv/linear/recurrent biases: params - biases = the papers' "weights"
-    reads: tuple[str, ...] = ()  # a layer: the values it reads (producers' paths, or input names)
+    reads: tuple[str, ...] = ()  # a layer: the values it reads, named as the spec can where it is (`_spec_names`)
+    outputs: tuple[tuple[str, TensorType], ...] = ()  # a layer with several (split, chunk): each piece's name and type
 
     @property
     def weights(self) -> int:
@@ -150,13 +151,50 @@ def _rows(graph: Graph, types: list[TensorType], costs: list[Cost]) -> tuple[Nod
         for row in chain:
             row["cost"], row["act"] = _add(row["cost"], costs[i]), row["act"] + act
             if row is not model:
-                row["output"] = y
+                row["output"], row["last"] = y, i
         rows.append(dict(path=n.scope, kind=n.kind, depth=len(parts), input=types[n.inputs[0]], output=y,
-                         loc=n.loc, leaf=True, cost=costs[i], act=act,
-                         reads=tuple(graph.values[v].name for v in n.inputs)))
+                         loc=n.loc, leaf=True, cost=costs[i], act=act, node=n))
+    names = _spec_names(graph, [(r["path"], r["last"]) for r in rows if "last" in r])
+    for r in rows:
+        n = r.get("node")
+        if n is not None:
+            r["reads"] = tuple(_relative(names[v], n.scope) for v in n.inputs)
+            if len(n.outputs) > 1:
+                r["outputs"] = tuple((_relative(names[v], n.scope), types[v]) for v in n.outputs)
     return tuple(NodeReport(r["path"], r["kind"], r["depth"], r["input"], r["output"], r["cost"].params,
                             r["cost"].macs, r["cost"].flops, r["act"], r["loc"], r["leaf"], r["cost"].biases,
-                            r.get("reads", ())) for r in rows)
+                            r.get("reads", ()), r.get("outputs", ())) for r in rows)
+
+
+def _spec_names(graph: Graph, last: list[tuple[str, int]]) -> list[str]:
+    """Each value by the name the spec gives it, as a path of the lists it is in: a model input by its
+    name, a piece by its `as:` name in its layer's list (`stage.left`, not the flattened
+    `stage.split0.left`), any other value by the outermost item whose output it is (`layer1`, not
+    `layer1.block1.relu1`): what a `from:` in that list writes (tests/test_split.py checks every
+    `from:` of the zoo and examples), and, for a value read without one, its row in `summary`.
+    `last`: each container, in pre-order, with its last node, whose (first) output is the container's."""
+    names = [v.name for v in graph.values]
+    for path, i in reversed(last):  # a container after the ones inside it: the outermost name stays
+        names[graph.nodes[i].outputs[0]] = path
+    for n in graph.nodes:
+        if len(n.outputs) > 1:
+            within = n.scope.rpartition(".")[0]
+            for v, piece in zip(n.outputs, REGISTRY[n.kind].output_names(n.params)):
+                names[v] = f"{within}.{piece}" if within else piece
+    return names
+
+
+def _relative(name: str, reader: str) -> str:
+    """A value's name (`_spec_names`) as written in the list that holds `reader` (a node's scope):
+    without the containers both are in."""
+    within = reader.rpartition(".")[0]
+    if not within or name.startswith(within + "."):  # the usual case: the reader's own list, or the network's
+        return name[len(within) + 1:] if within else name
+    here, parts = within.split("."), name.split(".")
+    k = 0
+    while k < min(len(here), len(parts) - 1) and here[k] == parts[k]:
+        k += 1
+    return ".".join(parts[k:])
 
 
 class _Stop(Exception):

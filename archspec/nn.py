@@ -5,6 +5,9 @@ Layouts: images (N, C, H, W); sequences batch-first (N, T, F); tokens (N, T) int
 
 from __future__ import annotations
 
+import keyword
+from collections import namedtuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,10 +18,10 @@ class Network(nn.Module):
 
     Each layer's module is registered at its scope (`layer2.block0.conv1`), with plain containers
     for the prefixes, so `state_dict` keys read like the spec. The forward pass runs the steps in
-    order over a list of values. Why not torch.fx: both torch.onnx exporters (dynamo, and the
-    TorchScript tracer the recurrent kinds need) trace this loop into a flat graph as they trace
-    any module, the modules keep their own classes for hooks and weights, and building it needs
-    no symbolic trace of our own."""
+    order over a list of values, and returns one tensor, or several as a named tuple (`result_type`).
+    Why not torch.fx: both torch.onnx exporters (dynamo, and the TorchScript tracer the recurrent
+    kinds need) trace this loop into a flat graph as they trace any module, the modules keep their
+    own classes for hooks and weights, and building it needs no symbolic trace of our own."""
 
     def __init__(self, *, name: str, input_names: tuple[str, ...], output_names: tuple[str, ...], sha256: str,
                  values: int, outputs: tuple[int, ...]):
@@ -63,8 +66,29 @@ class Network(nn.Module):
             else:
                 for v, t in zip(outs, y):
                     env[v] = t
-        result = tuple(env[v] for v in self._outputs)
-        return result[0] if len(result) == 1 else result  # type: ignore[return-value]
+        if len(self._outputs) == 1:
+            return env[self._outputs[0]]  # type: ignore[return-value]
+        return result_type(self.output_names)(*(env[v] for v in self._outputs))
+
+
+_RESULT_TYPES: dict[tuple[str, ...], type] = {}  # per tuple of output names: a module holds no class, so it pickles
+
+
+def result_fields(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The fields of a several-output result, one per `outputs:` name in order. The grammar makes every
+    name an identifier (`schema.IDENT`), but not every identifier names a field: a Python keyword gets a
+    trailing underscore (`class` -> `class_`, PEP 8's convention); one starting with `_`, or repeating an
+    earlier field, is named by its position (`_1`), as `collections.namedtuple(rename=True)` does."""
+    return namedtuple("_", [f"{n}_" if keyword.iskeyword(n) else n for n in names], rename=True)._fields
+
+
+def result_type(names: tuple[str, ...]) -> type:
+    """The named tuple a network with several outputs returns: still a tuple (unpacking, indexing,
+    torch's pytree and the exporters see one), its fields the output names (`result_fields`)."""
+    cls = _RESULT_TYPES.get(names)
+    if cls is None:
+        cls = _RESULT_TYPES[names] = namedtuple("Outputs", result_fields(names), rename=True)  # `_1` stays `_1`
+    return cls
 
 
 class _Scope(nn.Module):

@@ -61,6 +61,7 @@ def json_results(results: Iterable[tuple[str, Report | None, tuple[Diagnostic, .
             entry["name"] = report.graph.name
             entry["totals"] = report.totals.as_dict()
             entry["output_shape"] = list(report.output.shape)
+            entry["outputs"] = {name: list(t.shape) for name, t in report.outputs.items()}
         out.append(entry)
     return json.dumps(out, indent=2)
 
@@ -95,9 +96,12 @@ def _input_dict(i) -> dict:
 
 
 def _node_dict(n: NodeReport) -> dict:
-    return {"path": n.path, "kind": n.kind, "depth": n.depth, "output_shape": list(n.output.shape),
-            "params": n.params, "weights": n.weights, "macs": n.macs, "flops": n.flops, "leaf": n.leaf,
-            "line": n.loc.line, "reads": list(n.reads)}
+    """A row; a layer with several outputs also names each, `{name: shape}` as the model's `outputs`."""
+    row = {"path": n.path, "kind": n.kind, "depth": n.depth, "output_shape": list(n.output.shape)}
+    if n.outputs:
+        row["outputs"] = {name: list(t.shape) for name, t in n.outputs}
+    return row | {"params": n.params, "weights": n.weights, "macs": n.macs, "flops": n.flops, "leaf": n.leaf,
+                  "line": n.loc.line, "reads": list(n.reads)}
 
 
 def _visible(report: Report, depth: int | None) -> list[NodeReport]:
@@ -109,53 +113,74 @@ def _visible(report: Report, depth: int | None) -> list[NodeReport]:
 
 def print_summary(report: Report, depth: int | None = None, file: TextIO | None = None,
                   weights: bool = False) -> None:
-    """A torchinfo-style table, computed statically. Colour only on a terminal; NO_COLOR respected."""
+    """A torchinfo-style table, computed statically. Colour only on a terminal; NO_COLOR respected.
+    One line per row at any width (at least 100): the `reads` column takes the room the others leave."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
     g, t = report.graph, report.totals
-    inputs = ", ".join(f"{i.name} {_shape(i.shape)} ({i.dtype})" for i in g.inputs)
-    table = Table(box=box.SIMPLE_HEAD, title=f"{g.name}: input{'s' * (len(g.inputs) > 1)} {inputs}",
-                  title_justify="left", show_footer=True, header_style="bold")
-    table.add_column("layer", footer="total", style="cyan", no_wrap=True)
-    table.add_column("kind", style="magenta")
-    table.add_column("output", footer=str(report.output))
-    table.add_column("params", footer=f"{t.params:,}", justify="right")
-    if weights:
-        table.add_column("weights", footer=f"{report.nodes[0].weights:,}", justify="right")
-    table.add_column("MACs", footer=f"{t.macs:,}", justify="right")
-    chained = {}  # a layer reading something other than the row above says what it reads
-    previous = None
-    for n in report.nodes[1:]:
-        if n.leaf:
-            chained[n.path] = list(n.reads) == ([previous] if previous else [g.inputs[0].name])
-            previous = n.path
-    pieces = {node.scope: node.outputs for node in g.nodes if len(node.outputs) > 1}  # a split: every piece
-    visible = _visible(report, depth)
-    show_reads = any(not chained.get(n.path, True) for n in visible)
-    if show_reads:
-        table.add_column("reads", style="dim", overflow="fold")
-    for n in visible:
+    chained, previous = {}, (0,)  # a layer reading something other than the row above says what it reads
+    for node in g.nodes:
+        chained[node.scope] = len(previous) == 1 and node.inputs == previous
+        previous = node.outputs
+    rows, reads = [], []
+    for n in _visible(report, depth):
         label = n.path if depth is not None else "  " * max(n.depth - 1, 0) + n.path.rsplit(".", 1)[-1]
         if not n.leaf and depth is None:
             label = f"[bold]{label}[/bold]"
-        output = ", ".join(str(report.types[v]) for v in pieces[n.path]) if n.leaf and n.path in pieces else \
-            str(n.output)
-        cells = [label, n.kind, output, f"{n.params:,}"] + ([f"{n.weights:,}"] if weights else []) + \
-            [f"{n.macs:,}"]
-        if show_reads:
-            cells.append("" if chained.get(n.path, True) else ", ".join(n.reads))
-        table.add_row(*cells)
+        output = ", ".join(str(t) for _, t in n.outputs) if n.outputs else str(n.output)  # a split: every piece
+        rows.append([label, n.kind, output, f"{n.params:,}"] + ([f"{n.weights:,}"] if weights else []) +
+                    [f"{n.macs:,}"])
+        reads.append(() if chained.get(n.path, True) else n.reads)
+
+    def table(room: int | None = None) -> Table:
+        """Without `room`, no reads column; with it, the reads fitted into `room` characters."""
+        inputs = ", ".join(f"{i.name} {_shape(i.shape)} ({i.dtype})" for i in g.inputs)
+        out = Table(box=box.SIMPLE_HEAD, title=f"{g.name}: input{'s' * (len(g.inputs) > 1)} {inputs}",
+                    title_justify="left", show_footer=True, header_style="bold")
+        out.add_column("layer", footer="total", style="cyan", no_wrap=True)
+        out.add_column("kind", style="magenta", no_wrap=True)
+        out.add_column("output", footer=str(report.output), no_wrap=True)
+        out.add_column("params", footer=f"{t.params:,}", justify="right", no_wrap=True)
+        if weights:
+            out.add_column("weights", footer=f"{report.nodes[0].weights:,}", justify="right", no_wrap=True)
+        out.add_column("MACs", footer=f"{t.macs:,}", justify="right", no_wrap=True)
+        if room is not None:
+            out.add_column("reads", style="dim", no_wrap=True)
+        for cells, names in zip(rows, reads):
+            out.add_row(*cells, *([_fit(names, room)] if room is not None else []))
+        return out
+
     console = Console(file=file, highlight=False, soft_wrap=False, width=max(100, Console(file=file).width))
+    shown = table()
+    if any(reads):  # a column is its cells' width, 1 space of padding each side and 1 between columns
+        shown = table(max(console.width - console.measure(shown).maximum - 3, _MIN_READS))
     with console.capture() as captured:
-        console.print(table)
+        console.print(shown)
         if len(report.outputs) > 1 or g.outputs[0].name != "output":
             console.print("outputs: " + ", ".join(f"{name} {t}" for name, t in report.outputs.items()))
         console.print(f"params {human_units(t.params)}  MACs {human_units(t.macs)}  FLOPs {human_units(t.flops)}  "
                       f"activations {human_units(t.activation_bytes)}B per sample (batch 1)")
     # rich pads every line to the table's width; drop the padding, keep any closing colour codes
     (file or sys.stdout).write(_TRAILING.sub(r"\1", captured.get()))
+
+
+_MIN_READS = 10  # the reads column's least width, however wide the other columns are: a name and a count
+
+
+def _fit(names: Sequence[str], room: int) -> str:
+    """`a, b, c` in at most `room` characters: the first names that fit whole, then how many more
+    (`a, b +1`); a first name longer than the room is cut at its end (`stage2.bl… +1`)."""
+    text = ", ".join(names)
+    if len(text) <= room:
+        return text
+    for k in range(len(names) - 1, 0, -1):
+        text = f"{', '.join(names[:k])} +{len(names) - k}"
+        if len(text) <= room:
+            return text
+    more = f" +{len(names) - 1}" if len(names) > 1 else ""
+    return names[0][:max(room - len(more) - 1, 1)] + "…" + more
 
 
 _TRAILING = re.compile(r"[ \t]+((?:\x1b\[[0-9;]*m)*)$", re.M)

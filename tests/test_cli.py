@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -195,6 +196,81 @@ def test_summary_table(capsys):
     assert code == 0
     assert out.startswith("lenet: input image 1x28x28 (float32)")
     assert "61,706" in out
+
+
+BLOCK_READ = """archspec: 1
+name: blockread
+input: {x: [3, 8, 8]}
+blocks:
+  cbr:
+    params: {out: int}
+    body: [{conv2d: {out: out, kernel: 3, padding: 1}}, batchnorm, relu]
+network:
+  - {cbr: {out: 4}, name: bm}
+  - {cbr: {out: 4}, name: second}
+  - {concat, from: [bm, second]}
+"""
+
+
+def test_summary_reads_the_names_a_spec_can_write(tmp_path, capsys):
+    """`from: bm` names block `bm`: the reads column says `bm`, not its last layer's path `bm.relu0`,
+    which no reference can write (AS126); JSON says the same."""
+    path = write(tmp_path, BLOCK_READ)
+    code, out, _ = main(capsys, "summary", path)
+    assert code == 0
+    (row,) = [line for line in out.splitlines() if line.lstrip().startswith("concat0")]
+    assert re.split(r"\s{3,}", row.strip()) == ["concat0", "concat", "8x8x8", "0", "0", "bm, second"]
+    assert "bm.relu0" not in out
+    data = json.loads(main(capsys, "summary", path, "--format", "json")[1])
+    assert {l["path"]: l["reads"] for l in data["layers"] if l["leaf"]}["concat0"] == ["bm", "second"]
+    bad = write(tmp_path, BLOCK_READ.replace("[bm, second]", "[bm.relu0, second]"), "bad.yaml")
+    assert "error[AS126]: 'bm.relu0' reaches into the internals of 'bm'" in main(capsys, "check", bad)[2]
+
+
+def table_rows(out: str) -> list[str]:
+    """The body of a printed summary table: the lines from the header's rule to the blank line before `total`."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() and set(line.strip()) <= {"─"}) + 1
+    return lines[start:lines.index("", start)]
+
+
+def test_summary_fits_100_columns_one_line_per_row(tmp_path, capsys, monkeypatch):
+    """A concat of six long names: the reads column keeps the names that fit whole and says how many
+    more (`+4`), so every row stays one line within 100 columns (with the weights column too)."""
+    monkeypatch.setenv("COLUMNS", "80")  # not a terminal: archspec's least width, 100
+    names = [f"long_branch_name_{k}" for k in range(6)]
+    items = "".join(f"  - {{conv2d: {{out: 2, kernel: 1}}, from: x, name: {n}}}\n" for n in names)
+    path = write(tmp_path, f"archspec: 1\nname: wide\ninput: {{x: [3, 8, 8]}}\nnetwork:\n{items}"
+                           f"  - {{concat, from: [{', '.join(names)}], name: joined}}\n")
+    for extra in ((), ("--paper-weights",), ("--depth", "1")):
+        code, out, _ = main(capsys, "summary", path, *extra)
+        assert code == 0
+        assert max(len(line) for line in out.splitlines()) <= 100, out
+        rows = table_rows(out)
+        assert len(rows) == len(names) + 1
+        assert rows[-1].split()[0] == "joined"
+        shown, more = re.split(r"\s{3,}", rows[-1].strip())[-1].split(" +")
+        shown = shown.split(", ")
+        assert shown == names[:len(shown)] and int(more) == len(names) - len(shown), rows[-1]
+
+
+def test_reads_fit_whole_names_then_a_count():
+    from archspec.render import _fit
+
+    names = ["stage1", "stage2", "stage3"]
+    assert [_fit(names, room) for room in (22, 21, 17, 16, 9, 8)] == [
+        "stage1, stage2, stage3", "stage1, stage2 +1", "stage1, stage2 +1", "stage1 +2", "stage1 +2", "stag… +2"]
+    assert _fit(["a_very_long_block_name"], 10) == "a_very_lo…"
+
+
+@pytest.mark.parametrize("spec", sorted([*(ROOT / "specs").glob("*.yaml"), *(ROOT / "examples").glob("*.yaml")]),
+                         ids=lambda p: p.stem)
+def test_every_summary_row_is_one_line_of_at_most_100(spec, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = main(capsys, "summary", spec)
+    assert code == 0
+    assert max(len(line) for line in out.splitlines()) <= 100
+    assert len(table_rows(out)) == len(archspec.check(spec).nodes) - 1
 
 
 def test_input_override_changes_shapes():

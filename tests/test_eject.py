@@ -60,7 +60,7 @@ def test_ejected_module_equals_build(spec: Path, tmp_path: Path):
             imports |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imports.add(node.module)
-    assert imports <= {"__future__", "math", "torch", "torch.nn", "torch.nn.functional"}, imports  # no archspec
+    assert imports <= {"__future__", "collections", "math", "torch", "torch.nn", "torch.nn.functional"}, imports
 
     report = archspec.check(spec)
     built = archspec.build(report, seed=0).eval()
@@ -73,6 +73,8 @@ def test_ejected_module_equals_build(spec: Path, tmp_path: Path):
         want, got = built(*xs), theirs(*xs)
     if len(report.graph.outputs) == 1:
         want, got = (want,), (got,)
+    else:  # the named tuple `archspec.build`'s module returns, fields named as the spec's outputs
+        assert type(got)._fields == type(want)._fields == tuple(report.outputs)
     assert isinstance(got, tuple) and len(got) == len(want) == len(report.graph.outputs)
     for w, g in zip(want, got):
         assert w.shape == g.shape
@@ -114,10 +116,29 @@ def test_references_become_a_straight_line_forward(tmp_path: Path):
     text = eject(ROOT / "specs/googlenet_aux.yaml", tmp_path)[0].read_text()
     assert "class Inception(nn.Module):" in text and "class AuxHead(nn.Sequential):" in text
     assert "        aux1 = self.aux1(inception4a)\n        aux2 = self.aux2(inception4d)\n" in text
-    assert "        return fc, aux1, aux2\n" in text
+    assert 'Outputs = namedtuple("Outputs", ["logits", "aux1", "aux2"])\n' in text
+    assert "    def forward(self, image: torch.Tensor) -> Outputs:\n" in text
+    assert "        return Outputs(logits=fc, aux1=aux1, aux2=aux2)\n" in text
     text = eject(ROOT / "tests/data/eject_wiring.yaml", tmp_path)[0].read_text()
     assert "class Unit(nn.Module):" in text and "        h = self.sum(a, b)\n" in text
     assert "    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:\n" in text
+
+
+def test_ejected_outputs_keep_the_fields_python_renames(tmp_path: Path):
+    """Output names that are a keyword or start with `_` name the same fields as in `archspec.build`'s result."""
+    spec = tmp_path / "named.yaml"
+    spec.write_text("archspec: 1\nname: named\ninput: {x: [4]}\nnetwork:\n  - {linear: {out: 3}, name: a}\n"
+                    "  - {linear: {out: 2}, from: x, name: b}\noutputs: {class: a, _aux: b}\n")
+    path, ejected = eject(spec, tmp_path)
+    assert 'Outputs = namedtuple("Outputs", ["class_", "_1"], rename=True)\n' in path.read_text()
+    built = archspec.build(spec, seed=0).eval()
+    theirs = ejected.build().eval()
+    theirs.load_state_dict(built.state_dict())
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        want, got = built(x), theirs(x)
+    assert type(got)._fields == type(want)._fields == ("class_", "_1")
+    assert torch.equal(got.class_, want.class_) and torch.equal(got._1, want._1)
 
 
 def test_docs_show_the_current_ejected_block(tmp_path: Path):

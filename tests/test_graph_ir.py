@@ -120,8 +120,9 @@ def test_googlenet_aux_three_heads_equal_the_reference() -> None:
     x = torch.randn(2, 3, 224, 224, generator=g)
     with torch.no_grad():
         got, want = ours(x), ref(x)
-    assert len(got) == 3
-    for name, y, r in zip(report.outputs, got, want):
+    assert isinstance(got, tuple) and type(got)._fields == ("logits", "aux1", "aux2")  # as torchvision's GoogLeNetOutputs
+    for name, r in zip(report.outputs, want):
+        y = getattr(got, name)
         assert y.shape == r.shape == (2, 1000), name
         torch.testing.assert_close(y, r, rtol=1e-4, atol=1e-5, msg=f"head {name}")
 
@@ -349,3 +350,74 @@ def test_rounding_functions_and_their_arity() -> None:
         evaluate("floor(1, 2)", {})
     with pytest.raises(ExprError, match="only min"):
         evaluate("abs(-1)", {})
+
+
+# --- the built module's result carries the output names -----------------------------------------
+
+def test_several_outputs_are_a_named_tuple_as_onnxruntime_names_them(tmp_path: Path) -> None:
+    """The result stays a tuple (unpacking, indexing, `len`), and each field holds what onnxruntime
+    returns under that output's name from the verified export of the same weights."""
+    from archspec.runtime import Session
+
+    report = archspec.check(ROOT / "examples" / "c2f_fpn.yaml")
+    module = archspec.build(report, seed=0).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        got = module(x)
+    assert isinstance(got, tuple) and len(got) == 3 and type(got)._fields == ("p3", "p4", "p5")
+    p3, p4, p5 = got
+    assert p3 is got[0] and p4 is got.p4 and p5 is got[-1] is got.p5 and list(got._asdict()) == ["p3", "p4", "p5"]
+    archspec.export(report, tmp_path / "fpn.onnx")  # seed 0's weights; verified against the module
+    ort = Session(tmp_path / "fpn.onnx").run({"image": x.numpy()})
+    assert list(ort) == list(got._fields)
+    for name in report.outputs:
+        np.testing.assert_allclose(getattr(got, name).numpy(), ort[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    again = archspec.build(report, weights={k: v.numpy() for k, v in module.state_dict().items()}).eval()
+    with torch.no_grad():
+        loaded = again(x)
+    assert type(loaded) is type(got) and all(torch.equal(a, b) for a, b in zip(loaded, got))
+    single = archspec.build(ROOT / "examples" / "multiscale_head.yaml", seed=0).eval()
+    with torch.no_grad():
+        assert type(single(torch.randn(1, 3, 32, 32))) is torch.Tensor  # one output: the tensor itself
+
+
+def test_output_names_python_cannot_use_as_fields(tmp_path: Path) -> None:
+    """The grammar's names are identifiers; a keyword gets a trailing underscore, one starting with
+    `_` (or repeating an earlier field) its position, as `namedtuple(rename=True)` does. ONNX keeps the
+    spec's names."""
+    from archspec.nn import result_fields
+    from archspec.runtime import Session
+
+    assert result_fields(("class", "_aux", "box", "class_", "None")) == ("class_", "_1", "box", "_3", "None_")
+    path = spec(tmp_path, """\
+        network:
+          - {linear: {out: 3}, name: a}
+          - {linear: {out: 2}, from: x, name: b}
+          - {relu, from: x, name: c}
+        outputs: {class: a, _aux: b, box: c}
+        """, head="input: {x: [4]}")
+    report = archspec.check(path)
+    module = archspec.build(report, seed=0).eval()
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        got = module(x)
+        want = (F.linear(x, module.a.weight, module.a.bias), F.linear(x, module.b.weight, module.b.bias), F.relu(x))
+    assert type(got)._fields == ("class_", "_1", "box")
+    assert all(torch.equal(g, w) for g, w in zip((got.class_, got._1, got.box), want))
+    archspec.export(report, tmp_path / "s.onnx")
+    ort = Session(tmp_path / "s.onnx").run({"x": x.numpy()})
+    assert list(ort) == ["class", "_aux", "box"]
+    for name, field in zip(ort, type(got)._fields):
+        np.testing.assert_allclose(ort[name], getattr(got, field).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["my-out", "1st", "out put", "é"])
+def test_an_output_name_that_is_not_an_identifier_is_refused(tmp_path: Path, name: str) -> None:
+    """Why every output name is an identifier: the checker refuses any other, where it is written."""
+    d = first_error(spec(tmp_path, f"""\
+        network:
+          - {{relu, name: a}}
+        outputs: {{"{name}": a, b: a}}
+        """))
+    assert (d.code, d.loc.line) == ("AS107", 6) and f"'{name}' (string) is not a valid name" in d.message, d
+

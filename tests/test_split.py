@@ -376,7 +376,56 @@ def test_summary_shows_every_piece(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["summary", str(path)]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert rows["sp"][:3] == ["sp", "split", "3x5x7,"] and rows["sp"][3] == "5x5x7"
-    assert rows["act"][-1] == "sp.right" and rows["concat0"][-2:] == ["sp.left,", "act"]
+    assert rows["act"][-1] == "right" and rows["concat0"][-2:] == ["left,", "act"]  # as `from:` writes them
+
+
+def test_report_and_json_give_every_piece(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Each piece's name and shape (torch.split's), in the report and in both commands' JSON, as the
+    JSON gives the model's `outputs`: {name: shape}."""
+    from archspec.cli import main
+
+    path = write(tmp_path, "{image: [8, 5, 7]}", "  - {split: {sizes: [3, 5], as: [left, right]}, name: sp}",
+                 {"first": "left", "second": "right"})
+    report = archspec.check(path)
+    want = [tuple(t.shape[1:]) for t in torch.split(torch.zeros(1, 8, 5, 7), [3, 5], 1)]
+    node = report.node("sp")
+    assert [(name, t.shape) for name, t in node.outputs] == list(zip(["left", "right"], want))
+    assert node.output == node.outputs[0][1]  # the first piece, as every row has one output
+    assert main(["summary", str(path), "--format", "json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    (row,) = summary["layers"]
+    assert row["outputs"] == {"left": list(want[0]), "right": list(want[1])}
+    assert summary["outputs"] == {"first": list(want[0]), "second": list(want[1])}
+    assert main(["check", str(path), "--format", "json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["outputs"] == summary["outputs"] and entry["output_shape"] == list(want[0])
+    one = archspec.check(write(tmp_path, "{image: [8, 5, 7]}", "  - relu"))
+    assert one.node("relu0").outputs == ()  # one output: `output` says it all
+
+
+SPECS = sorted([*(ROOT / "specs").glob("*.yaml"), *(ROOT / "examples").glob("*.yaml"),
+                *(ROOT / "tests" / "data").glob("*.yaml")])
+
+
+def test_reads_are_the_names_from_writes() -> None:
+    """Every layer with a `from:` reads the names as the spec writes them there (a block's name, not
+    its last layer's flattened path; a piece's `as:` name), over the zoo, the examples and the test specs."""
+    checked = []
+    for path in SPECS:
+        try:
+            report = archspec.check(path)
+        except SpecError:
+            continue  # tests/data also holds specs with mistakes
+        for node in report.graph.nodes:
+            item = report.graph.doc.data
+            for key in node.yaml_path:
+                item = item[key]
+            if isinstance(item, dict) and "from" in item:
+                written = item["from"] if isinstance(item["from"], list) else [item["from"]]
+                reads = report.node(node.scope).reads
+                assert list(reads[:len(written)]) == written, (path.name, node.scope, reads)
+                checked.append(tuple(written))
+    assert len(checked) > 50 and len(set(checked)) > 10  # not vacuous: 74 reads, 14 different, when written
 
 
 def test_shufflenet_unit_written_with_chunk_is_the_zoo_spec(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .. import nn as archspec_nn
 from ..analyze import Report
 from ..expr import ExprError, evaluate, looks_like_expression
 from .classes import _camel, _Class, _NotGeneral
@@ -142,7 +143,9 @@ def _render(report: Report, classes: list[_Class], helpers: set[type], constants
     sources = [inspect.getsource(h) for h in copied]
     uses_f = any("F." in s for s in sources)
     uses_math = any("math." in s for s in sources)
-    out += (["import math", ""] if uses_math else []) + ["import torch"] + (
+    fields = archspec_nn.result_fields(tuple(o.name for o in g.outputs)) if len(g.outputs) > 1 else ()
+    stdlib = ["import math"] * uses_math + ["from collections import namedtuple"] * bool(fields)
+    out += (stdlib + [""]) * bool(stdlib) + ["import torch"] + (
         ["import torch.nn.functional as F"] if uses_f else []) + ["from torch import nn", ""]
     used = {n for c in classes for s in c.slots if s.expr and s.out == s.expr for n in re.findall(r"[A-Za-z_]\w*", s.expr)}
     written = [f"{n} = {v!r}" for n, v in constants.items() if n in used and not any(n in c.args for c in classes)]
@@ -152,6 +155,11 @@ def _render(report: Report, classes: list[_Class], helpers: set[type], constants
         out += ["", _MAKE_DIVISIBLE, ""]
     for source in sources:
         out += ["", source.rstrip(), ""]
+    taken = dict.fromkeys([*(c.name for c in classes), *(h.__name__ for h in copied), *constants])
+    result = _unique("Outputs", taken) if fields else ""
+    if fields:  # as `archspec.build`'s module returns them (archspec.nn.result_type)
+        listed, rename = ", ".join(f'"{f}"' for f in fields), ", rename=True" * any(f[0] == "_" for f in fields)
+        out += ["", f'{result} = namedtuple("{result}", [{listed}]{rename})', ""]
     blocks = g.spec.blocks
     for cls in classes:
         w = _Writer()
@@ -169,7 +177,7 @@ def _render(report: Report, classes: list[_Class], helpers: set[type], constants
         if mode == "parallel":
             w.lines += _forward(cls)
         elif mode == "graph":
-            w.lines += _graph_forward(cls.uses[0])
+            w.lines += _graph_forward(cls.uses[0], *((fields, result) if key == "network" else ()))
         out += w.lines
     net = classes[-1]
     call = ", ".join(f"{a}={v!r}" for a, v in net.uses[0].call)
@@ -238,9 +246,10 @@ def _forward(cls: _Class) -> list[str]:
     return lines
 
 
-def _graph_forward(use: Box) -> list[str]:
+def _graph_forward(use: Box, fields: tuple[str, ...] = (), made: str = "") -> list[str]:
     """Any other dataflow (several inputs or outputs, `from:` references): one line per part in
-    order, a value kept in a variable named after its part while a later part still reads it."""
+    order, a value kept in a variable named after its part while a later part still reads it. The
+    network's several outputs are returned as the named tuple `made` with these `fields`."""
     _, steps, result = use.wiring
     reads = Counter(r for _, ins, _ in steps for r in ins) + Counter(result)
     names = set(use.inputs) | {_ident(n) for n, _, _ in steps}
@@ -248,7 +257,7 @@ def _graph_forward(use: Box) -> list[str]:
     var: dict[Any, str] = {("in", k): p for k, p in enumerate(use.inputs)}
     taken = set(use.inputs) | {temp}
     params = ", ".join(f"{p}: torch.Tensor" for p in use.inputs)
-    returns = "torch.Tensor" if len(result) == 1 else "tuple[torch.Tensor, ...]"
+    returns = made or ("torch.Tensor" if len(result) == 1 else "tuple[torch.Tensor, ...]")
     lines = ["", f"    def forward(self, {params}) -> {returns}:"]
     for i, (name, ins, n) in enumerate(steps):
         if not n:
@@ -261,7 +270,9 @@ def _graph_forward(use: Box) -> list[str]:
             var[r] = temp if passing else _unique(_ident(piece), dict.fromkeys(taken))
             taken.add(var[r])
         lines.append(f"        {', '.join(var[r] for r in refs)} = {call}")
-    lines.append(f"        return {', '.join(var[r] for r in result)}")
+    values = [var[r] for r in result]
+    lines.append(f"        return {made}({', '.join(f'{f}={v}' for f, v in zip(fields, values))})" if fields else
+                 f"        return {', '.join(values)}")
     return lines
 
 
