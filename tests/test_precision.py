@@ -131,3 +131,17 @@ def test_kind_quantizes_to_int8(tmp_path: Path, kind: str) -> None:
     q = result.quantization
     assert q is not None and q.samples == 32 and np.isfinite(q.max_abs_error) and result.bytes == q.int8_bytes
     assert len(result.checks) == 2 and all(c.compared for c in result.checks)  # the float32 model, vs PyTorch
+
+
+def test_a_float16_model_runs_from_random_and_float32_inputs(tmp_path: Path) -> None:
+    """`archspec run --random` and `--input x.npy` (float32, as numpy writes it) feed a float16 model
+    float16 arrays; onnxruntime refuses float32 for a tensor(float16) input."""
+    report = spec(tmp_path, "{x: [3, 8, 8]}", "{conv2d: {out: 4, kernel: 3}}", "relu")
+    half = Session(export_model(report, tmp_path / "h.onnx", dtype="float16").path)
+    full = Session(export_model(report, tmp_path / "f.onnx").path)
+    feeds = half.example_inputs(batch=2)
+    assert feeds["x"].dtype == np.float16
+    x = example_input(report, (2, 3, 8, 8), seed=3)  # float32
+    got, want = half.run(half.coerce(x))["output"], full.run(full.coerce(x))["output"]
+    close(got, want)  # float16, within the exporter's float16 criterion of the float32 model
+    assert half.run(feeds)["output"].shape == (2, 4, 6, 6)

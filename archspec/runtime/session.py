@@ -188,8 +188,8 @@ class Session:
                 feeds[name] = rng.integers(0, high, size=dims, dtype=np.int64)
             elif "int32" in type_:
                 feeds[name] = rng.integers(0, 2, size=dims, dtype=np.int32)
-            else:
-                feeds[name] = rng.standard_normal(dims).astype(np.float32)
+            else:  # float16 for a `--dtype float16` export
+                feeds[name] = rng.standard_normal(dims).astype(np.float16 if "float16" in type_ else np.float32)
         return feeds
 
     def input_metadata(self) -> list[dict | None]:
@@ -247,7 +247,7 @@ class Session:
                 raise RunError(f"input '{name}' has token id {array[at]} at {tuple(map(int, at))}, outside the "
                                f"vocabulary 0..{vocab - 1}" + (f" ({len(bad)} such ids)" if len(bad) > 1 else ""))
         elif "float" in type_:
-            array = array.astype(np.float32)
+            array = array.astype(np.float16 if "float16" in type_ else np.float32)
         return {name: array}
 
 
