@@ -367,15 +367,24 @@ class Resolver:
             raise _Budget
 
     # -- leaves ------------------------------------------------------------------------------
+    def mapping(self, args: Any, env: Mapping[str, Any], kpath: Path, calls: CallChain, what: str,
+                hint: str = "") -> dict | None:
+        """A layer's parameters or a block's arguments, evaluated; None (reported) unless a mapping.
+        A bad expression inside is reported once, not again as a wrong type."""
+        failures = self.failures
+        values = self.value(args, env, kpath, calls) if args is not None else {}
+        if self.failures > failures:
+            return None
+        if not isinstance(values, dict):
+            self.out.add("AS103", f"{what} must be a mapping, got {values!r}", self.doc.loc(kpath),
+                         format_path(kpath), hint, calls)
+            return None
+        return values
+
     def layer(self, name: str, kind: str, args: Any, path: Path, kpath: Path, env: Mapping[str, Any],
               calls: CallChain) -> Layer | None:
-        failures = self.failures
-        params = self.value(args, env, kpath, calls) if args is not None else {}
-        if self.failures > failures:
-            return None  # a bad expression is reported once, not again as a wrong type
-        if not isinstance(params, dict):
-            self.out.add("AS103", f"parameters of {kind} must be a mapping, got {params!r}",
-                         self.doc.loc(kpath), format_path(kpath), f"write `{kind}: {{...}}`", calls)
+        params = self.mapping(args, env, kpath, calls, f"parameters of {kind}", f"write `{kind}: {{...}}`")
+        if params is None:
             return None
         schema = REGISTRY[kind].Params
         try:
@@ -508,13 +517,8 @@ class Resolver:
                          "if this spec is trusted", calls)
             raise _Budget
         definition: BlockDef = self.spec.blocks[block]
-        failures = self.failures
-        values = self.value(args, env, kpath, calls) if args is not None else {}
-        if self.failures > failures:
-            return None  # a bad expression is reported once, not again as a wrong type
-        if not isinstance(values, dict):
-            self.out.add("AS103", f"arguments of block '{block}' must be a mapping, got {values!r}",
-                         self.doc.loc(kpath), format_path(kpath), related=calls)
+        values = self.mapping(args, env, kpath, calls, f"arguments of block '{block}'")
+        if values is None:
             return None
         scope = dict(self.globals)
         ok = True
